@@ -1,0 +1,3 @@
+//! The `wasmlet` command line.
+
+fn main() {}
