@@ -1,0 +1,397 @@
+//! Loading a Pod manifest: one or more YAML (or JSON) documents holding exactly one Pod and
+//! any number of the ConfigMaps and Secrets it uses, then checking what wasmlet relies on.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, Secret};
+use serde::Deserialize;
+
+use crate::objects::ConfigObjects;
+
+/// Why a manifest could not be loaded. Document numbers count from 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// The text of a document is not valid YAML or JSON.
+    #[error("document {document}: {message}")]
+    Syntax {
+        /// Which document (from 1).
+        document: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// A document has no `kind`.
+    #[error("document {document}: missing field `kind`")]
+    MissingKind {
+        /// Which document (from 1).
+        document: usize,
+    },
+    /// A document is of a kind (or API version) that a manifest may not hold.
+    #[error(
+        "document {document}: unsupported kind {kind:?} (apiVersion {api_version:?}): a manifest holds one v1 Pod plus v1 ConfigMaps and Secrets"
+    )]
+    UnsupportedKind {
+        /// Which document (from 1).
+        document: usize,
+        /// Its `kind`.
+        kind: String,
+        /// Its `apiVersion`.
+        api_version: String,
+    },
+    /// A field of a document has the wrong shape.
+    #[error("document {document} ({kind}): {path}: {message}")]
+    Field {
+        /// Which document (from 1).
+        document: usize,
+        /// Its `kind`.
+        kind: String,
+        /// Where in the document, e.g. `spec.containers[0].image`.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The Pod is well-formed but not valid.
+    #[error("document {document} (Pod): {}", join_problems(problems))]
+    Invalid {
+        /// Which document (from 1).
+        document: usize,
+        /// Every problem found.
+        problems: Vec<FieldProblem>,
+    },
+    /// No document is a Pod.
+    #[error("no Pod in the manifest")]
+    NoPod,
+    /// More than one document is a Pod.
+    #[error("documents {first} and {second} are both Pods: a manifest holds exactly one")]
+    SeveralPods {
+        /// The first Pod document.
+        first: usize,
+        /// The second Pod document.
+        second: usize,
+    },
+}
+
+/// Result type of this module.
+pub type Result<T, E = ManifestError> = std::result::Result<T, E>;
+
+/// One problem in a Pod, at a field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    /// Where, e.g. `spec.containers[1].name`.
+    pub path: String,
+    /// What is wrong, e.g. `missing field`.
+    pub message: String,
+}
+
+impl fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+fn join_problems(problems: &[FieldProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A loaded manifest: the Pod and the objects given beside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// The Pod.
+    pub pod: Pod,
+    /// ConfigMaps given beside the Pod, in document order.
+    pub config_maps: Vec<ConfigMap>,
+    /// Secrets given beside the Pod, in document order.
+    pub secrets: Vec<Secret>,
+}
+
+impl Manifest {
+    /// The ConfigMaps and Secrets of the manifest, by name, ready for planning.
+    pub fn config_objects(&self) -> ConfigObjects {
+        ConfigObjects::from_objects(&self.config_maps, &self.secrets)
+    }
+}
+
+/// Parses a manifest (multi-document YAML, or JSON) and validates its Pod.
+pub fn load_manifest(text: &str) -> Result<Manifest> {
+    let mut pod: Option<(usize, Pod)> = None;
+    let mut config_maps = Vec::new();
+    let mut secrets = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let number = index + 1;
+        let value =
+            serde_yaml::Value::deserialize(document).map_err(|e| ManifestError::Syntax {
+                document: number,
+                message: e.to_string(),
+            })?;
+        if value.is_null() {
+            continue;
+        }
+        match document_kind(number, &value)? {
+            DocumentKind::Pod => {
+                if let Some((first, _)) = pod {
+                    return Err(ManifestError::SeveralPods {
+                        first,
+                        second: number,
+                    });
+                }
+                pod = Some((number, typed(number, "Pod", value)?));
+            }
+            DocumentKind::ConfigMap => config_maps.push(typed(number, "ConfigMap", value)?),
+            DocumentKind::Secret => secrets.push(typed(number, "Secret", value)?),
+        }
+    }
+    let (document, pod) = pod.ok_or(ManifestError::NoPod)?;
+    validate_pod(&pod).map_err(|problems| ManifestError::Invalid { document, problems })?;
+    Ok(Manifest {
+        pod,
+        config_maps,
+        secrets,
+    })
+}
+
+enum DocumentKind {
+    Pod,
+    ConfigMap,
+    Secret,
+}
+
+fn document_kind(document: usize, value: &serde_yaml::Value) -> Result<DocumentKind> {
+    let text_of = |field: &str| value.get(field).and_then(|v| v.as_str()).unwrap_or("");
+    let kind = text_of("kind");
+    if kind.is_empty() {
+        return Err(ManifestError::MissingKind { document });
+    }
+    let api_version = text_of("apiVersion");
+    match (api_version, kind) {
+        ("v1", "Pod") => Ok(DocumentKind::Pod),
+        ("v1", "ConfigMap") => Ok(DocumentKind::ConfigMap),
+        ("v1", "Secret") => Ok(DocumentKind::Secret),
+        _ => Err(ManifestError::UnsupportedKind {
+            document,
+            kind: kind.to_string(),
+            api_version: api_version.to_string(),
+        }),
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    document: usize,
+    kind: &str,
+    value: serde_yaml::Value,
+) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        ManifestError::Field {
+            document,
+            kind: kind.to_string(),
+            path: if path == "." {
+                "(root)".to_string()
+            } else {
+                path
+            },
+            message: error.into_inner().to_string(),
+        }
+    })
+}
+
+/// Checks what wasmlet relies on in a Pod: a name, at least one container, unique container
+/// names, an image for each container, a known `restartPolicy`, unique volume names, and that
+/// every volume mount names a volume of the pod. Returns every problem found.
+pub fn validate_pod(pod: &Pod) -> std::result::Result<(), Vec<FieldProblem>> {
+    let mut problems = Vec::new();
+    let mut problem = |path: String, message: String| problems.push(FieldProblem { path, message });
+    if pod.metadata.name.as_deref().unwrap_or("").is_empty() {
+        problem("metadata.name".into(), "missing field".into());
+    }
+    let Some(spec) = &pod.spec else {
+        problem("spec".into(), "missing field".into());
+        return Err(problems);
+    };
+    if spec.containers.is_empty() {
+        problem(
+            "spec.containers".into(),
+            "must have at least one container".into(),
+        );
+    }
+    check_restart_policy(spec, &mut problem);
+    let volumes = check_volume_names(spec, &mut problem);
+    let mut names = BTreeSet::new();
+    let init = spec.init_containers.iter().flatten();
+    let groups = [
+        ("initContainers", init.collect::<Vec<_>>()),
+        ("containers", spec.containers.iter().collect()),
+    ];
+    for (field, containers) in groups {
+        for (index, container) in containers.into_iter().enumerate() {
+            let path = format!("spec.{field}[{index}]");
+            check_container(&path, container, &volumes, &mut names, &mut problem);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+fn check_restart_policy(spec: &PodSpec, problem: &mut impl FnMut(String, String)) {
+    if let Some(policy) = spec.restart_policy.as_deref()
+        && !matches!(policy, "Always" | "OnFailure" | "Never")
+    {
+        problem(
+            "spec.restartPolicy".into(),
+            format!(
+                "unsupported value {policy:?}: supported values: \"Always\", \"OnFailure\", \"Never\""
+            ),
+        );
+    }
+}
+
+fn check_volume_names<'a>(
+    spec: &'a PodSpec,
+    problem: &mut impl FnMut(String, String),
+) -> BTreeSet<&'a str> {
+    let mut names = BTreeSet::new();
+    for (index, volume) in spec.volumes.iter().flatten().enumerate() {
+        if volume.name.is_empty() {
+            problem(
+                format!("spec.volumes[{index}].name"),
+                "missing field".into(),
+            );
+        } else if !names.insert(volume.name.as_str()) {
+            problem(
+                format!("spec.volumes[{index}].name"),
+                format!("duplicate volume name {:?}", volume.name),
+            );
+        }
+    }
+    names
+}
+
+fn check_container<'a>(
+    path: &str,
+    container: &'a Container,
+    volumes: &BTreeSet<&str>,
+    names: &mut BTreeSet<&'a str>,
+    problem: &mut impl FnMut(String, String),
+) {
+    if container.name.is_empty() {
+        problem(format!("{path}.name"), "missing field".into());
+    } else if !names.insert(container.name.as_str()) {
+        problem(
+            format!("{path}.name"),
+            format!("duplicate container name {:?}", container.name),
+        );
+    }
+    if container.image.as_deref().unwrap_or("").trim().is_empty() {
+        problem(format!("{path}.image"), "missing field".into());
+    }
+    for (index, mount) in container.volume_mounts.iter().flatten().enumerate() {
+        if !volumes.contains(mount.name.as_str()) {
+            problem(
+                format!("{path}.volumeMounts[{index}].name"),
+                format!("volume {:?} not found", mount.name),
+            );
+        }
+        if mount.mount_path.is_empty() {
+            problem(
+                format!("{path}.volumeMounts[{index}].mountPath"),
+                "missing field".into(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: hello}\nspec:\n  containers:\n  - name: main\n    image: registry.example/hello:v1\n";
+
+    fn error_of(text: &str) -> String {
+        match load_manifest(text) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn loads_a_single_pod() {
+        let manifest = load_manifest(POD).unwrap();
+        assert_eq!(manifest.pod.metadata.name.as_deref(), Some("hello"));
+        assert!(manifest.config_maps.is_empty());
+        assert!(manifest.secrets.is_empty());
+    }
+
+    #[test]
+    fn loads_json() {
+        let json = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
+        assert_eq!(
+            load_manifest(json).unwrap().pod.metadata.name.as_deref(),
+            Some("j")
+        );
+    }
+
+    #[test]
+    fn loads_config_maps_and_secrets_beside_the_pod() {
+        let text = format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm}}\ndata: {{k: v}}\n---\n{POD}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\ndata: {{k: aGVsbG8=}}\nstringData: {{t: plain}}\n---\n"
+        );
+        let manifest = load_manifest(&text).unwrap();
+        assert_eq!(manifest.config_maps.len(), 1);
+        assert_eq!(manifest.secrets.len(), 1);
+        let objects = manifest.config_objects();
+        assert_eq!(objects.config_maps["cm"].data["k"], "v");
+        assert_eq!(objects.secrets["s"].data["k"], b"hello");
+        assert_eq!(objects.secrets["s"].data["t"], b"plain");
+    }
+
+    #[test]
+    fn reports_errors_with_document_and_path() {
+        let pod_header = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n";
+        let cases: Vec<(String, &str)> = vec![
+            (format!("{pod_header}spec:\n  containers:\n  - name: a\n"), "document 1 (Pod): spec.containers[0].image: missing field"),
+            (format!("{pod_header}spec:\n  containers: []\n"), "document 1 (Pod): spec.containers: must have at least one container"),
+            (format!("{pod_header}spec:\n  containers:\n  - image: i\n"), "document 1 (Pod): spec.containers[0].name: missing field"),
+            (format!("{pod_header}spec:\n  containers:\n  - name: a\n    image: i\n    ports: 7\n"), "document 1 (Pod): spec.containers[0].ports: invalid type"),
+            (format!("{pod_header}spec:\n  containers:\n  - {{name: a, image: i}}\n  - {{name: a, image: j}}\n"), "spec.containers[1].name: duplicate container name \"a\""),
+            (format!("{pod_header}spec:\n  initContainers:\n  - {{name: a, image: i}}\n  containers:\n  - {{name: a, image: j}}\n"), "spec.containers[0].name: duplicate container name \"a\""),
+            (format!("{pod_header}spec:\n  containers:\n  - name: a\n    image: i\n    volumeMounts:\n    - {{name: data, mountPath: /data}}\n"), "spec.containers[0].volumeMounts[0].name: volume \"data\" not found"),
+            (format!("{pod_header}spec:\n  volumes:\n  - {{name: v, emptyDir: {{}}}}\n  - {{name: v, emptyDir: {{}}}}\n  containers:\n  - {{name: a, image: i}}\n"), "spec.volumes[1].name: duplicate volume name \"v\""),
+            (format!("{pod_header}spec:\n  restartPolicy: Sometimes\n  containers:\n  - {{name: a, image: i}}\n"), "spec.restartPolicy: unsupported value \"Sometimes\""),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {}\nspec:\n  containers:\n  - {name: a, image: i}\n".to_string(), "document 1 (Pod): metadata.name: missing field"),
+            (format!("{pod_header}"), "document 1 (Pod): spec: missing field"),
+            ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n".to_string(), "document 1: unsupported kind \"Deployment\" (apiVersion \"apps/v1\")"),
+            ("apiVersion: v2\nkind: Pod\n".to_string(), "unsupported kind \"Pod\" (apiVersion \"v2\")"),
+            ("metadata: {name: x}\n".to_string(), "document 1: missing field `kind`"),
+            ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".to_string(), "no Pod in the manifest"),
+            (format!("{POD}---\n{POD}"), "documents 1 and 2 are both Pods"),
+            (format!("{POD}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\ndata: [1]\n"), "document 2 (ConfigMap): data: invalid type"),
+            ("key: [unclosed\n".to_string(), "document 1: "),
+            ("".to_string(), "no Pod in the manifest"),
+        ];
+        for (text, expected) in cases {
+            let message = error_of(&text);
+            assert!(
+                message.contains(expected),
+                "got {message:?}, want {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn validation_collects_every_problem() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: a}\n  - {name: a}\n";
+        match load_manifest(text) {
+            Err(ManifestError::Invalid { document, problems }) => {
+                assert_eq!(document, 1);
+                assert_eq!(problems.len(), 3, "{problems:?}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

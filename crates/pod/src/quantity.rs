@@ -1,0 +1,380 @@
+//! Kubernetes resource quantities (`100m`, `1.5Gi`, `2e3`) parsed into an exact decimal.
+//!
+//! The grammar is the one documented on `k8s_openapi`'s `Quantity`: a signed decimal number
+//! followed by a binary suffix (`Ki`..`Ei`), a decimal suffix (`n`, `u`, `m`, ``, `k`..`E`) or a
+//! decimal exponent (`e3`, `E-2`). Values are kept exact as `mantissa * 10^exponent`, so that
+//! comparisons and the kubelet's round-up conversions never lose precision.
+
+use std::cmp::Ordering;
+
+/// Why a quantity string could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuantityError {
+    /// The text does not follow the quantity grammar.
+    #[error(
+        "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': {0:?}"
+    )]
+    Syntax(String),
+    /// The value is too large (or has too many digits) to be represented.
+    #[error("quantity {0:?} is out of range")]
+    OutOfRange(String),
+}
+
+/// Result type of this module.
+pub type Result<T, E = QuantityError> = std::result::Result<T, E>;
+
+/// An exact decimal value of a quantity: `mantissa * 10^exponent`.
+#[derive(Debug, Clone, Copy)]
+pub struct ParsedQuantity {
+    mantissa: i128,
+    exponent: i32,
+}
+
+/// Most significant digits accepted; beyond this a quantity is out of range.
+const MAX_DIGITS: usize = 24;
+/// Largest magnitude of a decimal exponent accepted.
+const MAX_EXPONENT: i32 = 40;
+
+impl ParsedQuantity {
+    /// Parses the text of a quantity.
+    pub fn parse(text: &str) -> Result<Self> {
+        let syntax = || QuantityError::Syntax(text.to_string());
+        let range = || QuantityError::OutOfRange(text.to_string());
+        let (negative, rest) = split_sign(text);
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, suffix) = rest.split_at(number_len);
+        let (mut mantissa, mut exponent) = parse_number(number).ok_or_else(syntax)?;
+        let (ten_power, binary_power) = parse_suffix(suffix).ok_or_else(syntax)?;
+        exponent = exponent.checked_add(ten_power).ok_or_else(range)?;
+        if exponent.abs() > MAX_EXPONENT + MAX_DIGITS as i32 {
+            return Err(range());
+        }
+        mantissa = mantissa
+            .checked_mul(1i128 << binary_power)
+            .ok_or_else(range)?;
+        if negative {
+            mantissa = -mantissa;
+        }
+        Ok(Self { mantissa, exponent }.normalized())
+    }
+
+    /// Whether the value is strictly greater than zero.
+    pub fn is_positive(&self) -> bool {
+        self.mantissa > 0
+    }
+
+    /// Whether the value is zero.
+    pub fn is_zero(&self) -> bool {
+        self.mantissa == 0
+    }
+
+    /// The value in whole units, rounded up (the kubelet's `Quantity.Value()`).
+    pub fn value_rounded_up(&self) -> Option<i64> {
+        self.in_units_rounded_up(0)
+    }
+
+    /// The value in thousandths, rounded up (the kubelet's `Quantity.MilliValue()`).
+    pub fn milli_value_rounded_up(&self) -> Option<i64> {
+        self.in_units_rounded_up(-3)
+    }
+
+    /// The value expressed in units of `10^unit_exponent`, rounded towards positive infinity.
+    fn in_units_rounded_up(&self, unit_exponent: i32) -> Option<i64> {
+        let shift = self.exponent - unit_exponent;
+        let scaled = if shift >= 0 {
+            self.mantissa.checked_mul(pow10(shift)?)?
+        } else {
+            div_ceil(self.mantissa, pow10(-shift)?)
+        };
+        i64::try_from(scaled).ok()
+    }
+
+    /// Removes trailing zeros from the mantissa so that equal values compare cheaply.
+    fn normalized(mut self) -> Self {
+        if self.mantissa == 0 {
+            return Self {
+                mantissa: 0,
+                exponent: 0,
+            };
+        }
+        while self.mantissa % 10 == 0 {
+            self.mantissa /= 10;
+            self.exponent += 1;
+        }
+        self
+    }
+
+    /// Both values over a common exponent, or `None` when that would overflow.
+    fn aligned(&self, other: &Self) -> Option<(i128, i128)> {
+        let exponent = self.exponent.min(other.exponent);
+        let left = self
+            .mantissa
+            .checked_mul(pow10(self.exponent - exponent)?)?;
+        let right = other
+            .mantissa
+            .checked_mul(pow10(other.exponent - exponent)?)?;
+        Some((left, right))
+    }
+
+    /// The sum of two quantities, or `None` on overflow.
+    pub fn checked_add(&self, other: &Self) -> Option<Self> {
+        let (left, right) = self.aligned(other)?;
+        let exponent = self.exponent.min(other.exponent);
+        Some(
+            Self {
+                mantissa: left.checked_add(right)?,
+                exponent,
+            }
+            .normalized(),
+        )
+    }
+}
+
+impl PartialEq for ParsedQuantity {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for ParsedQuantity {}
+
+impl PartialOrd for ParsedQuantity {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ParsedQuantity {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match self.aligned(other) {
+            Some((left, right)) => left.cmp(&right),
+            // Alignment overflows only when exponents differ wildly: the signs decide, then
+            // the larger exponent carries the larger magnitude.
+            None => self
+                .mantissa
+                .signum()
+                .cmp(&other.mantissa.signum())
+                .then_with(|| {
+                    let by_exponent = self.exponent.cmp(&other.exponent);
+                    if self.mantissa < 0 {
+                        by_exponent.reverse()
+                    } else {
+                        by_exponent
+                    }
+                }),
+        }
+    }
+}
+
+/// Parses the text of a quantity (shorthand for [`ParsedQuantity::parse`]).
+pub fn parse_quantity(text: &str) -> Result<ParsedQuantity> {
+    ParsedQuantity::parse(text)
+}
+
+fn split_sign(text: &str) -> (bool, &str) {
+    if let Some(rest) = text.strip_prefix('-') {
+        (true, rest)
+    } else {
+        (false, text.strip_prefix('+').unwrap_or(text))
+    }
+}
+
+/// `digits`, `digits.digits`, `digits.` or `.digits` as (mantissa, exponent).
+fn parse_number(number: &str) -> Option<(i128, i32)> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
+        return None;
+    }
+    let digits = format!("{whole}{fraction}");
+    let significant = digits.trim_start_matches('0');
+    if significant.len() > MAX_DIGITS {
+        return None;
+    }
+    let mantissa = if significant.is_empty() {
+        0
+    } else {
+        significant.parse::<i128>().ok()?
+    };
+    Some((mantissa, -(fraction.len() as i32)))
+}
+
+/// A suffix as (power of ten, power of two).
+fn parse_suffix(suffix: &str) -> Option<(i32, u32)> {
+    let decimal = match suffix {
+        "" => Some(0),
+        "n" => Some(-9),
+        "u" => Some(-6),
+        "m" => Some(-3),
+        "k" => Some(3),
+        "M" => Some(6),
+        "G" => Some(9),
+        "T" => Some(12),
+        "P" => Some(15),
+        "E" => Some(18),
+        _ => None,
+    };
+    if let Some(power) = decimal {
+        return Some((power, 0));
+    }
+    let binary = match suffix {
+        "Ki" => Some(10),
+        "Mi" => Some(20),
+        "Gi" => Some(30),
+        "Ti" => Some(40),
+        "Pi" => Some(50),
+        "Ei" => Some(60),
+        _ => None,
+    };
+    if let Some(power) = binary {
+        return Some((0, power));
+    }
+    parse_exponent(suffix).map(|power| (power, 0))
+}
+
+/// `e<signed integer>` or `E<signed integer>`.
+fn parse_exponent(suffix: &str) -> Option<i32> {
+    let rest = suffix.strip_prefix(['e', 'E'])?;
+    let (negative, digits) = split_sign(rest);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let magnitude: i32 = digits.parse().ok()?;
+    if magnitude > MAX_EXPONENT {
+        return None;
+    }
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+fn pow10(power: i32) -> Option<i128> {
+    10i128.checked_pow(u32::try_from(power).ok()?)
+}
+
+fn div_ceil(value: i128, divisor: i128) -> i128 {
+    let quotient = value / divisor;
+    if value % divisor > 0 {
+        quotient + 1
+    } else {
+        quotient
+    }
+}
+
+/// `ceil(numerator / denominator)` of two quantities as a whole number, the kubelet's rule for
+/// a resource divided by a `resourceFieldRef` divisor. `None` if the divisor is not positive.
+pub fn divide_rounded_up(numerator: i64, denominator: i64) -> Option<i64> {
+    if denominator <= 0 {
+        return None;
+    }
+    Some(div_ceil(i128::from(numerator), i128::from(denominator)) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_converts_like_the_kubelet() {
+        // (text, Value() rounded up, MilliValue() rounded up)
+        let cases: &[(&str, Option<i64>, Option<i64>)] = &[
+            ("0", Some(0), Some(0)),
+            ("1", Some(1), Some(1000)),
+            ("+1", Some(1), Some(1000)),
+            ("-1", Some(-1), Some(-1000)),
+            ("100m", Some(1), Some(100)),
+            ("1500m", Some(2), Some(1500)),
+            ("1.5", Some(2), Some(1500)),
+            (".5", Some(1), Some(500)),
+            ("5.", Some(5), Some(5000)),
+            ("0.1", Some(1), Some(100)),
+            ("1n", Some(1), Some(1)),
+            ("1u", Some(1), Some(1)),
+            ("250u", Some(1), Some(1)),
+            ("-1500m", Some(-1), Some(-1500)),
+            ("1k", Some(1000), Some(1_000_000)),
+            ("1M", Some(1_000_000), Some(1_000_000_000)),
+            ("1G", Some(1_000_000_000), Some(1_000_000_000_000)),
+            ("1Ki", Some(1024), Some(1_024_000)),
+            ("1Mi", Some(1_048_576), Some(1_048_576_000)),
+            ("1.5Gi", Some(1_610_612_736), Some(1_610_612_736_000)),
+            ("128Mi", Some(134_217_728), Some(134_217_728_000)),
+            ("1e3", Some(1000), Some(1_000_000)),
+            ("1E3", Some(1000), Some(1_000_000)),
+            ("1e-3", Some(1), Some(1)),
+            ("5e+2", Some(500), Some(500_000)),
+            ("2E", Some(2_000_000_000_000_000_000), None),
+            ("8Ei", None, None),
+            ("0.000", Some(0), Some(0)),
+            ("007", Some(7), Some(7000)),
+        ];
+        for (text, value, milli) in cases {
+            let quantity = parse_quantity(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(quantity.value_rounded_up(), *value, "{text}");
+            assert_eq!(quantity.milli_value_rounded_up(), *milli, "milli {text}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_text() {
+        for text in [
+            "", "m", "1.2.3", "1x", "1 Mi", " 1", "1ki", "1e", "1e+", "--1", "1Mi2", ".", "1e99",
+            "abc",
+        ] {
+            assert!(parse_quantity(text).is_err(), "{text:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn rejects_out_of_range_text() {
+        assert!(parse_quantity("1234567890123456789012345678901234567890").is_err());
+    }
+
+    #[test]
+    fn compares_values_across_suffixes() {
+        let cases: &[(&str, &str, Ordering)] = &[
+            ("1", "1000m", Ordering::Equal),
+            ("1k", "1e3", Ordering::Equal),
+            ("1Ki", "1k", Ordering::Greater),
+            ("0.5", "500m", Ordering::Equal),
+            ("-1", "0", Ordering::Less),
+            ("1Gi", "1073741824", Ordering::Equal),
+            ("100m", "0.2", Ordering::Less),
+            ("1e-9", "1n", Ordering::Equal),
+        ];
+        for (left, right, expected) in cases {
+            let left_q = parse_quantity(left).unwrap();
+            let right_q = parse_quantity(right).unwrap();
+            assert_eq!(left_q.cmp(&right_q), *expected, "{left} vs {right}");
+        }
+    }
+
+    #[test]
+    fn adds_values() {
+        let sum = parse_quantity("500m")
+            .unwrap()
+            .checked_add(&parse_quantity("1.5").unwrap())
+            .unwrap();
+        assert_eq!(sum, parse_quantity("2").unwrap());
+    }
+
+    #[test]
+    fn divides_rounding_up() {
+        let cases = [
+            (1000, 1, Some(1000)),
+            (1001, 1000, Some(2)),
+            (0, 5, Some(0)),
+            (7, 0, None),
+            (2000, 1000, Some(2)),
+        ];
+        for (numerator, denominator, expected) in cases {
+            assert_eq!(divide_rounded_up(numerator, denominator), expected);
+        }
+    }
+
+    #[test]
+    fn sign_and_zero_helpers() {
+        assert!(parse_quantity("1m").unwrap().is_positive());
+        assert!(!parse_quantity("-1m").unwrap().is_positive());
+        assert!(parse_quantity("0Gi").unwrap().is_zero());
+    }
+}
