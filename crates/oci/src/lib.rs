@@ -3,3 +3,14 @@
 //! Owns image references, the wasm packaging formats, the registry client with its
 //! authentication, and the content-addressed local store. Knows nothing of wasmtime or
 //! Kubernetes.
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod digest;
+pub mod format;
+pub mod reference;
+pub mod store;
+pub mod wasm;
+
+pub use digest::Digest;
+pub use reference::Reference;

@@ -1,0 +1,315 @@
+//! Image references: `[registry/]repository[:tag][@digest]`, with Docker Hub's defaults.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::digest::Digest;
+
+/// The registry assumed when a reference names none.
+pub const DEFAULT_REGISTRY: &str = "docker.io";
+/// The tag assumed when a reference names neither tag nor digest.
+pub const DEFAULT_TAG: &str = "latest";
+
+/// Why a string is not an image reference.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// The string was empty.
+    #[error("empty image reference: give one like `127.0.0.1:5000/demo/hello:v1`")]
+    Empty,
+    /// The repository path has characters the distribution spec does not allow.
+    #[error(
+        "invalid repository `{0}` in image reference: use lowercase letters, digits and `._-/` separators"
+    )]
+    Repository(String),
+    /// The tag is not `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+    #[error("invalid tag `{0}`: tags are up to 128 letters, digits, `_`, `.` or `-`")]
+    Tag(String),
+    /// The digest part is not a digest.
+    #[error(transparent)]
+    Digest(#[from] crate::digest::Error),
+}
+
+/// A parsed image reference.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Reference {
+    registry: String,
+    repository: String,
+    tag: Option<String>,
+    digest: Option<Digest>,
+}
+
+impl Reference {
+    /// Builds a reference to `digest` in the same repository as `self`.
+    pub fn with_digest(&self, digest: Digest) -> Reference {
+        Reference {
+            digest: Some(digest),
+            ..self.clone()
+        }
+    }
+
+    /// The registry host (and port), e.g. `127.0.0.1:5000` or `docker.io`.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The host to connect to: Docker Hub's API lives at `registry-1.docker.io`.
+    pub fn api_host(&self) -> &str {
+        match self.registry.as_str() {
+            "docker.io" | "index.docker.io" => "registry-1.docker.io",
+            other => other,
+        }
+    }
+
+    /// The repository path, e.g. `library/alpine`.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// The tag, if one was given.
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    /// The digest, if one was given.
+    pub fn digest(&self) -> Option<&Digest> {
+        self.digest.as_ref()
+    }
+
+    /// What to ask the registry for: the digest if given, else the tag (default `latest`).
+    pub fn manifest_key(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => DEFAULT_TAG.to_string(),
+        }
+    }
+
+    /// Whether the registry lives on this machine (loopback), where plain HTTP is allowed.
+    pub fn is_loopback(&self) -> bool {
+        let host = host_of(&self.registry);
+        host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// The host part of `host[:port]` (IPv6 literals keep their brackets).
+pub fn host_of(registry: &str) -> &str {
+    if registry.starts_with('[') {
+        return registry.split_inclusive(']').next().unwrap_or(registry);
+    }
+    registry.split(':').next().unwrap_or(registry)
+}
+
+impl FromStr for Reference {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(Error::Empty);
+        }
+        let (rest, digest) = match s.split_once('@') {
+            Some((r, d)) => (r, Some(d.parse::<Digest>()?)),
+            None => (s, None),
+        };
+        let (name, tag) = split_tag(rest);
+        let (registry, repository) = split_registry(name);
+        let repository = match (registry.as_str(), repository.contains('/')) {
+            (DEFAULT_REGISTRY, false) => format!("library/{repository}"),
+            _ => repository.to_string(),
+        };
+        validate_repository(&repository)?;
+        if let Some(t) = tag {
+            validate_tag(t)?;
+        }
+        Ok(Reference {
+            registry,
+            repository,
+            tag: tag.map(str::to_string),
+            digest,
+        })
+    }
+}
+
+/// Splits `name:tag`, taking care that `host:port/repo` has no tag.
+fn split_tag(s: &str) -> (&str, Option<&str>) {
+    match s.rfind(':') {
+        Some(i) if !s[i + 1..].contains('/') => (&s[..i], Some(&s[i + 1..])),
+        _ => (s, None),
+    }
+}
+
+/// Splits the registry off the name: the first component is a registry when it has a `.` or
+/// `:` or is `localhost` (Docker's rule).
+fn split_registry(name: &str) -> (String, &str) {
+    match name.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            let registry = if first == "index.docker.io" {
+                DEFAULT_REGISTRY
+            } else {
+                first
+            };
+            (registry.to_string(), rest)
+        }
+        _ => (DEFAULT_REGISTRY.to_string(), name),
+    }
+}
+
+fn validate_repository(repo: &str) -> Result<(), Error> {
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.as_bytes()[0].is_ascii_alphanumeric()
+            && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
+    };
+    if repo.len() > 255 || !repo.split('/').all(component_ok) {
+        return Err(Error::Repository(repo.to_string()));
+    }
+    Ok(())
+}
+
+fn validate_tag(tag: &str) -> Result<(), Error> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag.as_bytes()[0] != b'.'
+        && tag.as_bytes()[0] != b'-'
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Tag(tag.to_string()))
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn parses_the_forms_in_use() {
+        let cases: &[(&str, &str, &str, Option<&str>, bool)] = &[
+            ("alpine", "docker.io", "library/alpine", None, false),
+            ("alpine:3", "docker.io", "library/alpine", Some("3"), false),
+            ("user/app", "docker.io", "user/app", None, false),
+            (
+                "docker.io/alpine",
+                "docker.io",
+                "library/alpine",
+                None,
+                false,
+            ),
+            (
+                "index.docker.io/x/y:1",
+                "docker.io",
+                "x/y",
+                Some("1"),
+                false,
+            ),
+            (
+                "127.0.0.1:5000/demo/hello:v1",
+                "127.0.0.1:5000",
+                "demo/hello",
+                Some("v1"),
+                false,
+            ),
+            ("localhost/hello", "localhost", "hello", None, false),
+            (
+                "localhost:5000/a/b/c",
+                "localhost:5000",
+                "a/b/c",
+                None,
+                false,
+            ),
+            (
+                "ghcr.io/o/r:1.0-rc_1",
+                "ghcr.io",
+                "o/r",
+                Some("1.0-rc_1"),
+                false,
+            ),
+            ("[::1]:5000/x:y", "[::1]:5000", "x", Some("y"), false),
+        ];
+        for (input, registry, repo, tag, digest) in cases {
+            let r: Reference = input.parse().unwrap();
+            assert_eq!(r.registry(), *registry, "{input}");
+            assert_eq!(r.repository(), *repo, "{input}");
+            assert_eq!(r.tag(), *tag, "{input}");
+            assert_eq!(r.digest().is_some(), *digest, "{input}");
+        }
+    }
+
+    #[test]
+    fn digests_with_and_without_tags() {
+        let r: Reference = format!("127.0.0.1:5000/x:v1@{D}").parse().unwrap();
+        assert_eq!(r.tag(), Some("v1"));
+        assert_eq!(r.manifest_key(), D);
+        let r: Reference = format!("reg.example:443/x@{D}").parse().unwrap();
+        assert_eq!(r.tag(), None);
+        assert_eq!(r.registry(), "reg.example:443");
+        assert_eq!(r.to_string(), format!("reg.example:443/x@{D}"));
+    }
+
+    #[test]
+    fn defaults_and_display() {
+        let r: Reference = "alpine".parse().unwrap();
+        assert_eq!(r.manifest_key(), "latest");
+        assert_eq!(r.api_host(), "registry-1.docker.io");
+        assert_eq!(r.to_string(), "docker.io/library/alpine");
+    }
+
+    #[test]
+    fn loopback_detection() {
+        for (s, want) in [
+            ("127.0.0.1:5000/a", true),
+            ("127.3.4.5/a", true),
+            ("localhost:1/a", true),
+            ("[::1]:5000/a", true),
+            ("10.0.0.1:5000/a", false),
+            ("registry.example/a", false),
+        ] {
+            assert_eq!(s.parse::<Reference>().unwrap().is_loopback(), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_references() {
+        assert_eq!("".parse::<Reference>(), Err(Error::Empty));
+        assert!(matches!(
+            "Upper/Case".parse::<Reference>(),
+            Err(Error::Repository(_))
+        ));
+        assert!(matches!(
+            "a//b".parse::<Reference>(),
+            Err(Error::Repository(_))
+        ));
+        assert!(matches!("a:-bad".parse::<Reference>(), Err(Error::Tag(_))));
+        assert!(matches!(
+            "a@sha256:zz".parse::<Reference>(),
+            Err(Error::Digest(_))
+        ));
+    }
+}

@@ -1,0 +1,415 @@
+//! The local content-addressed store: blobs by digest, and the images pulled into it.
+//!
+//! Layout: `blobs/sha256/<hex>` for content, `images.json` for the image records, `tmp/` for
+//! writes in progress. Every write lands in `tmp/` first and is renamed into place, so a blob
+//! file is either absent or complete, and two writers of the same blob cannot corrupt it.
+//! `images.json` is updated under an exclusive file lock.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Digest, Hashing};
+use crate::format::Format;
+use crate::wasm::WasmKind;
+
+/// Problems reading or writing the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem operation failed.
+    #[error("image store {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Content does not hash to the digest it was stored or fetched under.
+    #[error(
+        "digest mismatch for {what}: expected {expected}, got {actual}; the content is corrupt or was changed, nothing was stored"
+    )]
+    DigestMismatch {
+        /// What was being written.
+        what: String,
+        /// The digest it should have.
+        expected: Digest,
+        /// The digest it has.
+        actual: Digest,
+    },
+    /// `images.json` is not what we wrote.
+    #[error("image store index {path} is corrupt ({reason}); remove it and pull again")]
+    CorruptIndex {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        reason: String,
+    },
+    /// No image by that reference.
+    #[error("image {0} is not in the local store; pull it first with `wasmlet pull {0}`")]
+    NotFound(String),
+}
+
+/// Shorthand for this module's results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An image in the store: what was pulled, and what is needed to run it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// The reference it was pulled or imported as (registry/repository[:tag][@digest]).
+    pub reference: String,
+    /// The digest the reference resolved to (an index or a manifest): the image ID.
+    pub digest: Digest,
+    /// The platform manifest used.
+    pub manifest: Digest,
+    /// The packaging format found.
+    pub format: Format,
+    /// The blob holding the wasm bytes.
+    pub wasm: Digest,
+    /// Size of the wasm in bytes.
+    pub wasm_size: u64,
+    /// Module or component.
+    pub kind: WasmKind,
+    /// ENTRYPOINT then CMD from an image config (empty for artifacts).
+    #[serde(default)]
+    pub argv: Vec<String>,
+    /// `K=V` environment from an image config.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory from an image config.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// Every blob this image keeps alive (manifests, config, layers, wasm).
+    pub blobs: Vec<Digest>,
+    /// RFC 3339 time it entered the store.
+    pub stored_at: String,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Index {
+    images: Vec<Image>,
+}
+
+/// The store rooted at a directory.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// Opens (creating if needed) a store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let root = root.into();
+        for dir in [root.join("blobs/sha256"), root.join("tmp")] {
+            fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })?;
+        }
+        Ok(Store { root })
+    }
+
+    /// The default location: `$WASMLET_STORE`, else `$XDG_DATA_HOME/wasmlet/store`, else
+    /// `~/.local/share/wasmlet/store`.
+    pub fn default_root() -> PathBuf {
+        if let Some(p) = std::env::var_os("WASMLET_STORE") {
+            return PathBuf::from(p);
+        }
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("/var/lib"));
+        data.join("wasmlet/store")
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path of a blob (which may not exist).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// Whether a blob is present.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Reads a whole blob.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        fs::read(&path).map_err(|source| Error::Io { path, source })
+    }
+
+    /// A fresh, unique path under `tmp/` for a write in progress.
+    pub fn temp_path(&self) -> PathBuf {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join("tmp")
+            .join(format!("{}-{n}", std::process::id()))
+    }
+
+    /// Stores bytes that must hash to `expected` (when given); returns their digest.
+    pub fn write_blob(
+        &self,
+        bytes: &[u8],
+        expected: Option<&Digest>,
+        what: &str,
+    ) -> Result<Digest> {
+        let actual = Digest::of(bytes);
+        if let Some(expected) = expected.filter(|e| **e != actual) {
+            return Err(Error::DigestMismatch {
+                what: what.to_string(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        if self.has_blob(&actual) {
+            return Ok(actual);
+        }
+        let tmp = self.temp_path();
+        let mut file = Hashing::new(create(&tmp)?);
+        file.write_all(bytes)
+            .and_then(|_| file.flush())
+            .map_err(|source| Error::Io {
+                path: tmp.clone(),
+                source,
+            })?;
+        self.commit_temp(&tmp, &actual, what)?;
+        Ok(actual)
+    }
+
+    /// Moves a finished temp file into place as blob `digest`, after checking its content
+    /// hashes to `digest`. The temp file is removed on every path.
+    pub fn commit_temp(&self, tmp: &Path, digest: &Digest, what: &str) -> Result<()> {
+        let actual = hash_file(tmp);
+        let result = match actual {
+            Ok(actual) if actual == *digest => {
+                let dest = self.blob_path(digest);
+                fs::rename(tmp, &dest).map_err(|source| Error::Io { path: dest, source })
+            }
+            Ok(actual) => Err(Error::DigestMismatch {
+                what: what.to_string(),
+                expected: digest.clone(),
+                actual,
+            }),
+            Err(source) => Err(Error::Io {
+                path: tmp.to_owned(),
+                source,
+            }),
+        };
+        let _ = fs::remove_file(tmp);
+        result
+    }
+
+    /// All images, in reference order.
+    pub fn images(&self) -> Result<Vec<Image>> {
+        Ok(self.read_index()?.images)
+    }
+
+    /// The image stored under `reference` (compared in its normalised form).
+    pub fn image(&self, reference: &str) -> Result<Image> {
+        self.images()?
+            .into_iter()
+            .find(|i| i.reference == reference)
+            .ok_or_else(|| Error::NotFound(reference.to_string()))
+    }
+
+    /// Records an image, replacing any record with the same reference.
+    pub fn put_image(&self, image: Image) -> Result<()> {
+        self.update_index(|index| {
+            index.images.retain(|i| i.reference != image.reference);
+            index.images.push(image);
+            index.images.sort_by(|a, b| a.reference.cmp(&b.reference));
+        })
+    }
+
+    /// Removes the record of `reference` (its blobs stay until [`Store::prune`]).
+    pub fn remove_image(&self, reference: &str) -> Result<()> {
+        let mut found = false;
+        self.update_index(|index| {
+            let before = index.images.len();
+            index.images.retain(|i| i.reference != reference);
+            found = index.images.len() != before;
+        })?;
+        if found {
+            Ok(())
+        } else {
+            Err(Error::NotFound(reference.to_string()))
+        }
+    }
+
+    /// Deletes blobs no image uses, and stale temp files; returns (files removed, bytes freed).
+    pub fn prune(&self) -> Result<(usize, u64)> {
+        let _lock = self.lock()?;
+        let keep: BTreeSet<String> = self
+            .read_index()?
+            .images
+            .iter()
+            .flat_map(|i| i.blobs.iter().chain([&i.wasm, &i.digest, &i.manifest]))
+            .map(|d| d.hex().to_string())
+            .collect();
+        let mut removed = (0, 0);
+        for dir in [self.root.join("blobs/sha256"), self.root.join("tmp")] {
+            let entries = fs::read_dir(&dir).map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if keep.contains(&name) {
+                    continue;
+                }
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                if fs::remove_file(entry.path()).is_ok() {
+                    removed.0 += 1;
+                    removed.1 += size;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("images.json")
+    }
+
+    fn read_index(&self) -> Result<Index> {
+        let path = self.index_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::CorruptIndex {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Index::default()),
+            Err(source) => Err(Error::Io { path, source }),
+        }
+    }
+
+    fn update_index(&self, change: impl FnOnce(&mut Index)) -> Result<()> {
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        change(&mut index);
+        let bytes = serde_json::to_vec_pretty(&index).unwrap_or_default();
+        let tmp = self.temp_path();
+        let path = self.index_path();
+        fs::write(&tmp, bytes)
+            .and_then(|_| fs::rename(&tmp, &path))
+            .map_err(|source| Error::Io { path, source })
+    }
+
+    fn lock(&self) -> Result<fs::File> {
+        let path = self.root.join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        file.lock().map_err(|source| Error::Io { path, source })?;
+        Ok(file)
+    }
+}
+
+fn create(path: &Path) -> Result<fs::File> {
+    fs::File::create(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The digest of a file's content.
+pub fn hash_file(path: &Path) -> io::Result<Digest> {
+    let mut file = fs::File::open(path)?;
+    let mut hashing = Hashing::new(io::sink());
+    io::copy(&mut file, &mut hashing)?;
+    Ok(hashing.finish().0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(reference: &str, wasm: &Digest) -> Image {
+        Image {
+            reference: reference.into(),
+            digest: wasm.clone(),
+            manifest: wasm.clone(),
+            format: Format::CncfArtifact,
+            wasm: wasm.clone(),
+            wasm_size: 1,
+            kind: WasmKind::Module,
+            argv: vec![],
+            env: vec![],
+            working_dir: None,
+            blobs: vec![wasm.clone()],
+            stored_at: "now".into(),
+        }
+    }
+
+    #[test]
+    fn blobs_are_checked_and_deduplicated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = store.write_blob(b"abc", None, "x").unwrap();
+        assert_eq!(store.read_blob(&d).unwrap(), b"abc");
+        assert_eq!(store.write_blob(b"abc", Some(&d), "x").unwrap(), d);
+        let err = store.write_blob(b"abd", Some(&d), "layer x").unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(!store.has_blob(&Digest::of(b"abd")));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn images_are_recorded_replaced_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.write_blob(b"a", None, "a").unwrap();
+        let b = store.write_blob(b"b", None, "b").unwrap();
+        store.put_image(image("r/x:1", &a)).unwrap();
+        store.put_image(image("r/x:1", &a)).unwrap();
+        store.put_image(image("r/y:1", &b)).unwrap();
+        assert_eq!(store.images().unwrap().len(), 2);
+        store.remove_image("r/y:1").unwrap();
+        assert!(matches!(
+            store.remove_image("r/y:1"),
+            Err(Error::NotFound(_))
+        ));
+        let (n, bytes) = store.prune().unwrap();
+        assert_eq!((n, bytes), (1, 1));
+        assert!(store.has_blob(&a) && !store.has_blob(&b));
+        assert!(store.image("r/x:1").is_ok());
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_blob_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data = vec![7u8; 1 << 20];
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    store
+                        .write_blob(&data, Some(&Digest::of(&data)), "big")
+                        .unwrap()
+                });
+            }
+        });
+        assert_eq!(store.read_blob(&Digest::of(&data)).unwrap(), data);
+    }
+
+    #[test]
+    fn corrupt_index_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        fs::write(dir.path().join("images.json"), "{").unwrap();
+        assert!(matches!(store.images(), Err(Error::CorruptIndex { .. })));
+    }
+}
