@@ -10,12 +10,19 @@
 //! and does the I/O that the returned descriptions ask for.
 #![deny(missing_docs)]
 
+pub mod downward;
+pub mod env;
 pub mod expansion;
 pub mod manifest;
 pub mod objects;
+pub mod plan;
 pub mod quantity;
 
+pub use downward::{NodeAllocatable, NodeFacts};
 pub use k8s_openapi;
 pub use manifest::{Manifest, ManifestError, load_manifest, validate_pod};
 pub use objects::{ConfigMapContent, ConfigObjects, SecretContent};
+pub use plan::{
+    ContainerKind, ContainerPlan, ImageConfig, MountPlan, PlanContext, PlanError, ResourceLimits,
+};
 pub use quantity::{ParsedQuantity, QuantityError, parse_quantity};
