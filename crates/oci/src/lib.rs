@@ -6,8 +6,13 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod client;
 pub mod digest;
 pub mod format;
+mod layers;
+pub mod layout;
+pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod store;
 pub mod wasm;

@@ -63,6 +63,8 @@ pub struct Image {
     pub reference: String,
     /// The digest the reference resolved to (an index or a manifest): the image ID.
     pub digest: Digest,
+    /// The media type of what `digest` names (an index or a manifest).
+    pub media_type: String,
     /// The platform manifest used.
     pub manifest: Digest,
     /// The packaging format found.
@@ -341,6 +343,7 @@ mod tests {
         Image {
             reference: reference.into(),
             digest: wasm.clone(),
+            media_type: "m".into(),
             manifest: wasm.clone(),
             format: Format::CncfArtifact,
             wasm: wasm.clone(),

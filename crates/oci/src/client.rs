@@ -1,0 +1,990 @@
+//! A registry client for the OCI distribution API, with the registry token protocol.
+//!
+//! Written on `reqwest` rather than taken from an OCI client crate because wasmlet needs
+//! control over exactly the places where registries differ: token answers in every shape
+//! (`token`, `access_token`, both), tokens refreshed on expiry, retries with back-off on
+//! 5xx and broken connections, downloads resumed with `Range` and streamed to the store
+//! while hashed, and plain HTTP only for loopback or listed registries.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, RANGE, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, StatusCode};
+use tokio::io::AsyncWriteExt;
+
+use crate::auth::{self, Challenge, Keyring, Token};
+use crate::digest::Digest;
+use crate::format::{Descriptor, media};
+use crate::reference::Reference;
+use crate::store::{self, Store};
+
+/// Registry failures, each naming the registry and what was asked of it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 401 after authenticating (or no credentials where they are required).
+    #[error(
+        "registry {registry} refused access to {reference} (401 Unauthorized{detail}); give credentials with --username/--password-stdin, ~/.docker/config.json or an imagePullSecret"
+    )]
+    Unauthorized {
+        /// The registry.
+        registry: String,
+        /// The reference.
+        reference: String,
+        /// The registry's error text, if any.
+        detail: String,
+    },
+    /// 403: authenticated but not allowed.
+    #[error(
+        "registry {registry} denied access to {reference} (403 Forbidden{detail}); the credentials lack permission for this repository"
+    )]
+    Denied {
+        /// The registry.
+        registry: String,
+        /// The reference.
+        reference: String,
+        /// The registry's error text, if any.
+        detail: String,
+    },
+    /// 404.
+    #[error(
+        "{what} of {reference} not found in registry {registry} (404); check the repository, tag or digest"
+    )]
+    NotFound {
+        /// The registry.
+        registry: String,
+        /// The reference.
+        reference: String,
+        /// What was missing (manifest, blob sha256:...).
+        what: String,
+    },
+    /// Any other unexpected status, after retries.
+    #[error("registry {registry} answered {status} to {url}{detail}")]
+    Status {
+        /// The registry.
+        registry: String,
+        /// The URL.
+        url: String,
+        /// The status.
+        status: StatusCode,
+        /// The registry's error text, if any.
+        detail: String,
+    },
+    /// The registry could not be reached or the connection broke, after retries.
+    #[error(
+        "cannot reach registry {registry} ({url}): {source}; is it running, and for a plain-HTTP registry that is not on loopback, did you pass --insecure-registry {registry}?"
+    )]
+    Transport {
+        /// The registry.
+        registry: String,
+        /// The URL.
+        url: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// A manifest or config larger than we accept.
+    #[error("{what} of {reference} is larger than the {limit}-byte limit; refusing to read it")]
+    TooLarge {
+        /// What.
+        what: String,
+        /// The reference.
+        reference: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// Content whose digest or size is not what was asked for.
+    #[error(
+        "{what} of {reference}: expected {expected}, got {actual}; the registry served corrupt or different content, nothing was stored"
+    )]
+    Mismatch {
+        /// What.
+        what: String,
+        /// The reference.
+        reference: String,
+        /// Expected digest or size.
+        expected: String,
+        /// Actual digest or size.
+        actual: String,
+    },
+    /// The registry's answers do not follow the distribution spec.
+    #[error("registry {registry} sent an invalid answer for {reference}: {reason}")]
+    Protocol {
+        /// The registry.
+        registry: String,
+        /// The reference.
+        reference: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A `--ca-file` could not be used.
+    #[error("cannot use CA file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Credentials or token answers.
+    #[error(transparent)]
+    Auth(#[from] auth::Error),
+    /// The local store.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// Shorthand for this module's results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How a [`Client`] behaves. Defaults: no credentials, system roots, plain HTTP only for
+/// loopback registries, 4 MiB manifest limit, 5 attempts starting at 200 ms back-off.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Credentials by registry.
+    pub keyring: Keyring,
+    /// Extra PEM root certificates to trust.
+    pub ca_files: Vec<PathBuf>,
+    /// Registries (host[:port]) allowed over plain HTTP besides loopback ones.
+    pub insecure: Vec<String>,
+    /// Largest manifest or config accepted, in bytes.
+    pub max_manifest_bytes: usize,
+    /// Attempts per request on 5xx, 429 and broken connections.
+    pub attempts: u32,
+    /// First back-off delay; doubles per attempt.
+    pub backoff: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            keyring: Keyring::default(),
+            ca_files: Vec::new(),
+            insecure: Vec::new(),
+            max_manifest_bytes: 4 << 20,
+            attempts: 5,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Reports transfer progress; every method has an empty default.
+pub trait Progress: Send + Sync {
+    /// A transfer of `total` bytes named `id` begins.
+    fn start(&self, _id: &str, _total: u64) {}
+    /// `n` more bytes moved (may go back to 0 on a restart: see `restart`).
+    fn advance(&self, _id: &str, _n: u64) {}
+    /// The transfer restarts from `at` bytes.
+    fn restart(&self, _id: &str, _at: u64) {}
+    /// The transfer is complete (or was not needed).
+    fn finish(&self, _id: &str) {}
+}
+
+/// A [`Progress`] that reports nothing.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// A fetched manifest or index.
+#[derive(Clone, Debug)]
+pub struct FetchedManifest {
+    /// The raw bytes (digests are over these).
+    pub bytes: Bytes,
+    /// Their digest.
+    pub digest: Digest,
+    /// The media type (from the content, else the Content-Type header).
+    pub media_type: String,
+}
+
+#[derive(Default)]
+struct State {
+    /// `http` or `https` per registry, decided on first contact.
+    schemes: HashMap<String, &'static str>,
+    /// Bearer tokens by (registry, scope), with their expiry.
+    tokens: HashMap<(String, String), (String, Instant)>,
+    /// Registries that asked for basic auth.
+    basic: HashMap<String, bool>,
+}
+
+/// A registry client; cheap to clone, shares connections and tokens.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    config: Arc<ClientConfig>,
+    state: Arc<Mutex<State>>,
+}
+
+/// A request, rebuilt for each attempt.
+struct Req<'a> {
+    method: Method,
+    url: String,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+    reference: &'a Reference,
+    push: bool,
+}
+
+impl Client {
+    /// Builds a client.
+    pub fn new(config: ClientConfig) -> Result<Client> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("wasmlet/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60));
+        for path in &config.ca_files {
+            builder = builder.add_root_certificate(load_ca(path)?);
+        }
+        let http = builder.build().map_err(|e| Error::CaFile {
+            path: PathBuf::new(),
+            reason: e.to_string(),
+        })?;
+        Ok(Client {
+            http,
+            config: Arc::new(config),
+            state: Arc::default(),
+        })
+    }
+
+    /// Fetches the manifest (or index) `reference` names, verified against its digest.
+    pub async fn fetch_manifest(&self, reference: &Reference) -> Result<FetchedManifest> {
+        let path = format!("manifests/{}", reference.manifest_key());
+        let mut headers = HeaderMap::new();
+        let accept = media::MANIFEST_ACCEPT.join(", ");
+        headers.insert(
+            ACCEPT,
+            accept
+                .parse()
+                .map_err(|_| self.protocol(reference, "accept"))?,
+        );
+        let resp = self
+            .send(self.req(Method::GET, reference, &path, headers, None, false))
+            .await?;
+        let resp = self
+            .expect(resp, reference, "manifest", &[StatusCode::OK])
+            .await?;
+        let header_digest = header_str(resp.headers(), "docker-content-digest");
+        let content_type = header_str(resp.headers(), CONTENT_TYPE.as_str());
+        let bytes = self.read_limited(resp, reference, "manifest").await?;
+        let digest = Digest::of(&bytes);
+        let expected = reference
+            .digest()
+            .cloned()
+            .or_else(|| header_digest.and_then(|d| d.parse().ok()));
+        if let Some(expected) = expected.filter(|e| *e != digest) {
+            return Err(mismatch("manifest", reference, &expected, &digest));
+        }
+        let media_type = media_type_of(&bytes).or(content_type).unwrap_or_default();
+        Ok(FetchedManifest {
+            bytes,
+            digest,
+            media_type,
+        })
+    }
+
+    /// Fetches a small blob (a config) into memory, verified.
+    pub async fn fetch_small_blob(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+    ) -> Result<Bytes> {
+        if desc.size as usize > self.config.max_manifest_bytes {
+            return Err(Error::TooLarge {
+                what: format!("config {}", desc.digest),
+                reference: reference.to_string(),
+                limit: self.config.max_manifest_bytes,
+            });
+        }
+        let path = format!("blobs/{}", desc.digest);
+        let resp = self
+            .send(self.req(Method::GET, reference, &path, HeaderMap::new(), None, false))
+            .await?;
+        let what = format!("blob {}", desc.digest);
+        let resp = self
+            .expect(resp, reference, &what, &[StatusCode::OK])
+            .await?;
+        let bytes = self.read_limited(resp, reference, &what).await?;
+        let actual = Digest::of(&bytes);
+        if actual != desc.digest {
+            return Err(mismatch(&what, reference, &desc.digest, &actual));
+        }
+        Ok(bytes)
+    }
+
+    /// Downloads a blob into the store, streaming and hashing, resuming with `Range` when
+    /// the connection breaks. Does nothing when the store already has it.
+    pub async fn fetch_blob(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        store: &Store,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let id = desc.digest.to_string();
+        progress.start(&id, desc.size);
+        if store.has_blob(&desc.digest) {
+            progress.finish(&id);
+            return Ok(());
+        }
+        let tmp = store.temp_path();
+        let result = self.download(reference, desc, &tmp, progress).await;
+        let result = match result {
+            Ok(()) => store
+                .commit_temp(&tmp, &desc.digest, &format!("blob {}", desc.digest))
+                .map_err(|e| match e {
+                    store::Error::DigestMismatch {
+                        expected, actual, ..
+                    } => mismatch(
+                        &format!("blob {}", desc.digest),
+                        reference,
+                        &expected,
+                        &actual,
+                    ),
+                    other => other.into(),
+                }),
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(&tmp);
+        progress.finish(&id);
+        result
+    }
+
+    async fn download(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        tmp: &std::path::Path,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let id = desc.digest.to_string();
+        let what = format!("blob {}", desc.digest);
+        let mut file = tokio::fs::File::create(tmp)
+            .await
+            .map_err(|e| io_err(tmp, e))?;
+        let mut written = 0u64;
+        let mut attempt = 0;
+        loop {
+            let mut headers = HeaderMap::new();
+            if written > 0 {
+                let range = format!("bytes={written}-");
+                headers.insert(
+                    RANGE,
+                    range
+                        .parse()
+                        .map_err(|_| self.protocol(reference, "range"))?,
+                );
+            }
+            let path = format!("blobs/{}", desc.digest);
+            let resp = self
+                .send(self.req(Method::GET, reference, &path, headers, None, false))
+                .await?;
+            let ok = [StatusCode::OK, StatusCode::PARTIAL_CONTENT];
+            let resp = self.expect(resp, reference, &what, &ok).await?;
+            if resp.status() == StatusCode::OK && written > 0 {
+                written = 0;
+                file.set_len(0).await.map_err(|e| io_err(tmp, e))?;
+                file = reopen(tmp).await?;
+                progress.restart(&id, 0);
+            }
+            match self
+                .copy_body(resp, &mut file, &mut written, desc, reference, progress)
+                .await
+            {
+                Ok(()) => break,
+                Err(CopyError::Fatal(e)) => return Err(e),
+                Err(CopyError::Broken(e)) => {
+                    attempt += 1;
+                    if attempt >= self.config.attempts {
+                        return Err(self.transport(reference, &path, e));
+                    }
+                    tracing::warn!(%reference, blob = %desc.digest, written, "download broke, resuming: {e}");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+            }
+        }
+        file.flush().await.map_err(|e| io_err(tmp, e))?;
+        if written != desc.size {
+            return Err(Error::Mismatch {
+                what,
+                reference: reference.to_string(),
+                expected: format!("{} bytes", desc.size),
+                actual: format!("{written} bytes"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn copy_body(
+        &self,
+        resp: reqwest::Response,
+        file: &mut tokio::fs::File,
+        written: &mut u64,
+        desc: &Descriptor,
+        reference: &Reference,
+        progress: &dyn Progress,
+    ) -> Result<(), CopyError> {
+        let id = desc.digest.to_string();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(CopyError::Broken)?;
+            *written += chunk.len() as u64;
+            if *written > desc.size {
+                return Err(CopyError::Fatal(Error::Mismatch {
+                    what: format!("blob {}", desc.digest),
+                    reference: reference.to_string(),
+                    expected: format!("{} bytes", desc.size),
+                    actual: format!("more than {} bytes", desc.size),
+                }));
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| CopyError::Fatal(io_err(std::path::Path::new("blob temp file"), e)))?;
+            progress.advance(&id, chunk.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// Whether the registry already has a blob.
+    pub async fn has_blob(&self, reference: &Reference, digest: &Digest) -> Result<bool> {
+        let path = format!("blobs/{digest}");
+        let resp = self
+            .send(self.req(Method::HEAD, reference, &path, HeaderMap::new(), None, true))
+            .await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => self
+                .expect(resp, reference, "blob", &[])
+                .await
+                .map(|_| false),
+        }
+    }
+
+    /// Uploads a blob (monolithic POST then PUT) unless the registry has it.
+    pub async fn push_blob(
+        &self,
+        reference: &Reference,
+        bytes: Bytes,
+        digest: &Digest,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let id = digest.to_string();
+        progress.start(&id, bytes.len() as u64);
+        if self.has_blob(reference, digest).await? {
+            progress.finish(&id);
+            return Ok(());
+        }
+        let resp = self
+            .send(self.req(
+                Method::POST,
+                reference,
+                "blobs/uploads/",
+                HeaderMap::new(),
+                None,
+                true,
+            ))
+            .await?;
+        let resp = self
+            .expect(resp, reference, "blob upload", &[StatusCode::ACCEPTED])
+            .await?;
+        let location = header_str(resp.headers(), LOCATION.as_str())
+            .ok_or_else(|| self.protocol(reference, "upload answer has no Location header"))?;
+        let url = self.upload_url(reference, &location, digest)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            "application/octet-stream"
+                .parse()
+                .map_err(|_| self.protocol(reference, "ct"))?,
+        );
+        let len = bytes.len() as u64;
+        let req = Req {
+            method: Method::PUT,
+            url,
+            headers,
+            body: Some(bytes),
+            reference,
+            push: true,
+        };
+        let resp = self.send(req).await?;
+        self.expect(
+            resp,
+            reference,
+            &format!("blob {digest}"),
+            &[StatusCode::CREATED],
+        )
+        .await?;
+        progress.advance(&id, len);
+        progress.finish(&id);
+        Ok(())
+    }
+
+    /// Uploads a manifest under the reference's tag (or digest); returns its digest.
+    pub async fn push_manifest(
+        &self,
+        reference: &Reference,
+        bytes: Bytes,
+        media_type: &str,
+    ) -> Result<Digest> {
+        let digest = Digest::of(&bytes);
+        let path = format!(
+            "manifests/{}",
+            reference.tag().map_or(digest.to_string(), str::to_string)
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            media_type
+                .parse()
+                .map_err(|_| self.protocol(reference, "media type"))?,
+        );
+        let resp = self
+            .send(self.req(Method::PUT, reference, &path, headers, Some(bytes), true))
+            .await?;
+        self.expect(
+            resp,
+            reference,
+            "manifest",
+            &[StatusCode::CREATED, StatusCode::OK],
+        )
+        .await?;
+        Ok(digest)
+    }
+
+    fn req<'a>(
+        &self,
+        method: Method,
+        reference: &'a Reference,
+        path: &str,
+        headers: HeaderMap,
+        body: Option<Bytes>,
+        push: bool,
+    ) -> Req<'a> {
+        let url = format!("/v2/{}/{path}", reference.repository());
+        Req {
+            method,
+            url,
+            headers,
+            body,
+            reference,
+            push,
+        }
+    }
+
+    fn upload_url(&self, reference: &Reference, location: &str, digest: &Digest) -> Result<String> {
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let with_digest = format!("{location}{sep}digest={digest}");
+        if with_digest.starts_with('/') {
+            return Ok(with_digest);
+        }
+        let url = reqwest::Url::parse(&with_digest).map_err(|e| {
+            self.protocol(reference, &format!("bad upload Location `{location}`: {e}"))
+        })?;
+        Ok(url.to_string())
+    }
+
+    /// Sends with auth, following one 401 challenge, retrying 5xx/429/broken connections.
+    async fn send(&self, req: Req<'_>) -> Result<reqwest::Response> {
+        let mut attempt = 0;
+        let mut authenticated = false;
+        loop {
+            let url = self.absolute(&req).await?;
+            let auth = self.cached_auth(&req);
+            let mut builder = self
+                .http
+                .request(req.method.clone(), &url)
+                .headers(req.headers.clone());
+            if let Some(a) = &auth {
+                builder = builder.header(AUTHORIZATION, a);
+            }
+            if let Some(body) = &req.body {
+                builder = builder.body(body.clone());
+            }
+            let outcome = builder.send().await;
+            let retry = match &outcome {
+                Err(_) => true,
+                Ok(r) => {
+                    r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS
+                }
+            };
+            if retry && attempt + 1 < self.config.attempts {
+                attempt += 1;
+                tracing::debug!(url, attempt, "registry request failed, retrying");
+                tokio::time::sleep(self.backoff(attempt)).await;
+                continue;
+            }
+            let resp = outcome.map_err(|e| self.transport(req.reference, &url, e))?;
+            if resp.status() == StatusCode::UNAUTHORIZED && !authenticated {
+                authenticated = true;
+                if self.authenticate(&req, resp.headers()).await? {
+                    continue;
+                }
+            }
+            return Ok(resp);
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.config.backoff * 2u32.saturating_pow(attempt.saturating_sub(1)).min(64)
+    }
+
+    /// Turns a path into a URL, deciding the scheme on first contact with a registry.
+    async fn absolute(&self, req: &Req<'_>) -> Result<String> {
+        if req.url.starts_with("http://") || req.url.starts_with("https://") {
+            return Ok(req.url.clone());
+        }
+        let scheme = self.scheme(req.reference).await?;
+        Ok(format!(
+            "{scheme}://{}{}",
+            req.reference.api_host(),
+            req.url
+        ))
+    }
+
+    async fn scheme(&self, reference: &Reference) -> Result<&'static str> {
+        let registry = reference.registry().to_string();
+        if let Some(s) = self.lock().schemes.get(&registry) {
+            return Ok(s);
+        }
+        let scheme = if self.allows_http(reference) {
+            self.probe(reference).await
+        } else {
+            "https"
+        };
+        self.lock().schemes.insert(registry, scheme);
+        Ok(scheme)
+    }
+
+    /// For registries allowed over HTTP: HTTPS when it answers, else HTTP.
+    async fn probe(&self, reference: &Reference) -> &'static str {
+        let url = format!("https://{}/v2/", reference.api_host());
+        match self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        {
+            Ok(_) => "https",
+            Err(_) => "http",
+        }
+    }
+
+    fn allows_http(&self, reference: &Reference) -> bool {
+        reference.is_loopback()
+            || self
+                .config
+                .insecure
+                .iter()
+                .any(|i| i == reference.registry())
+    }
+
+    fn scope(req: &Req<'_>) -> String {
+        let actions = if req.push { "pull,push" } else { "pull" };
+        format!("repository:{}:{actions}", req.reference.repository())
+    }
+
+    fn cached_auth(&self, req: &Req<'_>) -> Option<String> {
+        let registry = req.reference.registry().to_string();
+        let state = self.lock();
+        if let Some((token, expiry)) = state.tokens.get(&(registry.clone(), Self::scope(req))) {
+            if Instant::now() < *expiry {
+                return Some(format!("Bearer {token}"));
+            }
+        }
+        if state.basic.get(&registry).copied().unwrap_or(false) {
+            return self.config.keyring.get(&registry).basic_header();
+        }
+        None
+    }
+
+    /// Answers a 401 challenge; returns whether the request should be sent again.
+    async fn authenticate(&self, req: &Req<'_>, headers: &HeaderMap) -> Result<bool> {
+        let registry = req.reference.registry().to_string();
+        let header = header_str(headers, WWW_AUTHENTICATE.as_str()).unwrap_or_default();
+        let credential = self.config.keyring.get(&registry);
+        match Challenge::parse(&header) {
+            Some(Challenge::Basic) => {
+                self.lock().basic.insert(registry, true);
+                Ok(credential.basic_header().is_some())
+            }
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let scope = Self::scope(req);
+                let token = self
+                    .fetch_token(
+                        req.reference,
+                        &realm,
+                        service.as_deref(),
+                        &scope,
+                        &credential,
+                    )
+                    .await?;
+                let lifetime = token
+                    .expires_in
+                    .saturating_sub((token.expires_in / 10).min(Duration::from_secs(10)));
+                self.lock()
+                    .tokens
+                    .insert((registry, scope), (token.token, Instant::now() + lifetime));
+                Ok(true)
+            }
+            None if header.is_empty() => Ok(false),
+            None => Err(auth::Error::Challenge { registry, header }.into()),
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        reference: &Reference,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        credential: &auth::Credential,
+    ) -> Result<Token> {
+        let mut query = vec![("scope", scope)];
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        let mut builder = self.http.get(realm).query(&query);
+        if let Some(basic) = credential.basic_header() {
+            builder = builder.header(AUTHORIZATION, basic);
+        }
+        let resp = builder
+            .send()
+            .await
+            .map_err(|e| self.transport(reference, realm, e))?;
+        let resp = self
+            .expect(resp, reference, "token", &[StatusCode::OK])
+            .await?;
+        let body = self.read_limited(resp, reference, "token answer").await?;
+        Ok(Token::parse(&body, realm)?)
+    }
+
+    async fn expect(
+        &self,
+        resp: reqwest::Response,
+        reference: &Reference,
+        what: &str,
+        ok: &[StatusCode],
+    ) -> Result<reqwest::Response> {
+        let status = resp.status();
+        if ok.contains(&status) {
+            return Ok(resp);
+        }
+        let registry = reference.registry().to_string();
+        let url = resp.url().to_string();
+        let body = resp.text().await.unwrap_or_default();
+        let detail = error_detail(&body);
+        let reference = reference.to_string();
+        Err(match status {
+            StatusCode::UNAUTHORIZED => Error::Unauthorized {
+                registry,
+                reference,
+                detail,
+            },
+            StatusCode::FORBIDDEN => Error::Denied {
+                registry,
+                reference,
+                detail,
+            },
+            StatusCode::NOT_FOUND => Error::NotFound {
+                registry,
+                reference,
+                what: what.to_string(),
+            },
+            status => Error::Status {
+                registry,
+                url,
+                status,
+                detail,
+            },
+        })
+    }
+
+    async fn read_limited(
+        &self,
+        resp: reqwest::Response,
+        reference: &Reference,
+        what: &str,
+    ) -> Result<Bytes> {
+        let limit = self.config.max_manifest_bytes;
+        let too_large = || Error::TooLarge {
+            what: what.to_string(),
+            reference: reference.to_string(),
+            limit,
+        };
+        if resp.content_length().is_some_and(|n| n as usize > limit) {
+            return Err(too_large());
+        }
+        let url = resp.url().to_string();
+        let mut out = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.transport(reference, &url, e))?;
+            if out.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.into())
+    }
+
+    fn transport(&self, reference: &Reference, url: &str, source: reqwest::Error) -> Error {
+        Error::Transport {
+            registry: reference.registry().to_string(),
+            url: url.to_string(),
+            source,
+        }
+    }
+
+    fn protocol(&self, reference: &Reference, reason: &str) -> Error {
+        Error::Protocol {
+            registry: reference.registry().to_string(),
+            reference: reference.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+enum CopyError {
+    Broken(reqwest::Error),
+    Fatal(Error),
+}
+
+fn mismatch(what: &str, reference: &Reference, expected: &Digest, actual: &Digest) -> Error {
+    Error::Mismatch {
+        what: what.to_string(),
+        reference: reference.to_string(),
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+    }
+}
+
+fn io_err(path: &std::path::Path, source: std::io::Error) -> Error {
+    store::Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+    .into()
+}
+
+async fn reopen(path: &std::path::Path) -> Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .await
+        .map_err(|e| io_err(path, e))
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The `mediaType` field of a manifest or index, when it has one.
+fn media_type_of(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).ok()?;
+    probe
+        .media_type
+        .or_else(|| probe.manifests.map(|_| media::OCI_INDEX.to_string()))
+}
+
+/// The first message of a distribution-spec error body, as `: message`.
+fn error_detail(body: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorItem>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorItem {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    match serde_json::from_str::<Errors>(body) {
+        Ok(e) => e
+            .errors
+            .first()
+            .map(|i| {
+                format!(
+                    ": {} {}",
+                    i.code.clone().unwrap_or_default(),
+                    i.message.clone().unwrap_or_default()
+                )
+            })
+            .unwrap_or_default(),
+        Err(_) if body.trim().is_empty() => String::new(),
+        Err(_) => format!(": {}", body.chars().take(160).collect::<String>().trim()),
+    }
+}
+
+fn load_ca(path: &std::path::Path) -> Result<reqwest::Certificate> {
+    let err = |reason: String| Error::CaFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    reqwest::Certificate::from_pem(&pem).map_err(|e| err(format!("not a PEM certificate: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_details_from_registry_bodies() {
+        assert_eq!(
+            error_detail(r#"{"errors":[{"code":"DENIED","message":"no"}]}"#),
+            ": DENIED no"
+        );
+        assert_eq!(error_detail(""), "");
+        assert_eq!(error_detail("plain"), ": plain");
+    }
+
+    #[test]
+    fn media_type_probe() {
+        assert_eq!(media_type_of(br#"{"mediaType":"x"}"#).as_deref(), Some("x"));
+        assert_eq!(
+            media_type_of(br#"{"manifests":[]}"#).as_deref(),
+            Some(media::OCI_INDEX)
+        );
+        assert_eq!(media_type_of(br#"{"config":{}}"#), None);
+    }
+
+    #[test]
+    fn backoff_doubles() {
+        let c = Client::new(ClientConfig::default()).unwrap();
+        assert_eq!(c.backoff(1), Duration::from_millis(200));
+        assert_eq!(c.backoff(3), Duration::from_millis(800));
+    }
+
+    #[test]
+    fn upload_locations() {
+        let c = Client::new(ClientConfig::default()).unwrap();
+        let r: Reference = "127.0.0.1:5000/a/b:v1".parse().unwrap();
+        let d = Digest::of(b"");
+        assert_eq!(
+            c.upload_url(&r, "/v2/a/b/blobs/uploads/u1?_state=s", &d)
+                .unwrap(),
+            format!("/v2/a/b/blobs/uploads/u1?_state=s&digest={d}")
+        );
+        assert_eq!(
+            c.upload_url(&r, "http://h:1/up/u2", &d).unwrap(),
+            format!("http://h:1/up/u2?digest={d}")
+        );
+    }
+}
