@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod objects;
 pub mod plan;
 pub mod quantity;
+pub mod volume;
 
 pub use downward::{NodeAllocatable, NodeFacts};
 pub use k8s_openapi;
@@ -26,3 +27,4 @@ pub use plan::{
     ContainerKind, ContainerPlan, ImageConfig, MountPlan, PlanContext, PlanError, ResourceLimits,
 };
 pub use quantity::{ParsedQuantity, QuantityError, parse_quantity};
+pub use volume::{FileToWrite, TokenRequest, VolumeContent, VolumePlan, plan_volumes};

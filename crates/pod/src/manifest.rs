@@ -130,6 +130,7 @@ pub fn load_manifest(text: &str) -> Result<Manifest> {
         if value.is_null() {
             continue;
         }
+        let value = with_octal_modes(value);
         match document_kind(number, &value)? {
             DocumentKind::Pod => {
                 if let Some((first, _)) = pod {
@@ -176,6 +177,39 @@ fn document_kind(document: usize, value: &serde_yaml::Value) -> Result<DocumentK
             api_version: api_version.to_string(),
         }),
     }
+}
+
+/// Kubernetes reads manifests as YAML 1.1, where `defaultMode: 0644` is octal; YAML 1.2 reads
+/// it as the string "0644". File mode fields holding such a string get the octal number.
+fn with_octal_modes(value: serde_yaml::Value) -> serde_yaml::Value {
+    use serde_yaml::Value;
+    match value {
+        Value::Mapping(mapping) => Value::Mapping(
+            mapping
+                .into_iter()
+                .map(|(key, value)| {
+                    let is_mode = matches!(key.as_str(), Some("mode" | "defaultMode"));
+                    let value = match (is_mode, value) {
+                        (true, Value::String(text)) => {
+                            octal_number(&text).unwrap_or(Value::String(text))
+                        }
+                        (_, other) => with_octal_modes(other),
+                    };
+                    (key, value)
+                })
+                .collect(),
+        ),
+        Value::Sequence(items) => {
+            Value::Sequence(items.into_iter().map(with_octal_modes).collect())
+        }
+        other => other,
+    }
+}
+
+fn octal_number(text: &str) -> Option<serde_yaml::Value> {
+    let digits = text.strip_prefix('0').filter(|d| !d.is_empty())?;
+    let number = u32::from_str_radix(digits, 8).ok()?;
+    Some(serde_yaml::Value::Number(number.into()))
 }
 
 fn typed<T: serde::de::DeserializeOwned>(
@@ -381,6 +415,17 @@ mod tests {
                 "got {message:?}, want {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn reads_yaml_1_1_octal_file_modes() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: a, image: i}\n  volumes:\n  - name: v\n    configMap: {name: c, defaultMode: 0440, items: [{key: k, path: p, mode: 0600}]}\n  - name: w\n    secret: {secretName: s, defaultMode: 420}\n";
+        let pod = load_manifest(text).unwrap().pod;
+        let volumes = pod.spec.unwrap().volumes.unwrap();
+        let config_map = volumes[0].config_map.as_ref().unwrap();
+        assert_eq!(config_map.default_mode, Some(0o440));
+        assert_eq!(config_map.items.as_ref().unwrap()[0].mode, Some(0o600));
+        assert_eq!(volumes[1].secret.as_ref().unwrap().default_mode, Some(420));
     }
 
     #[test]
