@@ -1,0 +1,62 @@
+# Shared helpers of tests/cluster/{up,down,smoke}; source it, do not run it.
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+CLUSTER_BIN="$WASMLET_CACHE/bin/wasmlet-cluster"
+# Start order; down stops them in reverse.
+CLUSTER_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+# A file that marks a folder as ours, so down never deletes a folder it did not make.
+CLUSTER_MARKER=.wasmlet-cluster
+
+die() { echo "cluster: error: $*" >&2; exit 1; }
+log() { echo "cluster: $*" >&2; }
+
+# state_dir [DIR]: the absolute state folder, default $WASMLET_ROOT/.state/cluster.
+state_dir() {
+  local d="${1:-$WASMLET_ROOT/.state/cluster}"
+  mkdir -p "$d"
+  (cd "$d" && pwd)
+}
+
+# pid_of STATE NAME: the recorded pid of a component, if it is still our process.
+pid_of() {
+  local f="$1/run/$2.pid" pid
+  [ -f "$f" ] || return 1
+  pid="$(cat "$f")"
+  # Guard against pid reuse: the process must still be our multi-call binary.
+  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q wasmlet-cluster \
+    || return 1
+  echo "$pid"
+}
+
+# stop_component STATE NAME: SIGTERM, then SIGKILL after 15 s.
+stop_component() {
+  local pid i
+  pid="$(pid_of "$1" "$2")" || { rm -f "$1/run/$2.pid"; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 150); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$1/run/$2.pid"
+}
+
+# stop_all STATE: stops every recorded component, the last started first.
+stop_all() {
+  local i
+  for ((i = ${#CLUSTER_COMPONENTS[@]} - 1; i >= 0; i--)); do
+    stop_component "$1" "${CLUSTER_COMPONENTS[$i]}"
+  done
+}
+
+# log_tail STATE NAME: the end of a component's log, for error messages.
+log_tail() {
+  local f="$1/logs/$2.log"
+  [ -f "$f" ] || return 0
+  echo "---- last lines of $f ----" >&2
+  tail -n 25 "$f" >&2
+  echo "----" >&2
+  if grep -q 'address already in use' "$f"; then
+    echo "cluster: $2 could not bind its port: another process took it (see above)" >&2
+  fi
+}
