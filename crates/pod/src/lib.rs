@@ -13,18 +13,25 @@
 pub mod downward;
 pub mod env;
 pub mod expansion;
+pub mod lifecycle;
 pub mod manifest;
 pub mod objects;
 pub mod plan;
 pub mod quantity;
+pub mod restart;
 pub mod volume;
 
 pub use downward::{NodeAllocatable, NodeFacts};
 pub use k8s_openapi;
+pub use lifecycle::{PodFailure, active_deadline_exceeded, termination_grace_period};
 pub use manifest::{Manifest, ManifestError, load_manifest, validate_pod};
 pub use objects::{ConfigMapContent, ConfigObjects, SecretContent};
 pub use plan::{
     ContainerKind, ContainerPlan, ImageConfig, MountPlan, PlanContext, PlanError, ResourceLimits,
 };
 pub use quantity::{ParsedQuantity, QuantityError, parse_quantity};
+pub use restart::{
+    BackOff, ExitFacts, InitRun, InitStep, RestartDecision, RestartPolicy, decide_restart,
+    next_init_step,
+};
 pub use volume::{FileToWrite, TokenRequest, VolumeContent, VolumePlan, plan_volumes};
