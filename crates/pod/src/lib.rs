@@ -17,8 +17,10 @@ pub mod lifecycle;
 pub mod manifest;
 pub mod objects;
 pub mod plan;
+pub mod qos;
 pub mod quantity;
 pub mod restart;
+pub mod status;
 pub mod volume;
 
 pub use downward::{NodeAllocatable, NodeFacts};
@@ -34,4 +36,5 @@ pub use restart::{
     BackOff, ExitFacts, InitRun, InitStep, RestartDecision, RestartPolicy, decide_restart,
     next_init_step,
 };
+pub use status::{ContainerFacts, PodFacts, RunState, Termination, pod_status};
 pub use volume::{FileToWrite, TokenRequest, VolumeContent, VolumePlan, plan_volumes};
