@@ -1,6 +1,13 @@
 //! `wasmlet run`: run WebAssembly on this machine without a cluster.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use wasmlet_runtime::{
+    ContainerSpec, ExitReason, ExitStatus, Limits, Preopen, Runtime, RuntimeConfig, Stdio,
+};
 
 /// Arguments of `wasmlet run`.
 #[derive(clap::Args)]
@@ -10,9 +17,215 @@ pub struct RunArgs {
     /// Arguments passed to the module after `--`.
     #[arg(last = true)]
     pub args: Vec<String>,
+    /// An environment variable for the guest (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// A host directory the guest may use: `host[:guest[:ro]]` (repeatable).
+    #[arg(long = "dir", value_name = "HOST[:GUEST[:ro]]")]
+    pub dirs: Vec<String>,
+    /// Memory limit: bytes, or with a suffix (`64Mi`, `1Gi`, `500M`).
+    #[arg(long, value_parser = parse_memory)]
+    pub memory: Option<u64>,
+    /// Wall-clock limit: seconds, or with a unit (`500ms`, `10s`, `2m`).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Compile without reading or writing the compile cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+/// What `wasmlet run` was asked to run, told from the argument.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A `.wasm` or `.wat` file on this machine.
+    WasmFile(PathBuf),
+    /// A Pod manifest (`.yaml`/`.yml`).
+    PodManifest(PathBuf),
+    /// An image reference in a registry or the local store.
+    Image(String),
+}
+
+impl Target {
+    /// Detects the kind of target: by extension, then an existing file is taken as wasm (its
+    /// bytes decide), anything else as an image reference.
+    pub fn detect(arg: &Path) -> Target {
+        match arg.extension().and_then(|e| e.to_str()) {
+            Some("wasm" | "wat") => Target::WasmFile(arg.into()),
+            Some("yaml" | "yml") => Target::PodManifest(arg.into()),
+            _ if arg.is_file() => Target::WasmFile(arg.into()),
+            _ => Target::Image(arg.to_string_lossy().into_owned()),
+        }
+    }
 }
 
 /// Runs the target and returns the process exit code.
-pub fn main(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("running {} is not available yet", args.target.display())
+pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
+    match Target::detect(&args.target) {
+        Target::WasmFile(path) => run_wasm_file(&path, &args),
+        Target::PodManifest(path) => {
+            bail!(
+                "running Pod manifests ({}) is not available yet; run a .wasm or .wat file",
+                path.display()
+            )
+        }
+        Target::Image(reference) => bail!(
+            "running images ({reference}) is not available yet; run a .wasm or .wat file \
+             (if you meant a file, check that it exists)"
+        ),
+    }
+}
+
+fn run_wasm_file(path: &Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let tokio = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let config = RuntimeConfig {
+        cache_dir: cache_dir(args.no_cache),
+        max_instances: 8,
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::new(config)?;
+    let program = runtime.load_file(path)?;
+    let spec = container_spec(path, args);
+    let status = tokio.block_on(runtime.run(&program, spec))?;
+    report(&status);
+    Ok(exit_code(status.code))
+}
+
+fn container_spec(path: &Path, args: &RunArgs) -> ContainerSpec {
+    let name = path
+        .file_name()
+        .map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
+    let mut argv = vec![name.into_owned()];
+    argv.extend(args.args.iter().cloned());
+    ContainerSpec {
+        args: argv,
+        env: args.env.clone(),
+        working_dir: None,
+        preopens: args.dirs.iter().map(|d| Preopen::parse(d)).collect(),
+        stdio: Stdio {
+            log: None,
+            stdout_tee: Some(Box::new(std::io::stdout())),
+            stderr_tee: Some(Box::new(std::io::stderr())),
+        },
+        limits: Limits {
+            memory_bytes: args.memory,
+            timeout: args.timeout,
+            fuel: None,
+        },
+    }
+}
+
+/// The compile cache: `$WASMLET_CACHE_DIR`, else `$XDG_CACHE_HOME/wasmlet/compile`, else
+/// `~/.cache/wasmlet/compile`.
+fn cache_dir(disabled: bool) -> Option<PathBuf> {
+    if disabled {
+        return None;
+    }
+    let env = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("WASMLET_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("wasmlet/compile")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache/wasmlet/compile")))
+}
+
+/// Says why the guest ended when it did not simply exit.
+fn report(status: &ExitStatus) {
+    if !matches!(status.reason, ExitReason::Completed | ExitReason::Error) {
+        eprintln!(
+            "wasmlet: {} (exit code {}): {}",
+            status.reason, status.code, status.message
+        );
+    }
+}
+
+/// The process exit code for a guest's code: 0..=255 as is, anything else 1.
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{text}` is not K=V")),
+    }
+}
+
+fn parse_memory(text: &str) -> Result<u64, String> {
+    const UNITS: &[(&str, u64)] = &[
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("K", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("", 1),
+    ];
+    let bad = || format!("`{text}` is not a size (e.g. 67108864, 64Mi, 1Gi)");
+    let (number, unit) = UNITS
+        .iter()
+        .find_map(|(s, m)| text.strip_suffix(s).map(|n| (n, *m)))
+        .ok_or_else(bad)?;
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(bad)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("`{text}` is not a duration (e.g. 10, 500ms, 10s, 2m)");
+    let (number, unit) = [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("", 1.0)]
+        .iter()
+        .find_map(|(s, m)| text.strip_suffix(s).map(|n| (n, *m)))
+        .ok_or_else(bad)?;
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    Duration::try_from_secs_f64(value * unit).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_targets() {
+        assert_eq!(
+            Target::detect(Path::new("x.wasm")),
+            Target::WasmFile("x.wasm".into())
+        );
+        assert_eq!(
+            Target::detect(Path::new("a/x.wat")),
+            Target::WasmFile("a/x.wat".into())
+        );
+        assert_eq!(
+            Target::detect(Path::new("pod.yaml")),
+            Target::PodManifest("pod.yaml".into())
+        );
+        assert_eq!(
+            Target::detect(Path::new("ghcr.io/a/b:v1")),
+            Target::Image("ghcr.io/a/b:v1".into())
+        );
+    }
+
+    #[test]
+    fn parses_flags() {
+        assert_eq!(parse_memory("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_memory("1000"), Ok(1000));
+        assert_eq!(parse_memory("2G"), Ok(2_000_000_000));
+        assert!(parse_memory("lots").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_env("=x").is_err());
+    }
+
+    #[test]
+    fn exit_codes_fit_a_byte() {
+        assert_eq!(exit_code(3), ExitCode::from(3));
+        assert_eq!(exit_code(137), ExitCode::from(137));
+        assert_eq!(exit_code(300), ExitCode::from(1));
+    }
 }

@@ -1,4 +1,56 @@
 //! Running WebAssembly containers with wasmtime.
 //!
 //! Owns the shared engine, the compile cache and the execution of one container (module or
-//! component). Knows nothing of Kubernetes or registries.
+//! component): argv, env, preopened directories, stdio to CRI-format log files, exit status,
+//! memory and time limits, kill. Knows nothing of Kubernetes or registries.
+//!
+//! ```no_run
+//! # async fn demo() -> wasmlet_runtime::Result<()> {
+//! use wasmlet_runtime::{ContainerSpec, LogConfig, Runtime, RuntimeConfig, Stdio};
+//!
+//! let runtime = Runtime::new(RuntimeConfig::default())?; // one per process
+//! let program = runtime.load_file("hello.wat".as_ref())?;
+//! let spec = ContainerSpec {
+//!     args: vec!["hello.wasm".into()],
+//!     stdio: Stdio { log: Some(LogConfig::new("/tmp/hello/0.log")), ..Stdio::default() },
+//!     ..ContainerSpec::default()
+//! };
+//! let status = runtime.run(&program, spec).await?;
+//! println!("{} {}", status.code, status.reason);
+//! # Ok(()) }
+//! ```
+//!
+//! # Core concepts
+//! - [`Runtime`]: one per process. One wasmtime `Engine` (async, epoch interruption), one
+//!   epoch ticker thread, the WASI linkers, the [`CompileCache`], and the instance allocator
+//!   (pooling with copy-on-write memory images when the host allows it, else on-demand).
+//! - [`Program`]: a loaded `.wasm`/`.wat` (preview 1 module, `wasi:cli/run` component or
+//!   `wasi:http` component), compiled once and instantiated many times.
+//! - [`ContainerSpec`]: argv, env, working directory, [`Preopen`]s, [`Stdio`], [`Limits`].
+//! - [`Container`]: a running instance (a tokio task, not a thread): [`Container::wait`],
+//!   [`Container::stop`], [`Container::kill`], ending in an [`ExitStatus`].
+//!
+//! # Exit codes
+//! The guest's own code (`proc_exit(3)` is 3; preview 1 `proc_exit` with a code of 126 or more is
+//! refused by WASI and so is a trap); [`TRAP_EXIT_CODE`] (134) for a trap;
+//! [`KILLED_EXIT_CODE`] (137) for `OOMKilled`, `DeadlineExceeded` and `Killed`.
+#![deny(missing_docs)]
+
+pub mod cache;
+mod container;
+mod exit;
+mod http;
+pub mod log;
+mod program;
+mod runtime;
+mod spec;
+mod state;
+
+pub use cache::CompileCache;
+pub use container::Container;
+pub use exit::{ExitReason, ExitStatus, KILLED_EXIT_CODE, TRAP_EXIT_CODE};
+pub use log::LogConfig;
+pub use program::{Program, ProgramKind, is_component, to_binary};
+pub use runtime::{Allocator, AllocatorChoice, Error, Result, Runtime, RuntimeConfig};
+pub use spec::{ContainerSpec, Limits, Preopen, Stdio};
+pub use tokio_util::sync::CancellationToken;

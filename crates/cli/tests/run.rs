@@ -1,0 +1,126 @@
+//! `wasmlet run` as a user runs it: the built binary on the shipped example and fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn wasmlet(args: &[&str]) -> Output {
+    let cache = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_wasmlet"))
+        .args(args)
+        .current_dir(root())
+        .env("WASMLET_CACHE_DIR", cache.path())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn runs_the_hello_example() {
+    let out = wasmlet(&["run", "examples/hello/hello.wat"]);
+    assert_eq!(text(&out.stdout), "hello from stdout!\nArgs are: []\n");
+    assert_eq!(text(&out.stderr), "hello from stderr!\n");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn passes_args_env_and_exit_code() {
+    let hello = wasmlet(&["run", "examples/hello/hello.wat", "--", "a", "b"]);
+    assert_eq!(
+        text(&hello.stdout),
+        "hello from stdout!\nArgs are: [\"a\", \"b\"]\n"
+    );
+    let exit = wasmlet_fixtures::path("exit");
+    let out = wasmlet(&["run", exit.to_str().unwrap(), "--", "7"]);
+    assert_eq!(out.status.code(), Some(7));
+    let env = wasmlet_fixtures::path("env");
+    let out = wasmlet(&["run", "--env", "GREETING=hi", env.to_str().unwrap()]);
+    assert!(
+        text(&out.stdout).contains("env=GREETING=hi\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn preopens_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "from the host").unwrap();
+    let fs = wasmlet_fixtures::path("fs");
+    let mapping = format!("{}:/data:ro", dir.path().display());
+    let out = wasmlet(&[
+        "run",
+        "--dir",
+        &mapping,
+        fs.to_str().unwrap(),
+        "--",
+        "read",
+        "in.txt",
+    ]);
+    assert_eq!(text(&out.stdout), "from the host");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn limits_end_the_guest() {
+    let bomb = wasmlet_fixtures::path("membomb");
+    let out = wasmlet(&["run", "--memory", "8Mi", bomb.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(137));
+    assert!(
+        text(&out.stderr).contains("OOMKilled"),
+        "{}",
+        text(&out.stderr)
+    );
+    let spin = wasmlet_fixtures::path("spin");
+    let out = wasmlet(&["run", "--timeout", "100ms", spin.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(137));
+    assert!(
+        text(&out.stderr).contains("DeadlineExceeded"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_input_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.wasm");
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
+    let badimport = wasmlet_fixtures::path("badimport");
+    let cases = [
+        (
+            vec!["run", script.to_str().unwrap()],
+            "not a WebAssembly file",
+        ),
+        (
+            vec!["run", badimport.to_str().unwrap()],
+            "module imports `env.foo`",
+        ),
+        (
+            vec![
+                "run",
+                "--dir",
+                "/nonexistent/wasmlet",
+                "examples/hello/hello.wat",
+            ],
+            "/nonexistent/wasmlet",
+        ),
+        (vec!["run", "pod.yaml"], "Pod manifests"),
+        (vec!["run", "example.com/hello:v1"], "images"),
+    ];
+    for (args, expected) in cases {
+        let out = wasmlet(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

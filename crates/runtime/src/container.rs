@@ -1,0 +1,268 @@
+//! Running one container: a store per instance, the WASI context from the spec, the
+//! supervision of stop requests, deadlines and memory, and the exit status.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::exit::ExitStatus;
+use crate::log::{OutputSink, SharedSink, Stream};
+use crate::program::{Pre, Program};
+use crate::runtime::{Error, Result, Runtime, describe};
+use crate::spec::{ContainerSpec, Limits};
+use crate::state::{ComponentState, Control, MemoryLimiter, ModuleState, StopCause};
+
+/// A running (or finished) container. Dropping it does not stop the guest: call
+/// [`Container::kill`] or [`Container::stop`].
+pub struct Container {
+    control: Arc<Control>,
+    status: watch::Receiver<Option<ExitStatus>>,
+}
+
+impl Container {
+    /// Asks the guest to stop: it may finish by itself within `grace`, then it is killed
+    /// (reason `Killed`, exit code 137). WASI has no signals, so nothing is delivered to the
+    /// guest. Must be called within a tokio runtime.
+    pub fn stop(&self, grace: Duration) {
+        let control = self.control.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            control.stop(StopCause::Killed);
+        });
+    }
+
+    /// Kills the guest now: a guest running wasm is interrupted at the next epoch tick, one
+    /// waiting in the host (e.g. sleeping) is dropped at once.
+    pub fn kill(&self) {
+        self.control.stop(StopCause::Killed);
+    }
+
+    /// The exit status, once the container has ended.
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.status.borrow().clone()
+    }
+
+    /// Waits for the container to end and returns its exit status.
+    pub async fn wait(&self) -> ExitStatus {
+        let mut rx = self.status.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(status) => status.clone().unwrap_or_else(lost_status),
+            Err(_) => lost_status(),
+        }
+    }
+}
+
+fn lost_status() -> ExitStatus {
+    ExitStatus::trapped("the container's task ended without reporting a status".into())
+}
+
+impl Runtime {
+    /// Starts a container of `program` as a task on the current tokio runtime and returns at
+    /// once. Must be called within a tokio runtime.
+    pub fn start(&self, program: &Program, spec: ContainerSpec) -> Result<Container> {
+        let deadline = spec.limits.timeout.map(|t| Instant::now() + t);
+        let control = Arc::new(Control::new(deadline));
+        let builder = wasi_builder(&spec)?;
+        let sink = SharedSink::new(OutputSink::new(spec.stdio)?);
+        let run = self.instance_future(program, builder, &sink, &spec.limits, &control)?;
+        let (tx, rx) = watch::channel(None);
+        let task_control = control.clone();
+        tokio::spawn(async move {
+            let status = supervise(run, &task_control).await;
+            if let Err(err) = sink.lock().finish() {
+                tracing::warn!("cannot flush the container log: {err}");
+            }
+            let _ = tx.send(Some(status));
+        });
+        Ok(Container {
+            control,
+            status: rx,
+        })
+    }
+
+    /// Runs a container to its end (see [`Runtime::start`]).
+    pub async fn run(&self, program: &Program, spec: ContainerSpec) -> Result<ExitStatus> {
+        Ok(self.start(program, spec)?.wait().await)
+    }
+
+    fn instance_future(
+        &self,
+        program: &Program,
+        mut builder: WasiCtxBuilder,
+        sink: &SharedSink,
+        limits: &Limits,
+        control: &Arc<Control>,
+    ) -> Result<std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<i32>> + Send>>> {
+        builder
+            .stdout(sink.stream(Stream::Stdout))
+            .stderr(sink.stream(Stream::Stderr));
+        let limiter = MemoryLimiter::new(limits.memory_bytes, control.clone());
+        match &program.pre {
+            Pre::Module(pre) => {
+                let state = ModuleState { wasi: builder.build_p1(), limiter };
+                let mut store = self.new_store(state, limits, control)?;
+                store.limiter(|s| &mut s.limiter);
+                Ok(Box::pin(run_module(pre.clone(), store)))
+            }
+            Pre::Command(pre) => {
+                let state = self.component_state(builder, limiter);
+                let mut store = self.new_store(state, limits, control)?;
+                store.limiter(|s| &mut s.limiter);
+                Ok(Box::pin(run_command(pre.clone(), store)))
+            }
+            Pre::Http(_) => Err(Error::NoEntryPoint(
+                "this is a wasi:http component: serve it (Runtime::serve_http) instead of running it".into(),
+            )),
+        }
+    }
+
+    pub(crate) fn component_state(
+        &self,
+        mut builder: WasiCtxBuilder,
+        limiter: MemoryLimiter,
+    ) -> ComponentState {
+        ComponentState {
+            wasi: builder.build(),
+            table: wasmtime::component::ResourceTable::new(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            limiter,
+        }
+    }
+
+    /// A store whose epoch callback yields to tokio every tick and interrupts the guest once
+    /// it must stop; with fuel set when the runtime meters fuel.
+    pub(crate) fn new_store<T: 'static>(
+        &self,
+        data: T,
+        limits: &Limits,
+        control: &Arc<Control>,
+    ) -> Result<Store<T>> {
+        let mut store = Store::new(self.engine(), data);
+        store.set_epoch_deadline(1);
+        let control = control.clone();
+        store.epoch_deadline_callback(move |_| {
+            Ok(if control.must_stop() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        self.set_fuel(&mut store, limits.fuel)?;
+        Ok(store)
+    }
+
+    fn set_fuel<T>(&self, store: &mut Store<T>, fuel: Option<u64>) -> Result<()> {
+        if !self.inner.config.fuel {
+            return match fuel {
+                Some(_) => Err(Error::Instantiate(
+                    "a fuel limit was given but the runtime does not meter fuel (set RuntimeConfig::fuel)".into(),
+                )),
+                None => Ok(()),
+            };
+        }
+        store
+            .set_fuel(fuel.unwrap_or(u64::MAX))
+            .map_err(|e| Error::Instantiate(describe(&e)))
+    }
+}
+
+/// The WASI context of a container: argv, env, working directory, preopens.
+pub(crate) fn wasi_builder(spec: &ContainerSpec) -> Result<WasiCtxBuilder> {
+    let mut builder = WasiCtxBuilder::new();
+    builder.args(&spec.args).envs(&spec.env);
+    if let Some(cwd) = &spec.working_dir {
+        builder.initial_cwd(cwd);
+    }
+    for preopen in &spec.preopens {
+        let preopen_err = |reason: String| Error::Preopen {
+            host: preopen.host.clone(),
+            guest: preopen.guest.clone(),
+            reason,
+        };
+        if !preopen.host.is_dir() {
+            return Err(preopen_err(
+                "it does not exist or is not a directory".into(),
+            ));
+        }
+        let perms = if preopen.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        builder
+            .preopened_dir(&preopen.host, &preopen.guest, perms)
+            .map_err(|e| preopen_err(describe(&e)))?;
+    }
+    Ok(builder)
+}
+
+async fn run_module(
+    pre: wasmtime::InstancePre<ModuleState>,
+    mut store: Store<ModuleState>,
+) -> wasmtime::Result<i32> {
+    let instance = pre.instantiate_async(&mut store).await?;
+    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+    start.call_async(&mut store, ()).await?;
+    Ok(0)
+}
+
+async fn run_command(
+    pre: wasmtime_wasi::p2::bindings::CommandPre<ComponentState>,
+    mut store: Store<ComponentState>,
+) -> wasmtime::Result<i32> {
+    let command = pre.instantiate_async(&mut store).await?;
+    let result = command.wasi_cli_run().call_run(&mut store).await?;
+    Ok(if result.is_ok() { 0 } else { 1 })
+}
+
+/// Drives the guest until it ends, is stopped, or passes its deadline.
+async fn supervise(
+    run: impl Future<Output = wasmtime::Result<i32>>,
+    control: &Control,
+) -> ExitStatus {
+    let deadline = async {
+        match control.deadline {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = run => Some(outcome),
+        () = control.stopped() => None,
+        () = deadline => {
+            control.stop(StopCause::Deadline);
+            None
+        }
+    };
+    classify(outcome, control)
+}
+
+fn classify(outcome: Option<wasmtime::Result<i32>>, control: &Control) -> ExitStatus {
+    if let Some(Ok(code)) = outcome {
+        return ExitStatus::exited(code);
+    }
+    if let Some(cause) = control.cause() {
+        return stopped_status(cause, outcome);
+    }
+    match outcome {
+        Some(Err(err)) => match err.downcast_ref::<I32Exit>() {
+            Some(exit) => ExitStatus::exited(exit.0),
+            None => ExitStatus::trapped(describe(&err)),
+        },
+        _ => lost_status(),
+    }
+}
+
+fn stopped_status(cause: StopCause, outcome: Option<wasmtime::Result<i32>>) -> ExitStatus {
+    let message = match (cause, outcome) {
+        (StopCause::OutOfMemory, Some(Err(err))) => describe(&err),
+        (StopCause::OutOfMemory, _) => "memory limit exceeded".into(),
+        (StopCause::Deadline, _) => "the container ran past its timeout and was killed".into(),
+        (StopCause::Killed, _) => "the container was killed by a stop request".into(),
+    };
+    ExitStatus::killed(cause.reason(), message)
+}

@@ -1,0 +1,148 @@
+//! Serving a `wasi:http/incoming-handler` component over HTTP/1.1: one instance per request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::log::{OutputSink, SharedSink, Stream};
+use crate::program::{Pre, Program};
+use crate::runtime::{Error, Result, Runtime, describe};
+use crate::spec::{ContainerSpec, Limits};
+use crate::state::{ComponentState, Control, MemoryLimiter};
+
+/// What every request's instance gets: the spec (minus stdio, shared by all) and the program.
+struct Handler {
+    runtime: Runtime,
+    pre: ProxyPre<ComponentState>,
+    spec: ContainerSpec,
+    sink: SharedSink,
+}
+
+impl Runtime {
+    /// Serves `program` (a `wasi:http/incoming-handler` component) on `listener` until
+    /// `shutdown` is cancelled. Each request gets a fresh instance built from `spec` (args,
+    /// env, preopens, limits; `limits.timeout` bounds each request); the instances' stdout and
+    /// stderr all go to `spec.stdio`.
+    pub async fn serve_http(
+        &self,
+        program: &Program,
+        mut spec: ContainerSpec,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        let Pre::Http(pre) = &program.pre else {
+            return Err(Error::NoEntryPoint(
+                "the program does not export `wasi:http/incoming-handler`, so it cannot serve HTTP"
+                    .into(),
+            ));
+        };
+        let sink = SharedSink::new(OutputSink::new(std::mem::take(&mut spec.stdio))?);
+        let handler = Arc::new(Handler {
+            runtime: self.clone(),
+            pre: pre.clone(),
+            spec,
+            sink,
+        });
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            let addr = listener
+                .local_addr()
+                .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+            let (stream, _) = accepted.map_err(|source| Error::Serve { addr, source })?;
+            tokio::spawn(serve_connection(handler.clone(), stream));
+        }
+    }
+}
+
+async fn serve_connection(handler: Arc<Handler>, stream: tokio::net::TcpStream) {
+    let service = hyper::service::service_fn(move |req| {
+        let handler = handler.clone();
+        async move { Ok::<_, std::convert::Infallible>(handler.handle(req).await) }
+    });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    if let Err(err) = conn.await {
+        tracing::debug!("HTTP connection ended with an error: {err}");
+    }
+}
+
+impl Handler {
+    async fn handle(&self, req: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
+        match self.instantiate_and_call(req).await {
+            Ok(response) => response,
+            Err(message) => {
+                tracing::warn!("wasi:http request failed: {message}");
+                error_response(message)
+            }
+        }
+    }
+
+    async fn instantiate_and_call(
+        &self,
+        req: hyper::Request<Incoming>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, String> {
+        let mut store = self.new_store().map_err(|e| e.to_string())?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)
+            .map_err(|e| describe(&e))?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(tx)
+            .map_err(|e| describe(&e))?;
+        let pre = self.pre.clone();
+        let task = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        });
+        match rx.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(format!("the component answered with an error: {code:?}")),
+            Err(_) => Err(match task.await {
+                Ok(Ok(())) => "the component returned without setting a response".into(),
+                Ok(Err(err)) => describe(&err),
+                Err(err) => format!("the request's task failed: {err}"),
+            }),
+        }
+    }
+
+    fn new_store(&self) -> Result<wasmtime::Store<ComponentState>> {
+        let limits: &Limits = &self.spec.limits;
+        let control = Arc::new(Control::new(limits.timeout.map(|t| Instant::now() + t)));
+        let mut builder = crate::container::wasi_builder(&self.spec)?;
+        builder
+            .stdout(self.sink.stream(Stream::Stdout))
+            .stderr(self.sink.stream(Stream::Stderr));
+        let limiter = MemoryLimiter::new(limits.memory_bytes, control.clone());
+        let state = self.runtime.component_state(builder, limiter);
+        let mut store = self.runtime.new_store(state, limits, &control)?;
+        store.limiter(|s| &mut s.limiter);
+        Ok(store)
+    }
+}
+
+fn error_response(message: String) -> hyper::Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from(message + "\n")).map_err(|never| match never {});
+    let mut response = hyper::Response::new(body.boxed_unsync());
+    *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}

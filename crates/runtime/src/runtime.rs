@@ -1,0 +1,293 @@
+//! The process-wide runtime: one engine, its epoch ticker, the linkers and the compile cache.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::cache::{self, CompileCache};
+use crate::log;
+use crate::state::{ComponentState, ModuleState};
+
+/// Errors of loading and running programs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The engine could not be created with the given configuration.
+    #[error("cannot create the wasm engine: {0}")]
+    Engine(String),
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are neither binary WebAssembly nor WAT text.
+    #[error("not a WebAssembly file: {0} (expected a .wasm module or component, or .wat text)")]
+    NotWasm(String),
+    /// Compiling (or validating) the wasm failed.
+    #[error("cannot compile the WebAssembly program: {0}")]
+    Compile(String),
+    /// The program imports something no wasmlet host provides.
+    #[error(
+        "module imports `{module}.{name}`, which wasmlet does not provide (wasmlet provides WASI: \
+         `wasi_snapshot_preview1` for modules, `wasi:*` interfaces for components)"
+    )]
+    UnsupportedImport {
+        /// The import's module (or, for components, the interface).
+        module: String,
+        /// The import's field name.
+        name: String,
+    },
+    /// The program has no entry point wasmlet knows how to call.
+    #[error("{0}")]
+    NoEntryPoint(String),
+    /// Linking the imports failed for another reason (e.g. a WASI function with a wrong type).
+    #[error("cannot link the program's imports: {0}")]
+    Link(String),
+    /// The compile cache failed.
+    #[error(transparent)]
+    Cache(#[from] cache::Error),
+    /// The log file failed.
+    #[error(transparent)]
+    Log(#[from] log::Error),
+    /// A preopened directory could not be opened.
+    #[error(
+        "cannot preopen directory {host} as {guest}: {reason} (create it or fix the --dir path)"
+    )]
+    Preopen {
+        /// Host path.
+        host: PathBuf,
+        /// Guest path.
+        guest: String,
+        /// Why.
+        reason: String,
+    },
+    /// Setting up an instance failed (e.g. the instance pool is exhausted).
+    #[error("cannot start the instance: {0}")]
+    Instantiate(String),
+    /// Serving HTTP failed.
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Serve {
+        /// The listen address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Formats a wasmtime error with its causes.
+pub(crate) fn describe(err: &wasmtime::Error) -> String {
+    format!("{err:#}")
+}
+
+/// Which instance allocator to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocatorChoice {
+    /// Pooling with copy-on-write memory images if the host allows it, else on-demand.
+    Auto,
+    /// Pooling or fail.
+    Pooling,
+    /// Allocate every instance on demand (mmap per instance).
+    OnDemand,
+}
+
+/// The instance allocator in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocator {
+    /// The pooling allocator (slots reserved up front, memory images copy-on-write).
+    Pooling,
+    /// On-demand allocation.
+    OnDemand,
+}
+
+/// How to build a [`Runtime`].
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Directory of the compile cache; `None` compiles every load. Default: `None`.
+    pub cache_dir: Option<PathBuf>,
+    /// The instance allocator. Default: [`AllocatorChoice::Auto`].
+    pub allocator: AllocatorChoice,
+    /// With pooling: how many instances may be alive at once. Default: 1000.
+    pub max_instances: u32,
+    /// With pooling: the largest linear memory of one instance. Default: 4 GiB.
+    pub max_memory_bytes: u64,
+    /// How often the epoch advances: the latency of kills and deadlines. Default: 10 ms.
+    pub epoch_tick: Duration,
+    /// Whether fuel metering is on (needed by [`Limits::fuel`](crate::Limits::fuel)).
+    /// Default: off (it slows guests down).
+    pub fuel: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            allocator: AllocatorChoice::Auto,
+            max_instances: 1000,
+            max_memory_bytes: 4 << 30,
+            epoch_tick: Duration::from_millis(10),
+            fuel: false,
+        }
+    }
+}
+
+/// One per process: the shared engine, its epoch ticker thread, the linkers and the cache.
+/// Cheap to clone; the ticker stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    pub(crate) allocator: Allocator,
+    pub(crate) cache: Option<CompileCache>,
+    pub(crate) module_linker: wasmtime::Linker<ModuleState>,
+    pub(crate) component_linker: wasmtime::component::Linker<ComponentState>,
+    pub(crate) config: RuntimeConfig,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Builds the engine (async, epoch interruption, the chosen allocator), starts the epoch
+    /// ticker thread and prepares the WASI linkers.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime> {
+        let (engine, allocator) = build_engine(&config)?;
+        let cache = config
+            .cache_dir
+            .as_ref()
+            .map(|d| CompileCache::new(d, &engine))
+            .transpose()?;
+        let module_linker = module_linker(&engine)?;
+        let component_linker = component_linker(&engine)?;
+        let ticker_stop = start_ticker(engine.clone(), config.epoch_tick)?;
+        let inner = Inner {
+            engine,
+            allocator,
+            cache,
+            module_linker,
+            component_linker,
+            config,
+            ticker_stop,
+        };
+        Ok(Runtime {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The shared engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The instance allocator in use.
+    pub fn allocator(&self) -> Allocator {
+        self.inner.allocator
+    }
+
+    /// The compile cache, if configured.
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// Reads and loads a `.wasm` or `.wat` file (see [`Runtime::load`]).
+    pub fn load_file(&self, path: &Path) -> Result<crate::Program> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Read {
+            path: path.into(),
+            source,
+        })?;
+        self.load(&bytes)
+    }
+}
+
+fn build_engine(config: &RuntimeConfig) -> Result<(Engine, Allocator)> {
+    if config.allocator != AllocatorChoice::OnDemand {
+        match Engine::new(&engine_config(config, true)) {
+            Ok(engine) => {
+                tracing::info!(
+                    max_instances = config.max_instances,
+                    "using the pooling instance allocator with copy-on-write memory images"
+                );
+                return Ok((engine, Allocator::Pooling));
+            }
+            Err(err) if config.allocator == AllocatorChoice::Auto => {
+                tracing::warn!(
+                    "pooling allocator unavailable ({err:#}); using on-demand allocation"
+                );
+            }
+            Err(err) => return Err(Error::Engine(describe(&err))),
+        }
+    }
+    let engine =
+        Engine::new(&engine_config(config, false)).map_err(|e| Error::Engine(describe(&e)))?;
+    tracing::info!("using the on-demand instance allocator");
+    Ok((engine, Allocator::OnDemand))
+}
+
+fn engine_config(config: &RuntimeConfig, pooling: bool) -> Config {
+    let mut c = Config::new();
+    c.epoch_interruption(true)
+        .consume_fuel(config.fuel)
+        .memory_init_cow(true);
+    if pooling {
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(config)));
+    }
+    c
+}
+
+fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
+    let n = config.max_instances.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    // A component made with the preview 1 adapter holds a few core instances.
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(4))
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(4))
+        .total_stacks(n)
+        .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX));
+    pool
+}
+
+fn module_linker(engine: &Engine) -> Result<wasmtime::Linker<ModuleState>> {
+    let mut linker = wasmtime::Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut ModuleState| &mut s.wasi)
+        .map_err(|e| Error::Engine(describe(&e)))?;
+    Ok(linker)
+}
+
+fn component_linker(engine: &Engine) -> Result<wasmtime::component::Linker<ComponentState>> {
+    let mut linker = wasmtime::component::Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| Error::Engine(describe(&e)))?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(|e| Error::Engine(describe(&e)))?;
+    Ok(linker)
+}
+
+/// Starts the one epoch ticker thread of this runtime; set the returned flag to stop it.
+fn start_ticker(engine: Engine, tick: Duration) -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("wasmlet-epoch".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        })
+        .map_err(|e| Error::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
+    Ok(stop)
+}

@@ -1,0 +1,100 @@
+//! What to run: one container's argv, environment, directories, stdio and limits.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::log::LogConfig;
+
+/// One container to run: the caller has already expanded argv and env (Kubernetes
+/// `$(VAR)` references, ConfigMaps, Secrets); the runtime passes them through as given.
+#[derive(Default)]
+pub struct ContainerSpec {
+    /// argv, program name first (e.g. `["hello.wasm", "a"]`).
+    pub args: Vec<String>,
+    /// Environment variables, in order.
+    pub env: Vec<(String, String)>,
+    /// The working directory the guest sees (`wasi:cli/environment.initial-cwd` for
+    /// components; preview 1 has no such notion).
+    pub working_dir: Option<String>,
+    /// Host directories the guest may reach; nothing else on the host is reachable.
+    pub preopens: Vec<Preopen>,
+    /// Where stdout and stderr go.
+    pub stdio: Stdio,
+    /// Memory, time and fuel bounds.
+    pub limits: Limits,
+}
+
+/// A host directory made visible to the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preopen {
+    /// Directory on the host; must exist.
+    pub host: PathBuf,
+    /// Path under which the guest sees it (e.g. `/data` or `.`).
+    pub guest: String,
+    /// Refuse every write (files and directories) through this preopen.
+    pub read_only: bool,
+}
+
+/// Destinations of the guest's stdout and stderr. Both may be set: the log gets CRI lines,
+/// the tee gets the raw bytes as the guest writes them.
+#[derive(Default)]
+pub struct Stdio {
+    /// A CRI-format log file with rotation (what `kubectl logs` reads).
+    pub log: Option<LogConfig>,
+    /// Raw copy of stdout (e.g. the terminal for `wasmlet run`).
+    pub stdout_tee: Option<Box<dyn Write + Send + Sync>>,
+    /// Raw copy of stderr.
+    pub stderr_tee: Option<Box<dyn Write + Send + Sync>>,
+}
+
+/// Bounds on one container. `Default` has none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of linear memory plus table elements (8 bytes each) the guest may hold;
+    /// growing past it ends the container as `OOMKilled`.
+    pub memory_bytes: Option<u64>,
+    /// Wall-clock time the guest may run; past it the container ends as `DeadlineExceeded`.
+    pub timeout: Option<Duration>,
+    /// Fuel (roughly, wasm instructions) the guest may burn; needs
+    /// [`RuntimeConfig::fuel`](crate::RuntimeConfig::fuel). Running out is a trap.
+    pub fuel: Option<u64>,
+}
+
+impl Preopen {
+    /// Parses the `wasmlet run --dir` syntax: `host[:guest[:ro]]` (guest defaults to host).
+    pub fn parse(text: &str) -> Preopen {
+        let mut parts = text.splitn(3, ':');
+        let host = parts.next().unwrap_or_default();
+        let guest = parts.next().filter(|g| !g.is_empty()).unwrap_or(host);
+        let read_only = parts.next() == Some("ro");
+        Preopen {
+            host: PathBuf::from(host),
+            guest: guest.to_owned(),
+            read_only,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dir_flags() {
+        let cases = [
+            ("data", "data", "data", false),
+            ("/tmp/x:/x", "/tmp/x", "/x", false),
+            ("/tmp/x:/x:ro", "/tmp/x", "/x", true),
+            ("/tmp/x::ro", "/tmp/x", "/tmp/x", true),
+        ];
+        for (text, host, guest, ro) in cases {
+            let p = Preopen::parse(text);
+            assert_eq!(
+                (p.host.to_str().unwrap(), p.guest.as_str(), p.read_only),
+                (host, guest, ro),
+                "{text}"
+            );
+        }
+    }
+}
