@@ -1,5 +1,7 @@
 //! The `wasmlet` command line: one binary, one subcommand per way in.
 
+mod images;
+mod progress;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +18,14 @@ struct Cli {
 enum Command {
     /// Run a .wasm/.wat file, an image reference or a Pod manifest on this machine.
     Run(run::RunArgs),
+    /// Package a .wasm as an OCI artifact and push it to a registry.
+    Push(images::PushArgs),
+    /// Pull an image into the local store.
+    Pull(images::PullArgs),
+    /// Show an image's format, digest, size, wasm kind and entrypoint.
+    Inspect(images::InspectArgs),
+    /// List the local store's images, or prune, remove, import and export them.
+    Images(images::ImagesArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +36,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Push(args) => images::push(args).map(|_| std::process::ExitCode::SUCCESS),
+        Command::Pull(args) => images::pull(args).map(|_| std::process::ExitCode::SUCCESS),
+        Command::Inspect(args) => images::inspect(args).map(|_| std::process::ExitCode::SUCCESS),
+        Command::Images(args) => images::images(args).map(|_| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

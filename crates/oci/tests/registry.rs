@@ -1,0 +1,531 @@
+//! The OCI layer against a real registry (Debian's docker-registry, distribution 2.8):
+//! open, htpasswd and token auth, every token answer shape, and injected faults.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use wasmlet_oci::auth::{Credential, Keyring};
+use wasmlet_oci::client::{self, Client, ClientConfig, NoProgress};
+use wasmlet_oci::format::{Format, media};
+use wasmlet_oci::push::Artifact;
+use wasmlet_oci::store::Store;
+use wasmlet_oci::wasm::WasmKind;
+use wasmlet_oci::{Digest, Reference, layout, pull, push};
+use wasmlet_testkit::{Auth, Fault, FaultProxy, Registry, TokenServer, TokenShape};
+
+fn client(credential: Option<(&str, &str, &str)>) -> Client {
+    let mut keyring = Keyring::default();
+    if let Some((host, u, p)) = credential {
+        keyring.insert(
+            host,
+            Credential::Basic {
+                username: u.into(),
+                password: p.into(),
+            },
+        );
+    }
+    Client::new(ClientConfig {
+        keyring,
+        attempts: 4,
+        backoff: Duration::from_millis(20),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn artifact(wasm: &[u8], format: Format) -> Artifact {
+    Artifact {
+        wasm: Bytes::copy_from_slice(wasm),
+        file_name: "hello.wasm".into(),
+        format,
+        annotations: BTreeMap::from([(
+            "org.opencontainers.image.source".into(),
+            "wasmlet-tests".into(),
+        )]),
+        author: Some("wasmlet tests".into()),
+    }
+}
+
+fn reference(host: &str, path: &str) -> Reference {
+    format!("{host}/{path}").parse().unwrap()
+}
+
+/// A valid module of about `size` bytes: hello plus a custom section of padding.
+fn big_module(size: usize) -> Vec<u8> {
+    let mut bytes = wasmlet_fixtures::hello().to_vec();
+    let name = b"padding";
+    let payload_len = name.len() + 1 + size;
+    bytes.push(0);
+    leb128(&mut bytes, payload_len as u64);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend((0..size).map(|i| (i * 7 % 251) as u8));
+    bytes
+}
+
+fn leb128(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+async fn push_and_pull(
+    c: &Client,
+    r: &Reference,
+    wasm: &[u8],
+    format: Format,
+) -> wasmlet_oci::store::Image {
+    push::push(c, r, &artifact(wasm, format), &NoProgress)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = pull::pull(c, &store, r, &NoProgress).await.unwrap();
+    assert_eq!(
+        store.read_blob(&image.wasm).unwrap(),
+        wasm,
+        "pulled wasm differs from pushed"
+    );
+    image
+}
+
+#[tokio::test]
+async fn open_registry_round_trips_both_push_formats() {
+    let registry = Registry::start(Auth::Open);
+    let c = client(None);
+    let hello = wasmlet_fixtures::hello();
+    let image = push_and_pull(
+        &c,
+        &reference(&registry.host(), "demo/hello:v1"),
+        hello,
+        Format::CncfArtifact,
+    )
+    .await;
+    assert_eq!(
+        (image.format, image.kind),
+        (Format::CncfArtifact, WasmKind::Module)
+    );
+    let image = push_and_pull(
+        &c,
+        &reference(&registry.host(), "bifrost/hello-wasm:v1"),
+        hello,
+        Format::WasmToOci,
+    )
+    .await;
+    assert_eq!(image.format, Format::WasmToOci);
+}
+
+#[tokio::test]
+async fn components_carry_their_interface() {
+    let registry = Registry::start(Auth::Open);
+    let c = client(None);
+    let component = wasmlet_fixtures::hello_component();
+    let r = reference(&registry.host(), "demo/hello-component:v1");
+    let image = push_and_pull(&c, &r, component, Format::CncfArtifact).await;
+    assert_eq!(image.kind, WasmKind::Component);
+    let top = c.fetch_manifest(&r).await.unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&top.bytes).unwrap();
+    let config_digest: Digest = manifest["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let desc = serde_json::from_value(manifest["config"].clone()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&c.fetch_small_blob(&r, &desc).await.unwrap()).unwrap();
+    assert_eq!(config["os"], "wasip2", "config {config_digest}: {config}");
+    let exports = config["component"]["exports"].as_array().unwrap();
+    assert!(
+        exports
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with("wasi:cli/run")),
+        "{config}"
+    );
+}
+
+#[tokio::test]
+async fn htpasswd_registry_needs_the_right_password() {
+    let registry = Registry::start(Auth::Htpasswd {
+        user: "alice".into(),
+        password: "s3cret".into(),
+    });
+    let host = registry.host();
+    let r = reference(&host, "private/hello:v1");
+    let good = client(Some((&host, "alice", "s3cret")));
+    push_and_pull(&good, &r, wasmlet_fixtures::hello(), Format::CncfArtifact).await;
+    for bad in [client(None), client(Some((&host, "alice", "wrong")))] {
+        let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+        let err = pull::pull(&bad, &store, &r, &NoProgress).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                pull::Error::Registry(client::Error::Unauthorized { .. })
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&host)
+                && text.contains("private/hello:v1")
+                && text.contains("--username"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn token_auth_accepts_every_answer_shape_including_harbors() {
+    for shape in [
+        TokenShape::Harbor,
+        TokenShape::Token,
+        TokenShape::AccessToken,
+        TokenShape::Both,
+    ] {
+        let tokens = TokenServer::start(shape, Some(("bob", "pw")), 300);
+        let registry = Registry::start(tokens.registry_auth());
+        let host = registry.host();
+        let c = client(Some((&host, "bob", "pw")));
+        let r = reference(&host, "bifrost/hello-wasm:v1");
+        let image = push_and_pull(&c, &r, wasmlet_fixtures::hello(), Format::WasmToOci).await;
+        assert_eq!(image.format, Format::WasmToOci, "{shape:?}");
+        assert!(
+            tokens.issued() >= 2,
+            "{shape:?}: push and pull scopes each need a token"
+        );
+        let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+        let err = pull::pull(&client(None), &store, &r, &NoProgress)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                pull::Error::Registry(client::Error::Unauthorized { .. })
+            ),
+            "{shape:?}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refreshed() {
+    let tokens = TokenServer::start(TokenShape::Harbor, None, 1);
+    let registry = Registry::start(tokens.registry_auth());
+    let c = client(None);
+    let r = reference(&registry.host(), "demo/hello:v1");
+    push_and_pull(&c, &r, wasmlet_fixtures::hello(), Format::CncfArtifact).await;
+    let before = tokens.issued();
+    c.fetch_manifest(&r).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.fetch_manifest(&r).await.unwrap();
+    assert!(
+        tokens.issued() > before,
+        "a token past expires_in must be fetched again"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_blob_is_resumed() {
+    let registry = Registry::start(Auth::Open);
+    let wasm = big_module(3 << 20);
+    let r = reference(&registry.host(), "demo/big:v1");
+    push::push(
+        &client(None),
+        &r,
+        &artifact(&wasm, Format::CncfArtifact),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    let proxy = FaultProxy::start(&registry.url(), Fault::DropMidBlob(100_000));
+    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    let image = pull::pull(
+        &client(None),
+        &store,
+        &reference(&proxy.host(), "demo/big:v1"),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.read_blob(&image.wasm).unwrap(), wasm);
+    let blob_gets = proxy
+        .requests()
+        .iter()
+        .filter(|l| l.starts_with("GET") && l.contains(&image.wasm.to_string()))
+        .count();
+    assert!(
+        blob_gets >= 2,
+        "expected a second request after the drop: {:?}",
+        proxy.requests()
+    );
+    assert!(
+        proxy.requests().iter().any(|l| l.ends_with(" 206")),
+        "the second request resumes with Range: {:?}",
+        proxy.requests()
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_retried() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/hello:v1");
+    push::push(
+        &client(None),
+        &r,
+        &artifact(wasmlet_fixtures::hello(), Format::CncfArtifact),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    let proxy = FaultProxy::start(&registry.url(), Fault::FailFirst(2));
+    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    pull::pull(
+        &client(None),
+        &store,
+        &reference(&proxy.host(), "demo/hello:v1"),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(proxy.requests()[..2].iter().all(|l| l.ends_with(" 500")));
+}
+
+#[tokio::test]
+async fn corrupt_blobs_and_garbage_manifests_leave_the_store_clean() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/hello:v1");
+    push::push(
+        &client(None),
+        &r,
+        &artifact(wasmlet_fixtures::hello(), Format::CncfArtifact),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    let wasm_digest = Digest::of(wasmlet_fixtures::hello());
+    for fault in [Fault::CorruptBlobs, Fault::GarbageManifests] {
+        let proxy = FaultProxy::start(&registry.url(), fault.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let err = pull::pull(
+            &client(None),
+            &store,
+            &reference(&proxy.host(), "demo/hello:v1"),
+            &NoProgress,
+        )
+        .await
+        .unwrap_err();
+        let text = err.to_string();
+        match fault {
+            Fault::CorruptBlobs => assert!(
+                text.contains("expected sha256:") && text.contains("nothing was stored"),
+                "{text}"
+            ),
+            _ => assert!(text.contains("invalid manifest"), "{text}"),
+        }
+        assert!(
+            !store.has_blob(&wasm_digest),
+            "{fault:?}: a bad blob entered the store"
+        );
+        assert!(store.images().unwrap().is_empty(), "{fault:?}");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "{fault:?}: temp files left"
+        );
+    }
+}
+
+#[tokio::test]
+async fn missing_images_and_oversized_manifests_are_named() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/absent:v9");
+    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    let err = pull::pull(&client(None), &store, &r, &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not found")
+            && err.contains("demo/absent:v9")
+            && err.contains(&registry.host()),
+        "{err}"
+    );
+    let r = reference(&registry.host(), "demo/hello:v1");
+    push::push(
+        &client(None),
+        &r,
+        &artifact(wasmlet_fixtures::hello(), Format::CncfArtifact),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    let tiny = Client::new(ClientConfig {
+        max_manifest_bytes: 64,
+        ..Default::default()
+    })
+    .unwrap();
+    let err = pull::pull(&tiny, &store, &r, &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("larger than the 64-byte limit"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_pulls_of_one_image_agree() {
+    let registry = Registry::start(Auth::Open);
+    let wasm = big_module(1 << 20);
+    let r = reference(&registry.host(), "demo/big:v1");
+    push::push(
+        &client(None),
+        &r,
+        &artifact(&wasm, Format::CncfArtifact),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    let pulls = (0..4).map(|_| {
+        let (store, r) = (store.clone(), r.clone());
+        tokio::spawn(async move { pull::pull(&client(None), &store, &r, &NoProgress).await })
+    });
+    for result in futures::future::join_all(pulls).await {
+        result.unwrap().unwrap();
+    }
+    let image = store.image(&r.to_string()).unwrap();
+    assert_eq!(store.read_blob(&image.wasm).unwrap(), wasm);
+    assert_eq!(store.images().unwrap().len(), 1);
+}
+
+/// Pushes a FROM-scratch style image (a gzip tar layer with /hello.wasm, CMD naming it)
+/// behind an index with a linux/amd64 decoy and a wasip1/wasm entry.
+async fn push_scratch_image(c: &Client, r: &Reference) -> Digest {
+    let mut tar = tar::Builder::new(Vec::new());
+    let hello = wasmlet_fixtures::hello();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(hello.len() as u64);
+    header.set_mode(0o755);
+    tar.append_data(&mut header, "hello.wasm", hello).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
+    let layer = Bytes::from(gz.finish().unwrap());
+    let config = Bytes::from(
+        serde_json::json!({"architecture": "wasm", "os": "wasip1", "config": {"Cmd": ["/hello.wasm"]},
+            "rootfs": {"type": "layers", "diff_ids": []}})
+        .to_string(),
+    );
+    let (ld, cd) = (Digest::of(&layer), Digest::of(&config));
+    c.push_blob(r, layer.clone(), &ld, &NoProgress)
+        .await
+        .unwrap();
+    c.push_blob(r, config.clone(), &cd, &NoProgress)
+        .await
+        .unwrap();
+    let manifest = Bytes::from(
+        serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": media::OCI_CONFIG, "digest": cd, "size": config.len()},
+            "layers": [{"mediaType": media::OCI_LAYER_GZIP, "digest": ld, "size": layer.len()}]})
+        .to_string(),
+    );
+    let by_digest = r.with_digest(Digest::of(&manifest));
+    let untagged: Reference = format!(
+        "{}/{}@{}",
+        r.registry(),
+        r.repository(),
+        Digest::of(&manifest)
+    )
+    .parse()
+    .unwrap();
+    let md = c
+        .push_manifest(&untagged, manifest.clone(), media::OCI_MANIFEST)
+        .await
+        .unwrap();
+    let decoy = push::package(&artifact(hello, Format::WasmToOci)).unwrap();
+    let decoy_ref: Reference = format!("{}/{}:decoy", r.registry(), r.repository())
+        .parse()
+        .unwrap();
+    push::push(
+        c,
+        &decoy_ref,
+        &artifact(hello, Format::WasmToOci),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    let index = Bytes::from(
+        serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [
+            {"mediaType": media::OCI_MANIFEST, "digest": decoy.digest, "size": decoy.manifest.len(),
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": media::OCI_MANIFEST, "digest": md, "size": manifest.len(),
+             "platform": {"os": "wasip1", "architecture": "wasm"}}]})
+        .to_string(),
+    );
+    c.push_manifest(r, index, media::OCI_INDEX).await.unwrap();
+    let _ = by_digest;
+    md
+}
+
+#[tokio::test]
+async fn container_images_behind_an_index_yield_their_entrypoint_module() {
+    let registry = Registry::start(Auth::Open);
+    let c = client(None);
+    let r = reference(&registry.host(), "demo/scratch:v1");
+    let manifest = push_scratch_image(&c, &r).await;
+    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    let image = pull::pull(&c, &store, &r, &NoProgress).await.unwrap();
+    assert_eq!(image.format, Format::ContainerImage);
+    assert_eq!(
+        image.manifest, manifest,
+        "the wasip1/wasm entry, not the decoy"
+    );
+    assert_eq!(image.media_type, media::OCI_INDEX);
+    assert_eq!(image.argv, vec!["/hello.wasm"]);
+    assert_eq!(
+        store.read_blob(&image.wasm).unwrap(),
+        wasmlet_fixtures::hello()
+    );
+}
+
+#[tokio::test]
+async fn layouts_export_and_import_without_a_registry() {
+    let registry = Registry::start(Auth::Open);
+    let c = client(None);
+    let r = reference(&registry.host(), "demo/scratch:v1");
+    push_scratch_image(&c, &r).await;
+    let r2 = reference(&registry.host(), "demo/hello:v2");
+    push::push(
+        &c,
+        &r2,
+        &artifact(wasmlet_fixtures::hello_component(), Format::CncfArtifact),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    let images = vec![
+        pull::pull(&c, &store, &r, &NoProgress).await.unwrap(),
+        pull::pull(&c, &store, &r2, &NoProgress).await.unwrap(),
+    ];
+    let out = tempfile::tempdir().unwrap();
+    for dest in [out.path().join("dir"), out.path().join("images.tar")] {
+        layout::export(&store, &images, &dest).unwrap();
+        let fresh = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+        let imported = layout::import(&fresh, &dest, None, &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(imported.len(), 2, "{}", dest.display());
+        for (a, b) in images.iter().zip(&imported) {
+            assert_eq!(
+                (&a.reference, &a.digest, &a.wasm, a.format),
+                (&b.reference, &b.digest, &b.wasm, b.format)
+            );
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! A proxy in front of a registry that injects faults: broken connections mid-blob, 5xx
+//! answers, corrupt blobs and garbage manifests.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+
+use crate::free_port;
+
+/// What the proxy breaks.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Pass everything through.
+    None,
+    /// The first GET of each blob sends this many bytes, then drops the connection.
+    DropMidBlob(usize),
+    /// The first N requests get a 500.
+    FailFirst(usize),
+    /// Blob bodies have one byte flipped (same length).
+    CorruptBlobs,
+    /// Manifest bodies are replaced with invalid JSON.
+    GarbageManifests,
+}
+
+struct Shared {
+    upstream: String,
+    fault: Fault,
+    http: reqwest::Client,
+    log: Mutex<Vec<String>>,
+    dropped: Mutex<Vec<String>>,
+}
+
+/// A running proxy; stopped when dropped.
+pub struct FaultProxy {
+    port: u16,
+    shared: Arc<Shared>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` (e.g. `http://127.0.0.1:5000`) that injects `fault`.
+    pub fn start(upstream: &str, fault: Fault) -> FaultProxy {
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            fault,
+            http: reqwest::Client::new(),
+            log: Mutex::default(),
+            dropped: Mutex::default(),
+        });
+        let port = free_port();
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(shared.clone());
+        let stop = serve(port, app);
+        FaultProxy {
+            port,
+            shared,
+            _stop: stop,
+        }
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `METHOD path status` for each request seen.
+    pub fn requests(&self) -> Vec<String> {
+        self.shared
+            .log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+}
+
+async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let method = request.method().clone();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let seen = shared.log.lock().map(|l| l.len()).unwrap_or(0);
+    if let Fault::FailFirst(n) = shared.fault {
+        if seen < n {
+            record(&shared, &method, &path, 500);
+            return (StatusCode::INTERNAL_SERVER_ERROR, "injected failure").into_response();
+        }
+    }
+    let mut headers = request.headers().clone();
+    headers.remove("host");
+    let body = axum::body::to_bytes(request.into_body(), 64 << 20)
+        .await
+        .unwrap_or_default();
+    let upstream = shared
+        .http
+        .request(method.clone(), format!("{}{path}", shared.upstream))
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let upstream = match upstream {
+        Ok(u) => u,
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let status = upstream.status();
+    record(&shared, &method, &path, status.as_u16());
+    let headers = upstream.headers().clone();
+    let is_blob = path.contains("/blobs/sha256:") && method == "GET" && status.is_success();
+    let is_manifest = path.contains("/manifests/") && method == "GET" && status.is_success();
+    match (&shared.fault, is_blob, is_manifest) {
+        (Fault::DropMidBlob(n), true, _) if first_time(&shared, &path) => {
+            drop_after(status, headers, upstream, *n)
+        }
+        (Fault::CorruptBlobs, true, _) => corrupt(status, headers, upstream).await,
+        (Fault::GarbageManifests, _, true) => garbage(status, headers),
+        _ => respond(status, headers, Body::from_stream(upstream.bytes_stream())),
+    }
+}
+
+fn record(shared: &Shared, method: &axum::http::Method, path: &str, status: u16) {
+    if let Ok(mut l) = shared.log.lock() {
+        l.push(format!("{method} {path} {status}"));
+    }
+}
+
+fn first_time(shared: &Shared, path: &str) -> bool {
+    let mut dropped = shared.dropped.lock().expect("proxy state");
+    if dropped.iter().any(|p| p == path) {
+        return false;
+    }
+    dropped.push(path.to_string());
+    true
+}
+
+fn respond(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    for (k, v) in headers.iter() {
+        if k != "transfer-encoding" && k != "connection" {
+            response.headers_mut().insert(k, v.clone());
+        }
+    }
+    response
+}
+
+/// Sends the first `n` bytes, then fails the body stream, which drops the connection.
+fn drop_after(
+    status: StatusCode,
+    headers: HeaderMap,
+    upstream: reqwest::Response,
+    n: usize,
+) -> Response {
+    let mut sent = 0usize;
+    let stream = upstream.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if sent >= n {
+            return Err(std::io::Error::other("injected connection drop"));
+        }
+        let take = chunk.len().min(n - sent);
+        sent += take;
+        Ok(chunk.slice(..take))
+    });
+    respond(status, headers, Body::from_stream(stream))
+}
+
+async fn corrupt(status: StatusCode, headers: HeaderMap, upstream: reqwest::Response) -> Response {
+    let mut bytes = upstream
+        .bytes()
+        .await
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    if let Some(last) = bytes.last_mut() {
+        *last ^= 0xff;
+    }
+    respond(status, headers, Body::from(bytes))
+}
+
+fn garbage(status: StatusCode, mut headers: HeaderMap) -> Response {
+    let body = b"{\"schemaVersion\": 2, \"config\": [oops".to_vec();
+    headers.insert("content-length", body.len().into());
+    headers.remove("docker-content-digest");
+    respond(status, headers, Body::from(body))
+}
+
+/// Serves `app` on 127.0.0.1:`port` on a thread of its own until the sender is dropped.
+pub(crate) fn serve(port: u16, app: axum::Router) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("test server runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("binding test server");
+            let _ = ready_tx.send(());
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+    });
+    ready_rx.recv().expect("test server started");
+    stop
+}
