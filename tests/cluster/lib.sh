@@ -23,10 +23,12 @@ pid_of() {
   [ -f "$f" ] || return 1
   pid="$(cat "$f")"
   # Guard against pid reuse: the process must still be our multi-call binary.
-  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q wasmlet-cluster \
-    || return 1
+  [[ "$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" == *wasmlet-cluster* ]] || return 1
   echo "$pid"
 }
+
+# alive STATE NAME: the recorded process still exists (it may not have exec'd the binary yet).
+alive() { [ -f "$1/run/$2.pid" ] && kill -0 "$(cat "$1/run/$2.pid")" 2>/dev/null; }
 
 # stop_component STATE NAME: SIGTERM, then SIGKILL after 15 s.
 stop_component() {
@@ -56,6 +58,8 @@ log_tail() {
   echo "---- last lines of $f ----" >&2
   tail -n 25 "$f" >&2
   echo "----" >&2
+  # Kubernetes components die with one klog F line, often buried under shutdown noise.
+  grep -m1 '^F[0-9]' "$f" | sed 's/^/cluster: fatal: /' >&2 || true
   if grep -q 'address already in use' "$f"; then
     echo "cluster: $2 could not bind its port: another process took it (see above)" >&2
   fi
