@@ -8,6 +8,59 @@
 //! It must not know about files, sockets, clocks, async runtimes, wasmtime, OCI registries or
 //! the Kubernetes API client: the caller reads the world, passes facts in (including "now"),
 //! and does the I/O that the returned descriptions ask for.
+//!
+//! ```
+//! use wasmlet_pod::k8s_openapi::jiff::Timestamp;
+//! use wasmlet_pod::*;
+//!
+//! let manifest = load_manifest(
+//!     "apiVersion: v1\nkind: Pod\nmetadata: {name: hello}\nspec:\n  restartPolicy: Never\n  \
+//!      containers:\n  - name: main\n    image: registry.example/hello:v1\n    \
+//!      args: [\"--greet\", \"$(WHO)\"]\n    env: [{name: WHO, value: world}]\n",
+//! )?;
+//! let objects = manifest.config_objects();
+//! let node = NodeFacts { node_name: "edge-1".into(), ..Default::default() };
+//!
+//! // 1. Volumes to materialise, then init containers in order (none here).
+//! assert!(plan_volumes(&manifest.pod, &objects, &node)?.is_empty());
+//! assert_eq!(next_init_step(&manifest.pod, |_| InitRun::NotStarted), InitStep::Done);
+//!
+//! // 2. Plan the container against its image's configuration.
+//! let context = PlanContext { pod: &manifest.pod, objects: &objects, node: &node };
+//! let image = ImageConfig { entrypoint: vec!["/hello.wasm".into()], ..Default::default() };
+//! let plan = context.plan_by_name("main", &image)?;
+//! assert_eq!(plan.argv, ["/hello.wasm", "--greet", "world"]);
+//!
+//! // 3. It exited 0: under restartPolicy Never it stays down, and the pod Succeeded.
+//! let now = Timestamp::constant(1_700_000_000, 0);
+//! let exit = ExitFacts { exit_code: 0, finished_at: now };
+//! let wanted = RestartPolicy::of_pod(&manifest.pod).restarts_container(exit.exit_code);
+//! let decision = decide_restart(wanted, exit, &BackOff::default(), now, "main", "hello");
+//! assert_eq!(decision, RestartDecision::Stay);
+//! let facts = PodFacts {
+//!     containers: vec![ContainerFacts {
+//!         name: "main".into(),
+//!         state: RunState::Terminated(Termination { exit_code: 0, ..Default::default() }),
+//!         last_termination: None,
+//!         restart_count: 0,
+//!         image: plan.image.clone(),
+//!         image_id: String::new(),
+//!         container_id: None,
+//!         ready: false,
+//!         started: None,
+//!     }],
+//!     start_time: Some(now),
+//!     host_ips: vec![],
+//!     pod_ips: vec![],
+//!     sandbox_ready: true,
+//!     terminal: false,
+//!     failure: None,
+//!     now,
+//! };
+//! let status = pod_status(&manifest.pod, &facts, None);
+//! assert_eq!(status.phase.as_deref(), Some("Succeeded"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
 pub mod downward;

@@ -398,7 +398,7 @@ mod tests {
             (format!("{pod_header}spec:\n  volumes:\n  - {{name: v, emptyDir: {{}}}}\n  - {{name: v, emptyDir: {{}}}}\n  containers:\n  - {{name: a, image: i}}\n"), "spec.volumes[1].name: duplicate volume name \"v\""),
             (format!("{pod_header}spec:\n  restartPolicy: Sometimes\n  containers:\n  - {{name: a, image: i}}\n"), "spec.restartPolicy: unsupported value \"Sometimes\""),
             ("apiVersion: v1\nkind: Pod\nmetadata: {}\nspec:\n  containers:\n  - {name: a, image: i}\n".to_string(), "document 1 (Pod): metadata.name: missing field"),
-            (format!("{pod_header}"), "document 1 (Pod): spec: missing field"),
+            (pod_header.to_string(), "document 1 (Pod): spec: missing field"),
             ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n".to_string(), "document 1: unsupported kind \"Deployment\" (apiVersion \"apps/v1\")"),
             ("apiVersion: v2\nkind: Pod\n".to_string(), "unsupported kind \"Pod\" (apiVersion \"v2\")"),
             ("metadata: {name: x}\n".to_string(), "document 1: missing field `kind`"),

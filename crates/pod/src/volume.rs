@@ -593,7 +593,10 @@ mod tests {
         Ok(plans.remove(0).content)
     }
 
-    fn files(volume_yaml: &str) -> Vec<(String, Vec<u8>, u32)> {
+    /// (path, bytes, mode) of a planned file.
+    type FileRow = (String, Vec<u8>, u32);
+
+    fn files(volume_yaml: &str) -> Vec<FileRow> {
         match plan(volume_yaml).unwrap_or_else(|e| panic!("{volume_yaml}: {e}")) {
             VolumeContent::Files { files, .. } => files
                 .into_iter()
@@ -603,7 +606,7 @@ mod tests {
         }
     }
 
-    fn file(path: &str, bytes: &[u8], mode: u32) -> (String, Vec<u8>, u32) {
+    fn file(path: &str, bytes: &[u8], mode: u32) -> FileRow {
         (path.to_string(), bytes.to_vec(), mode)
     }
 
@@ -660,7 +663,7 @@ mod tests {
 
     #[test]
     fn plans_config_map_and_secret_files() {
-        let cases: Vec<(&str, Vec<(String, Vec<u8>, u32)>)> = vec![
+        let cases: Vec<(&str, Vec<FileRow>)> = vec![
             (
                 "{name: v, configMap: {name: cfg}}",
                 vec![
