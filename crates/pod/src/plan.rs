@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, VolumeMount};
 
 use crate::downward::{self, DownwardError, NodeFacts};
 use crate::env::{self, EnvError, EnvList, set_env};
-use crate::expansion::expand_with_pairs;
+use crate::expansion::{expand, expand_with_pairs};
 use crate::objects::ConfigObjects;
 use crate::quantity::QuantityError;
 
@@ -58,6 +58,20 @@ pub struct ImageConfig {
     pub env: EnvList,
     /// `WorkingDir`, if any.
     pub working_dir: Option<String>,
+}
+
+impl ImageConfig {
+    /// Reads OCI `Env` entries (`NAME=value`; an entry without `=` sets an empty value).
+    pub fn env_from_oci(entries: &[String]) -> EnvList {
+        let mut env = EnvList::new();
+        for entry in entries {
+            let (name, value) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
+            if !name.is_empty() {
+                set_env(&mut env, name.to_string(), value.to_string());
+            }
+        }
+        env
+    }
 }
 
 /// Which list of the pod a container comes from.
@@ -211,7 +225,7 @@ pub fn container_mounts(container: &Container, env: &EnvList) -> Result<Vec<Moun
 
 fn mount_plan(mount: &VolumeMount, env: &EnvList) -> Result<MountPlan> {
     let sub_path = match mount.sub_path_expr.as_deref().filter(|e| !e.is_empty()) {
-        Some(expression) => Some(expand_with_pairs(expression, env)),
+        Some(expression) => Some(expand_sub_path_expr(expression, env)?),
         None => mount.sub_path.clone(),
     }
     .filter(|p| !p.is_empty());
@@ -224,6 +238,31 @@ fn mount_plan(mount: &VolumeMount, env: &EnvList) -> Result<MountPlan> {
         sub_path,
         read_only: mount.read_only == Some(true),
     })
+}
+
+/// Expands a `subPathExpr`; every variable it names must be defined and non-empty.
+fn expand_sub_path_expr(expression: &str, env: &EnvList) -> Result<String> {
+    let missing = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let expanded = expand(expression, |name| {
+        let value = env
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, v)| v.clone());
+        if value.as_deref().is_none_or(str::is_empty) {
+            missing.borrow_mut().insert(name.to_string());
+        }
+        Some(value.unwrap_or_default())
+    });
+    let missing = missing.into_inner();
+    if missing.is_empty() {
+        return Ok(expanded);
+    }
+    let names: Vec<String> = missing.into_iter().collect();
+    Err(PlanError::SubPath(format!(
+        "missing value for {}",
+        names.join(", ")
+    )))
 }
 
 fn check_sub_path(path: &str) -> Result<()> {
@@ -406,6 +445,56 @@ mod tests {
             assert!(error.to_string().contains(expected), "{sub_path}: {error}");
             assert_eq!(error.reason(), "CreateContainerConfigError");
         }
+    }
+
+    #[test]
+    fn sub_path_expr_needs_every_variable() {
+        let spec = |expr: &str| {
+            format!(
+                "  volumes:\n  - {{name: d, emptyDir: {{}}}}\n  containers:\n  - name: c\n    image: i\n    env: [{{name: POD, value: p1}}, {{name: EMPTY, value: ''}}]\n    volumeMounts:\n    - {{name: d, mountPath: /d, subPathExpr: '{expr}'}}\n"
+            )
+        };
+        let cases: &[(&str, std::result::Result<&str, &str>)] = &[
+            ("logs/$(POD)", Ok("logs/p1")),
+            ("$$(POD)", Ok("$(POD)")),
+            ("$(NOPE)/$(POD)", Err("missing value for NOPE")),
+            ("$(B)/$(A)/$(EMPTY)", Err("missing value for A, B, EMPTY")),
+        ];
+        for (expr, expected) in cases {
+            let result = plan_first(&spec(expr), &ImageConfig::default());
+            match (result, expected) {
+                (Ok(plan), Ok(path)) => {
+                    assert_eq!(plan.mounts[0].sub_path.as_deref(), Some(*path), "{expr}")
+                }
+                (Err(error), Err(message)) => assert_eq!(error.to_string(), *message, "{expr}"),
+                (other, _) => panic!("{expr}: unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn reads_oci_env_entries() {
+        let entries: Vec<String> = [
+            "PATH=/bin",
+            "EMPTY=",
+            "BARE",
+            "EQ=a=b",
+            "=skipped",
+            "PATH=/usr/bin",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let expected: EnvList = [
+            ("PATH", "/usr/bin"),
+            ("EMPTY", ""),
+            ("BARE", ""),
+            ("EQ", "a=b"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(ImageConfig::env_from_oci(&entries), expected);
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub const CONTAINER_CREATING: &str = "ContainerCreating";
 /// Waiting reason of a regular container while init containers run.
 pub const POD_INITIALIZING: &str = "PodInitializing";
 
+/// Waiting reason while an image cannot be pulled.
+pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
+/// Waiting reason while waiting to retry an image pull.
+pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
+
 /// How a container run ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Termination {
@@ -90,6 +95,31 @@ pub enum RunState {
     },
     /// Exited.
     Terminated(Termination),
+}
+
+impl RunState {
+    /// Waiting with `reason` and an optional message.
+    pub fn waiting(reason: &str, message: Option<String>) -> Self {
+        Self::Waiting {
+            reason: reason.to_string(),
+            message,
+        }
+    }
+
+    /// Waiting because the container could not be configured (the kubelet's
+    /// `CreateContainerConfigError`, with the error as the message).
+    pub fn config_error(error: &crate::plan::PlanError) -> Self {
+        Self::waiting(error.reason(), Some(error.to_string()))
+    }
+
+    /// Waiting for a restart back-off to end (`CrashLoopBackOff`), given the back-off message
+    /// from [`crate::restart::RestartDecision::Wait`].
+    pub fn crash_loop_back_off(message: &str) -> Self {
+        Self::waiting(
+            crate::restart::CRASH_LOOP_BACK_OFF,
+            Some(message.to_string()),
+        )
+    }
 }
 
 /// What is known of one container (init or regular).

@@ -636,3 +636,29 @@ fn reports_pod_level_fields() {
     );
     assert_eq!(status.qos_class.as_deref(), Some("BestEffort"));
 }
+
+#[test]
+fn builds_waiting_states() {
+    let error = crate::plan::PlanError::Env(crate::env::EnvError::ConfigMapNotFound("x".into()));
+    assert_eq!(
+        RunState::config_error(&error),
+        RunState::Waiting {
+            reason: "CreateContainerConfigError".into(),
+            message: Some("configmap \"x\" not found".into())
+        }
+    );
+    let state =
+        RunState::crash_loop_back_off("back-off 10s restarting failed container=a pod=p_ns(u)");
+    let status = pod_status(&pod(ONE), &facts(vec![base("a", state)]), None);
+    let waiting = status.container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("back-off 10s restarting failed container=a pod=p_ns(u)")
+    );
+}
