@@ -597,3 +597,35 @@ async fn serving_a_non_http_program_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn http_component_serves_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = runtime();
+    let program = rt.load(wasmlet_fixtures::http_hello()).unwrap();
+    assert_eq!(program.kind(), ProgramKind::HttpComponent);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = wasmlet_runtime::CancellationToken::new();
+    let server = {
+        let (rt, shutdown) = (rt.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            rt.serve_http(&program, ContainerSpec::default(), listener, shutdown)
+                .await
+        })
+    };
+    for _ in 0..3 {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            response.contains("\r\nhello from wasi:http!\n"),
+            "{response}"
+        );
+    }
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
