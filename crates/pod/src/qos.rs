@@ -33,13 +33,37 @@ const QOS_RESOURCES: [&str; 2] = ["cpu", "memory"];
 type Sums = BTreeMap<&'static str, ParsedQuantity>;
 
 /// The pod's QoS class: [`GUARANTEED`], [`BURSTABLE`] or [`BEST_EFFORT`].
+///
+/// When the pod sets pod-level CPU or memory resources (`spec.resources`), those alone decide.
 pub fn qos_class(pod: &Pod) -> Result<&'static str, QosError> {
+    if let Some(pod_level) = pod_level_resources(pod) {
+        return classify([&pod_level].into_iter());
+    }
     let spec = pod.spec.iter();
     let containers = spec.flat_map(|s| {
         s.containers
             .iter()
             .chain(s.init_containers.iter().flatten())
     });
+    classify(containers)
+}
+
+/// Pod-level resources as a pseudo-container, when they name CPU or memory.
+fn pod_level_resources(pod: &Pod) -> Option<Container> {
+    let resources = pod.spec.as_ref()?.resources.clone()?;
+    let names_qos_resource = |map: Option<&BTreeMap<String, _>>| {
+        map.is_some_and(|m| QOS_RESOURCES.iter().any(|r| m.contains_key(*r)))
+    };
+    let set = names_qos_resource(resources.requests.as_ref())
+        || names_qos_resource(resources.limits.as_ref());
+    set.then(|| Container {
+        name: "(pod)".to_string(),
+        resources: Some(resources),
+        ..Default::default()
+    })
+}
+
+fn classify<'a>(containers: impl Iterator<Item = &'a Container>) -> Result<&'static str, QosError> {
     let mut requests = Sums::new();
     let mut limits = Sums::new();
     let mut every_container_limited = true;
@@ -195,6 +219,31 @@ mod tests {
         ];
         for (spec, expected) in cases {
             assert_eq!(qos_class(&pod(&spec)).unwrap(), expected, "{spec}");
+        }
+    }
+
+    #[test]
+    fn pod_level_resources_decide_when_set() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "  resources: {limits: {cpu: '1', memory: 1Gi}}\n  containers:\n  - {name: a, image: i}\n",
+                GUARANTEED,
+            ),
+            (
+                "  resources: {requests: {cpu: '1'}}\n  containers:\n  - {name: a, image: i, resources: {limits: {cpu: '1', memory: 1Gi}}}\n",
+                BURSTABLE,
+            ),
+            (
+                "  resources: {limits: {nvidia.com/gpu: 1}}\n  containers:\n  - {name: a, image: i, resources: {limits: {cpu: '1', memory: 1Gi}}}\n",
+                GUARANTEED,
+            ),
+            (
+                "  resources: {}\n  containers:\n  - {name: a, image: i}\n",
+                BEST_EFFORT,
+            ),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(qos_class(&pod(spec)).unwrap(), *expected, "{spec}");
         }
     }
 
