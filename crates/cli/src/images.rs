@@ -115,8 +115,6 @@ pub struct PushArgs {
     /// The author recorded in the CNCF config.
     #[arg(long)]
     pub author: Option<String>,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
 }
 
 /// `wasmlet pull REF`.
@@ -124,8 +122,6 @@ pub struct PushArgs {
 pub struct PullArgs {
     /// The image, e.g. 127.0.0.1:5000/demo/hello:v1.
     pub reference: String,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
 }
 
 /// Output formats for `inspect` and `images`.
@@ -146,8 +142,6 @@ pub struct InspectArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: Output,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
 }
 
 /// `wasmlet images [ACTION]`.
@@ -159,8 +153,6 @@ pub struct ImagesArgs {
     /// Output format of the list.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: Output,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
 }
 
 /// Store maintenance.
@@ -210,7 +202,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Runs `wasmlet push`.
-pub fn push(args: PushArgs) -> anyhow::Result<()> {
+pub fn push(args: PushArgs, registry: &RegistryArgs) -> anyhow::Result<()> {
     let reference = parse_reference(&args.reference)?;
     let wasm =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
@@ -228,8 +220,8 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         annotations: parse_annotations(&args.annotations)?,
         author: args.author,
     };
-    let client = args.registry.client(&reference)?;
-    let progress = Reporter::for_stderr(args.registry.quiet);
+    let client = registry.client(&reference)?;
+    let progress = Reporter::for_stderr(registry.quiet);
     let pushed = runtime()?.block_on(push::push(&client, &reference, &artifact, &progress))?;
     println!(
         "pushed {reference}@{} ({}, {} bytes, {})",
@@ -248,11 +240,11 @@ fn parse_annotations(list: &[String]) -> anyhow::Result<BTreeMap<String, String>
 }
 
 /// Runs `wasmlet pull`.
-pub fn pull(args: PullArgs) -> anyhow::Result<()> {
+pub fn pull(args: PullArgs, registry: &RegistryArgs) -> anyhow::Result<()> {
     let reference = parse_reference(&args.reference)?;
-    let store = args.registry.store()?;
-    let client = args.registry.client(&reference)?;
-    let progress = Reporter::for_stderr(args.registry.quiet);
+    let store = registry.store()?;
+    let client = registry.client(&reference)?;
+    let progress = Reporter::for_stderr(registry.quiet);
     let image = runtime()?.block_on(pull::pull(&client, &store, &reference, &progress))?;
     println!(
         "pulled {} ({}, {}, {} bytes)",
@@ -263,15 +255,15 @@ pub fn pull(args: PullArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `wasmlet inspect`.
-pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
+pub fn inspect(args: InspectArgs, registry: &RegistryArgs) -> anyhow::Result<()> {
     let reference = parse_reference(&args.reference)?;
-    let store = args.registry.store()?;
+    let store = registry.store()?;
     let (image, source) = match store.image(&reference.to_string()) {
         Ok(image) => (image, "local store"),
         Err(_) => {
             let scratch = tempfile::tempdir().context("creating a scratch store")?;
             let scratch_store = Store::open(scratch.path())?;
-            let client = args.registry.client(&reference)?;
+            let client = registry.client(&reference)?;
             let progress = Reporter::for_stderr(true);
             let image =
                 runtime()?.block_on(pull::pull(&client, &scratch_store, &reference, &progress))?;
@@ -301,8 +293,8 @@ fn print_image(image: &Image, source: &str) {
 }
 
 /// Runs `wasmlet images`.
-pub fn images(args: ImagesArgs) -> anyhow::Result<()> {
-    let store = args.registry.store()?;
+pub fn images(args: ImagesArgs, registry: &RegistryArgs) -> anyhow::Result<()> {
+    let store = registry.store()?;
     match args.action {
         None => list(&store, args.output),
         Some(ImagesAction::Prune { all }) => {
@@ -323,7 +315,7 @@ pub fn images(args: ImagesArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some(ImagesAction::Import { path, name }) => {
-            let progress = Reporter::for_stderr(args.registry.quiet);
+            let progress = Reporter::for_stderr(registry.quiet);
             let imported =
                 runtime()?.block_on(layout::import(&store, &path, name.as_deref(), &progress))?;
             for image in imported {

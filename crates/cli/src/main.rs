@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    registry: images::RegistryArgs,
 }
 
 #[derive(Subcommand)]
@@ -36,10 +38,18 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::main(args),
-        Command::Push(args) => images::push(args).map(|_| std::process::ExitCode::SUCCESS),
-        Command::Pull(args) => images::pull(args).map(|_| std::process::ExitCode::SUCCESS),
-        Command::Inspect(args) => images::inspect(args).map(|_| std::process::ExitCode::SUCCESS),
-        Command::Images(args) => images::images(args).map(|_| std::process::ExitCode::SUCCESS),
+        Command::Push(args) => {
+            images::push(args, &cli.registry).map(|_| std::process::ExitCode::SUCCESS)
+        }
+        Command::Pull(args) => {
+            images::pull(args, &cli.registry).map(|_| std::process::ExitCode::SUCCESS)
+        }
+        Command::Inspect(args) => {
+            images::inspect(args, &cli.registry).map(|_| std::process::ExitCode::SUCCESS)
+        }
+        Command::Images(args) => {
+            images::images(args, &cli.registry).map(|_| std::process::ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

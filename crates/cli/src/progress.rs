@@ -83,10 +83,10 @@ impl Progress for Reporter {
 
 impl Reporter {
     fn with_bar(&self, id: &str, f: impl FnOnce(&ProgressBar)) {
-        if let Reporter::Bars { bars, .. } = self {
-            if let Some(bar) = bars.lock().ok().and_then(|b| b.get(id).cloned()) {
-                f(&bar);
-            }
+        if let Reporter::Bars { bars, .. } = self
+            && let Some(bar) = bars.lock().ok().and_then(|b| b.get(id).cloned())
+        {
+            f(&bar);
         }
     }
 }

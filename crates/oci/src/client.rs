@@ -689,10 +689,13 @@ impl Client {
     fn cached_auth(&self, req: &Req<'_>) -> Option<String> {
         let registry = req.reference.registry().to_string();
         let state = self.lock();
-        if let Some((token, expiry)) = state.tokens.get(&(registry.clone(), Self::scope(req))) {
-            if Instant::now() < *expiry {
-                return Some(format!("Bearer {token}"));
-            }
+        let key = (registry.clone(), Self::scope(req));
+        if let Some((token, _)) = state
+            .tokens
+            .get(&key)
+            .filter(|(_, expiry)| Instant::now() < *expiry)
+        {
+            return Some(format!("Bearer {token}"));
         }
         if state.basic.get(&registry).copied().unwrap_or(false) {
             return self.config.keyring.get(&registry).basic_header();

@@ -111,6 +111,7 @@ pub enum Error {
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// CNCF TAG-Runtime wasm artifact (the default for push).
+    #[serde(rename = "cncf-wasm-artifact")]
     CncfArtifact,
     /// The layout `wasm-to-oci` writes.
     WasmToOci,
@@ -553,6 +554,18 @@ mod tests {
         assert_eq!(v["architecture"], "wasm");
         assert_eq!(v["layerDigests"][0], layer.to_string());
         assert_eq!(v["component"]["exports"][0], "wasi:cli/run@0.2.0");
+    }
+
+    #[test]
+    fn format_names_agree_in_text_and_json() {
+        for f in [
+            Format::CncfArtifact,
+            Format::WasmToOci,
+            Format::RunwasiComponent,
+            Format::ContainerImage,
+        ] {
+            assert_eq!(serde_json::to_value(f).unwrap(), f.to_string());
+        }
     }
 
     #[test]

@@ -135,11 +135,10 @@ mod tests {
     use super::*;
     use crate::digest::Digest;
 
-    fn layer(
-        store: &Store,
-        entries: &[(&str, Option<&[u8]>, Option<&str>)],
-        gzip: bool,
-    ) -> Descriptor {
+    /// A tar entry: path, file content or symlink target.
+    type Entry<'a> = (&'a str, Option<&'a [u8]>, Option<&'a str>);
+
+    fn layer(store: &Store, entries: &[Entry], gzip: bool) -> Descriptor {
         let mut builder = tar::Builder::new(Vec::new());
         for (path, data, link) in entries {
             let mut h = tar::Header::new_gnu();
@@ -179,7 +178,7 @@ mod tests {
     fn union_view_of_layers() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let entries: &[(&str, Option<&[u8]>, Option<&str>)] = &[
+        let entries: &[Entry] = &[
             ("hello.wasm", Some(b"one"), None),
             ("gone.wasm", Some(b"x"), None),
         ];
@@ -222,7 +221,7 @@ mod tests {
     fn symlink_loops_end() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let entries: &[(&str, Option<&[u8]>, Option<&str>)] = &[
+        let entries: &[Entry] = &[
             ("a.wasm", None, Some("b.wasm")),
             ("b.wasm", None, Some("a.wasm")),
         ];

@@ -283,10 +283,13 @@ mod tests {
         }
     }
 
+    /// Annotations, a --name, and the name the image gets.
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a str);
+
     #[test]
     fn names_of_imported_images() {
         let p = Path::new("/x/hello-layout");
-        let cases: &[(&[(&str, &str)], Option<&str>, &str)] = &[
+        let cases: &[Case] = &[
             (
                 &[(IMAGE_NAME, "127.0.0.1:5000/a/b:v1")],
                 None,

@@ -86,11 +86,11 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         .map(|p| p.to_string())
         .unwrap_or_default();
     let seen = shared.log.lock().map(|l| l.len()).unwrap_or(0);
-    if let Fault::FailFirst(n) = shared.fault {
-        if seen < n {
-            record(&shared, &method, &path, 500);
-            return (StatusCode::INTERNAL_SERVER_ERROR, "injected failure").into_response();
-        }
+    if let Fault::FailFirst(n) = shared.fault
+        && seen < n
+    {
+        record(&shared, &method, &path, 500);
+        return (StatusCode::INTERNAL_SERVER_ERROR, "injected failure").into_response();
     }
     let mut headers = request.headers().clone();
     headers.remove("host");
