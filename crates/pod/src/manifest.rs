@@ -212,12 +212,35 @@ fn octal_number(text: &str) -> Option<serde_yaml::Value> {
     Some(serde_yaml::Value::Number(number.into()))
 }
 
+/// Deserializes one document into its type; a field the type does not know is an error
+/// (as `kubectl`'s strict validation has it), so a typo such as `contaners` is not ignored.
 fn typed<T: serde::de::DeserializeOwned>(
     document: usize,
     kind: &str,
     value: serde_yaml::Value,
 ) -> Result<T> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
+    let mut unknown = Vec::new();
+    let typed = deserialize_with_path(document, kind, value, &mut unknown)?;
+    match unknown.into_iter().next() {
+        Some(path) => Err(ManifestError::Field {
+            document,
+            kind: kind.to_string(),
+            path,
+            message: "unknown field".to_string(),
+        }),
+        None => Ok(typed),
+    }
+}
+
+fn deserialize_with_path<T: serde::de::DeserializeOwned>(
+    document: usize,
+    kind: &str,
+    value: serde_yaml::Value,
+    unknown: &mut Vec<String>,
+) -> Result<T> {
+    let mut record = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(&path));
+    let ignoring = serde_ignored::Deserializer::new(value, &mut record);
+    serde_path_to_error::deserialize(ignoring).map_err(|error| {
         let path = error.path().to_string();
         ManifestError::Field {
             document,
@@ -340,6 +363,26 @@ fn check_container<'a>(
     }
 }
 
+/// A path as `spec.containers[0].imagePullPolcy`.
+fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = ignored_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,6 +449,9 @@ mod tests {
             (format!("{POD}---\n{POD}"), "documents 1 and 2 are both Pods"),
             (format!("{POD}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\ndata: [1]\n"), "document 2 (ConfigMap): data: invalid type"),
             ("key: [unclosed\n".to_string(), "document 1: "),
+            (format!("{pod_header}spec:\n  contaners: []\n  containers:\n  - {{name: a, image: i}}\n"), "document 1 (Pod): spec.contaners: unknown field"),
+            (format!("{pod_header}spec:\n  containers:\n  - {{name: a, image: i, imagePullPolcy: Always}}\n"), "document 1 (Pod): spec.containers[0].imagePullPolcy: unknown field"),
+            (format!("{POD}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringdata: {{a: b}}\n"), "document 2 (Secret): stringdata: unknown field"),
             ("".to_string(), "no Pod in the manifest"),
         ];
         for (text, expected) in cases {
