@@ -77,6 +77,7 @@ pub mod status;
 pub mod volume;
 
 pub use downward::{NodeAllocatable, NodeFacts};
+pub use env::EnvError;
 pub use k8s_openapi;
 pub use lifecycle::{PodFailure, active_deadline_exceeded, termination_grace_period};
 pub use manifest::{Manifest, ManifestError, load_manifest, validate_pod};
@@ -84,10 +85,13 @@ pub use objects::{ConfigMapContent, ConfigObjects, SecretContent};
 pub use plan::{
     ContainerKind, ContainerPlan, ImageConfig, MountPlan, PlanContext, PlanError, ResourceLimits,
 };
+pub use qos::{QosError, qos_class};
 pub use quantity::{ParsedQuantity, QuantityError, parse_quantity};
 pub use restart::{
     BackOff, ExitFacts, InitRun, InitStep, RestartDecision, RestartPolicy, decide_restart,
-    next_init_step,
+    next_init_step, pod_label,
 };
 pub use status::{ContainerFacts, PodFacts, RunState, Termination, pod_status};
-pub use volume::{FileToWrite, TokenRequest, VolumeContent, VolumePlan, plan_volumes};
+pub use volume::{
+    FileToWrite, TokenRequest, VolumeContent, VolumeError, VolumePlan, plan_volume, plan_volumes,
+};

@@ -46,8 +46,9 @@ impl PlanError {
 /// Result type of this module.
 pub type Result<T, E = PlanError> = std::result::Result<T, E>;
 
-/// What the image says about how to run it (from its OCI config, or empty for plain wasm
-/// artifacts, whose module is the entrypoint).
+/// What the image says about how to run it, from its OCI config. A plain wasm artifact has
+/// no config to speak of: give it `entrypoint: vec![<module name>]`, so that `args` from the
+/// pod follow a program name as they do in a container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageConfig {
     /// `Entrypoint`.
