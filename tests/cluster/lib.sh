@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # the variables are used by the scripts sourcing this
 # Shared helpers of tests/cluster/{up,down,smoke}; source it, do not run it.
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
