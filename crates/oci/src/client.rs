@@ -17,6 +17,7 @@ use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, RANGE, WWW_AUTHENTICATE,
 };
 use reqwest::{Method, StatusCode};
+use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::{self, Challenge, Keyring, Token};
@@ -329,19 +330,14 @@ impl Client {
             return Ok(());
         }
         let tmp = store.temp_path();
-        let result = self.download(reference, desc, &tmp, progress).await;
-        let result = match result {
-            Ok(()) => store
-                .commit_temp(&tmp, &desc.digest, &format!("blob {}", desc.digest))
+        let what = format!("blob {}", desc.digest);
+        let result = match self.download(reference, desc, &tmp, progress).await {
+            Ok(actual) => store
+                .commit_hashed(&tmp, &desc.digest, &actual, &what)
                 .map_err(|e| match e {
                     store::Error::DigestMismatch {
                         expected, actual, ..
-                    } => mismatch(
-                        &format!("blob {}", desc.digest),
-                        reference,
-                        &expected,
-                        &actual,
-                    ),
+                    } => mismatch(&what, reference, &expected, &actual),
                     other => other.into(),
                 }),
             Err(e) => Err(e),
@@ -351,24 +347,30 @@ impl Client {
         result
     }
 
+    /// Streams a blob into `tmp` through a large write buffer, hashing as it goes; returns
+    /// the digest of what was written.
     async fn download(
         &self,
         reference: &Reference,
         desc: &Descriptor,
         tmp: &std::path::Path,
         progress: &dyn Progress,
-    ) -> Result<()> {
+    ) -> Result<Digest> {
         let id = desc.digest.to_string();
         let what = format!("blob {}", desc.digest);
-        let mut file = tokio::fs::File::create(tmp)
+        let file = tokio::fs::File::create(tmp)
             .await
             .map_err(|e| io_err(tmp, e))?;
-        let mut written = 0u64;
+        let mut sink = Sink {
+            file: tokio::io::BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+            written: 0,
+        };
         let mut attempt = 0;
         loop {
             let mut headers = HeaderMap::new();
-            if written > 0 {
-                let range = format!("bytes={written}-");
+            if sink.written > 0 {
+                let range = format!("bytes={}-", sink.written);
                 headers.insert(
                     RANGE,
                     range
@@ -382,14 +384,12 @@ impl Client {
                 .await?;
             let ok = [StatusCode::OK, StatusCode::PARTIAL_CONTENT];
             let resp = self.expect(resp, reference, &what, &ok).await?;
-            if resp.status() == StatusCode::OK && written > 0 {
-                written = 0;
-                file.set_len(0).await.map_err(|e| io_err(tmp, e))?;
-                file = reopen(tmp).await?;
+            if resp.status() == StatusCode::OK && sink.written > 0 {
+                sink.restart(tmp).await?;
                 progress.restart(&id, 0);
             }
             match self
-                .copy_body(resp, &mut file, &mut written, desc, reference, progress)
+                .copy_body(resp, &mut sink, desc, reference, progress)
                 .await
             {
                 Ok(()) => break,
@@ -399,28 +399,27 @@ impl Client {
                     if attempt >= self.config.attempts {
                         return Err(self.transport(reference, &path, e));
                     }
-                    tracing::warn!(%reference, blob = %desc.digest, written, "download broke, resuming: {e}");
+                    tracing::warn!(%reference, blob = %desc.digest, written = sink.written, "download broke, resuming: {e}");
                     tokio::time::sleep(self.backoff(attempt)).await;
                 }
             }
         }
-        file.flush().await.map_err(|e| io_err(tmp, e))?;
-        if written != desc.size {
+        sink.file.flush().await.map_err(|e| io_err(tmp, e))?;
+        if sink.written != desc.size {
             return Err(Error::Mismatch {
                 what,
                 reference: reference.to_string(),
                 expected: format!("{} bytes", desc.size),
-                actual: format!("{written} bytes"),
+                actual: format!("{} bytes", sink.written),
             });
         }
-        Ok(())
+        Ok(Digest::from_sha256(sink.hasher))
     }
 
     async fn copy_body(
         &self,
         resp: reqwest::Response,
-        file: &mut tokio::fs::File,
-        written: &mut u64,
+        sink: &mut Sink,
         desc: &Descriptor,
         reference: &Reference,
         progress: &dyn Progress,
@@ -429,8 +428,7 @@ impl Client {
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(CopyError::Broken)?;
-            *written += chunk.len() as u64;
-            if *written > desc.size {
+            if sink.written + chunk.len() as u64 > desc.size {
                 return Err(CopyError::Fatal(Error::Mismatch {
                     what: format!("blob {}", desc.digest),
                     reference: reference.to_string(),
@@ -438,9 +436,7 @@ impl Client {
                     actual: format!("more than {} bytes", desc.size),
                 }));
             }
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| CopyError::Fatal(io_err(std::path::Path::new("blob temp file"), e)))?;
+            sink.write(&chunk).await.map_err(CopyError::Fatal)?;
             progress.advance(&id, chunk.len() as u64);
         }
         Ok(())
@@ -856,6 +852,36 @@ impl Client {
     }
 }
 
+/// Where a download goes: a buffered temp file and the running hash of its content.
+struct Sink {
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl Sink {
+    async fn write(&mut self, chunk: &[u8]) -> Result<()> {
+        self.file
+            .write_all(chunk)
+            .await
+            .map_err(|e| io_err(std::path::Path::new("blob temp file"), e))?;
+        self.hasher.update(chunk);
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Starts over from byte 0 (the registry ignored our Range request).
+    async fn restart(&mut self, tmp: &std::path::Path) -> Result<()> {
+        let file = tokio::fs::File::create(tmp)
+            .await
+            .map_err(|e| io_err(tmp, e))?;
+        self.file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        self.hasher = Sha256::new();
+        self.written = 0;
+        Ok(())
+    }
+}
+
 enum CopyError {
     Broken(reqwest::Error),
     Fatal(Error),
@@ -876,14 +902,6 @@ fn io_err(path: &std::path::Path, source: std::io::Error) -> Error {
         source,
     }
     .into()
-}
-
-async fn reopen(path: &std::path::Path) -> Result<tokio::fs::File> {
-    tokio::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .await
-        .map_err(|e| io_err(path, e))
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {

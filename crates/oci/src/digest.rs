@@ -28,6 +28,13 @@ impl Digest {
         }
     }
 
+    /// The digest a finished hasher holds.
+    pub fn from_sha256(hasher: Sha256) -> Digest {
+        Digest {
+            hex: hex::encode(hasher.finalize()),
+        }
+    }
+
     /// The 64 hex digits.
     pub fn hex(&self) -> &str {
         &self.hex

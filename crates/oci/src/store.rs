@@ -188,21 +188,36 @@ impl Store {
     /// Moves a finished temp file into place as blob `digest`, after checking its content
     /// hashes to `digest`. The temp file is removed on every path.
     pub fn commit_temp(&self, tmp: &Path, digest: &Digest, what: &str) -> Result<()> {
-        let actual = hash_file(tmp);
-        let result = match actual {
-            Ok(actual) if actual == *digest => {
-                let dest = self.blob_path(digest);
-                fs::rename(tmp, &dest).map_err(|source| Error::Io { path: dest, source })
+        match hash_file(tmp) {
+            Ok(actual) => self.commit_hashed(tmp, digest, &actual, what),
+            Err(source) => {
+                let _ = fs::remove_file(tmp);
+                Err(Error::Io {
+                    path: tmp.to_owned(),
+                    source,
+                })
             }
-            Ok(actual) => Err(Error::DigestMismatch {
+        }
+    }
+
+    /// Moves a finished temp file whose content the caller hashed to `actual` into place as
+    /// blob `expected`, or removes it when the two differ.
+    pub fn commit_hashed(
+        &self,
+        tmp: &Path,
+        expected: &Digest,
+        actual: &Digest,
+        what: &str,
+    ) -> Result<()> {
+        let result = if actual == expected {
+            let dest = self.blob_path(expected);
+            fs::rename(tmp, &dest).map_err(|source| Error::Io { path: dest, source })
+        } else {
+            Err(Error::DigestMismatch {
                 what: what.to_string(),
-                expected: digest.clone(),
-                actual,
-            }),
-            Err(source) => Err(Error::Io {
-                path: tmp.to_owned(),
-                source,
-            }),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            })
         };
         let _ = fs::remove_file(tmp);
         result
