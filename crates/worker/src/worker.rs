@@ -1,0 +1,802 @@
+//! The pod worker: one tokio task that runs one pod to its end (or until stopped), driven by
+//! a level-triggered sync: every pass looks at what is known of each container and does the
+//! next thing (set up volumes, start the next init container, restart or leave an exited
+//! container, stop everything), then publishes the facts and sleeps until a container exits,
+//! a timer (back-off, deadline) fires, or a stop is requested.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use wasmlet_pod::k8s_openapi::api::core::v1::{Container, Pod};
+use wasmlet_pod::k8s_openapi::jiff::{SignedDuration, Timestamp};
+use wasmlet_pod::plan::CREATE_CONTAINER_CONFIG_ERROR;
+use wasmlet_pod::{
+    BackOff, ConfigObjects, ContainerFacts, ContainerKind, ExitFacts, ImageConfig, InitRun,
+    InitStep, NodeFacts, PlanContext, PodFacts, PodFailure, RestartDecision, RestartPolicy,
+    RunState, Termination, active_deadline_exceeded, decide_restart, next_init_step, pod_label,
+    termination_grace_period,
+};
+use wasmlet_runtime::log::Stream;
+use wasmlet_runtime::{ContainerSpec, ExitStatus, Limits, LogConfig, Program, Runtime, Stdio};
+
+use crate::clock::Clock;
+use crate::image::{ImageRequest, ImageResolver, PullPolicy, WasmSource};
+use crate::paths::{self, PodDir};
+use crate::volumes::{self, Volumes};
+
+/// Why a pod worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pod has no `spec`.
+    #[error("the pod has no spec")]
+    NoSpec,
+    /// Neither the pod nor the node facts give a UID.
+    #[error("the pod has no metadata.uid (and NodeFacts::pod_uid is empty)")]
+    NoUid,
+    /// The pod directory cannot be used.
+    #[error(transparent)]
+    Dir(#[from] paths::Error),
+}
+
+/// Makes the raw copy of a container's stdout or stderr (e.g. the terminal with a
+/// `[name] ` prefix); `None` for no copy. The CRI log file is written in any case.
+pub type OutputFactory =
+    Arc<dyn Fn(&str, Stream) -> Option<Box<dyn Write + Send + Sync>> + Send + Sync>;
+
+/// How a pod worker runs.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// The state directory: the pod lives in `<root>/pods/<uid>` (see [`PodDir`]).
+    pub root: PathBuf,
+    /// Facts about this node, for the downward API. `pod_uid` is used when the pod has no
+    /// `metadata.uid`.
+    pub node: NodeFacts,
+    /// Raw copies of container output, besides the CRI log files.
+    pub output: Option<OutputFactory>,
+}
+
+/// What the worker knows, published on every change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerFacts {
+    /// The facts to compute the pod's status from
+    /// ([`wasmlet_pod::pod_status`]`(&pod, &facts.pod, previous)`). `pod.terminal` is set
+    /// once the worker is done: nothing runs and nothing will run again.
+    pub pod: PodFacts,
+    /// The latest volume set-up error (the kubelet's `FailedMount` event text, e.g.
+    /// `MountVolume.SetUp failed for volume "config" : configmap "app" not found`); the
+    /// worker retries with back-off while it is set.
+    pub mount_error: Option<String>,
+}
+
+/// A handle on a running pod worker. Dropping it leaves the worker running until the pod
+/// ends by itself; call [`PodWorker::stop`] to end it.
+pub struct PodWorker {
+    facts: watch::Receiver<WorkerFacts>,
+    stop: watch::Sender<Option<Duration>>,
+    dir: PodDir,
+}
+
+impl PodWorker {
+    /// Starts running `pod` (with its ConfigMaps and Secrets in `objects`) as a tokio task
+    /// and returns at once. Must be called within a tokio runtime.
+    pub fn start(
+        runtime: Runtime,
+        resolver: Arc<dyn ImageResolver>,
+        config: WorkerConfig,
+        pod: Pod,
+        objects: ConfigObjects,
+    ) -> Result<PodWorker, Error> {
+        if pod.spec.is_none() {
+            return Err(Error::NoSpec);
+        }
+        let uid = wasmlet_pod::downward::pod_uid(&pod, &config.node);
+        if uid.is_empty() {
+            return Err(Error::NoUid);
+        }
+        let dir = PodDir::new(&config.root, &uid)?;
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let worker = Worker::new(
+            runtime,
+            resolver,
+            config,
+            pod,
+            objects,
+            dir.clone(),
+            stop_rx,
+        );
+        let facts = worker.facts_tx.subscribe();
+        tokio::spawn(worker.run());
+        Ok(PodWorker {
+            facts,
+            stop: stop_tx,
+            dir,
+        })
+    }
+
+    /// The facts channel: the latest facts now, and a notification on every change.
+    pub fn facts(&self) -> watch::Receiver<WorkerFacts> {
+        self.facts.clone()
+    }
+
+    /// Stops the pod: no container starts or restarts any more; running ones may finish
+    /// within `grace`, then are killed (WASI has no signals to deliver). Idempotent; a later
+    /// call with a shorter grace shortens it.
+    pub fn stop(&self, grace: Duration) {
+        self.stop
+            .send_modify(|g| *g = Some(g.map_or(grace, |old| old.min(grace))));
+    }
+
+    /// Waits until the worker is done and returns the final facts.
+    pub async fn wait(&self) -> WorkerFacts {
+        let mut facts = self.facts.clone();
+        let done = facts.wait_for(|f| f.pod.terminal).await.map(|f| f.clone());
+        done.unwrap_or_else(|_| facts.borrow().clone())
+    }
+
+    /// The pod's directory (volumes and logs).
+    pub fn dir(&self) -> &PodDir {
+        &self.dir
+    }
+}
+
+/// A container's exit, sent by its waiter task.
+struct Exit {
+    index: usize,
+    run: u64,
+    status: ExitStatus,
+}
+
+/// Why a container could not be started (reported as its waiting state).
+struct SetupFailure {
+    reason: String,
+    message: String,
+}
+
+fn setup_failure(reason: &str, message: impl ToString) -> SetupFailure {
+    SetupFailure {
+        reason: reason.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// An image ready to run.
+#[derive(Clone)]
+struct Prepared {
+    program: Program,
+    config: ImageConfig,
+    image_id: String,
+}
+
+/// Everything known of one container (init or regular).
+struct Record {
+    spec: Container,
+    kind: ContainerKind,
+    state: RunState,
+    /// The termination before the current run.
+    last: Option<Termination>,
+    /// The latest termination.
+    terminated: Option<Termination>,
+    restart_count: i32,
+    started: bool,
+    running: Option<Arc<wasmlet_runtime::Container>>,
+    run: u64,
+    exit: Option<ExitFacts>,
+    back_off: BackOff,
+    settled: bool,
+    setup_failed_at: Option<(Timestamp, SetupFailure)>,
+    setup_back_off: BackOff,
+    image_id: String,
+    container_id: Option<String>,
+}
+
+impl Record {
+    fn new(spec: Container, kind: ContainerKind, waiting: &str) -> Record {
+        Record {
+            spec,
+            kind,
+            state: RunState::waiting(waiting, None),
+            last: None,
+            terminated: None,
+            restart_count: 0,
+            started: false,
+            running: None,
+            run: 0,
+            exit: None,
+            back_off: BackOff::default(),
+            settled: false,
+            setup_failed_at: None,
+            setup_back_off: BackOff::default(),
+            image_id: String::new(),
+            container_id: None,
+        }
+    }
+
+    fn init_run(&self) -> InitRun {
+        match (&self.running, &self.exit) {
+            (Some(_), _) => InitRun::Running,
+            (None, Some(exit)) => InitRun::Exited(exit.exit_code),
+            (None, None) => InitRun::NotStarted,
+        }
+    }
+
+    fn facts(&self) -> ContainerFacts {
+        let last_termination = match self.state {
+            RunState::Waiting { .. } => self.terminated.clone().or_else(|| self.last.clone()),
+            _ => self.last.clone(),
+        };
+        ContainerFacts {
+            name: self.spec.name.clone(),
+            state: self.state.clone(),
+            last_termination,
+            restart_count: self.restart_count,
+            image: self.spec.image.clone().unwrap_or_default(),
+            image_id: self.image_id.clone(),
+            container_id: self.container_id.clone(),
+            ready: self.running.is_some(),
+            started: None,
+        }
+    }
+}
+
+/// The earliest time the worker must wake up at.
+#[derive(Default)]
+struct Wake(Option<Timestamp>);
+
+impl Wake {
+    fn at(&mut self, at: Timestamp) {
+        self.0 = Some(self.0.map_or(at, |t| t.min(at)));
+    }
+}
+
+struct Worker {
+    runtime: Runtime,
+    resolver: Arc<dyn ImageResolver>,
+    output: Option<OutputFactory>,
+    pod: Pod,
+    objects: ConfigObjects,
+    node: NodeFacts,
+    dir: PodDir,
+    uid: String,
+    clock: Clock,
+    label: String,
+    policy: RestartPolicy,
+    records: Vec<Record>,
+    volumes: Option<Volumes>,
+    mount_error: Option<String>,
+    mount_failed_at: Option<Timestamp>,
+    mount_back_off: BackOff,
+    images: HashMap<String, Prepared>,
+    exits_tx: mpsc::UnboundedSender<Exit>,
+    exits_rx: mpsc::UnboundedReceiver<Exit>,
+    stop_rx: watch::Receiver<Option<Duration>>,
+    stop_open: bool,
+    stop_grace: Option<Duration>,
+    stop_sent: Option<Duration>,
+    failure: Option<PodFailure>,
+    init_failed: bool,
+    start_time: Timestamp,
+    facts_tx: watch::Sender<WorkerFacts>,
+}
+
+impl Worker {
+    fn new(
+        runtime: Runtime,
+        resolver: Arc<dyn ImageResolver>,
+        config: WorkerConfig,
+        pod: Pod,
+        objects: ConfigObjects,
+        dir: PodDir,
+        stop_rx: watch::Receiver<Option<Duration>>,
+    ) -> Worker {
+        let mut node = config.node;
+        let uid = wasmlet_pod::downward::pod_uid(&pod, &node);
+        node.pod_uid = uid.clone();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let namespace = wasmlet_pod::downward::pod_namespace(&pod).to_owned();
+        let records = records(&pod);
+        let clock = Clock::new();
+        let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let worker = Worker {
+            runtime,
+            resolver,
+            output: config.output,
+            label: pod_label(&name, &namespace, &uid),
+            policy: RestartPolicy::of_pod(&pod),
+            pod,
+            objects,
+            node,
+            dir,
+            uid,
+            clock,
+            records,
+            volumes: None,
+            mount_error: None,
+            mount_failed_at: None,
+            mount_back_off: BackOff::default(),
+            images: HashMap::new(),
+            exits_tx,
+            exits_rx,
+            stop_rx,
+            stop_open: true,
+            stop_grace: None,
+            stop_sent: None,
+            failure: None,
+            init_failed: false,
+            start_time: clock.now(),
+            facts_tx: watch::channel(placeholder_facts(clock.now())).0,
+        };
+        let facts = worker.facts(false);
+        worker.facts_tx.send_replace(facts);
+        worker
+    }
+
+    async fn run(mut self) {
+        loop {
+            let wake = self.sync().await;
+            let done = self.done();
+            self.publish(done);
+            if done {
+                return;
+            }
+            let sleep = wake.0.map(|t| self.clock.instant(t));
+            tokio::select! {
+                Some(exit) = self.exits_rx.recv() => self.on_exit(exit),
+                () = sleep_until(sleep) => {}
+                changed = self.stop_rx.changed(), if self.stop_open => match changed {
+                    Ok(()) => self.stop_grace = *self.stop_rx.borrow_and_update(),
+                    Err(_) => self.stop_open = false,
+                },
+            }
+        }
+    }
+
+    /// One level-triggered pass; returns when to wake up at the latest.
+    async fn sync(&mut self) -> Wake {
+        let mut wake = Wake::default();
+        self.check_deadline(&mut wake);
+        if !self.ending() && self.ensure_volumes(&mut wake) && self.sync_init(&mut wake).await {
+            self.sync_regular(&mut wake).await;
+        }
+        if self.ending() {
+            self.stop_running();
+        }
+        wake
+    }
+
+    /// Whether the pod is winding down: stopped, past its deadline, failed in init, or every
+    /// regular container has ended for good.
+    fn ending(&self) -> bool {
+        self.stop_grace.is_some()
+            || self.failure.is_some()
+            || self.init_failed
+            || self.regular().all(|r| r.settled)
+    }
+
+    fn done(&self) -> bool {
+        self.ending() && self.records.iter().all(|r| r.running.is_none())
+    }
+
+    fn regular(&self) -> impl Iterator<Item = &Record> {
+        self.records
+            .iter()
+            .filter(|r| r.kind == ContainerKind::Regular)
+    }
+
+    fn check_deadline(&mut self, wake: &mut Wake) {
+        if self.failure.is_some() {
+            return;
+        }
+        let now = self.clock.now();
+        self.failure = active_deadline_exceeded(&self.pod, Some(self.start_time), now);
+        let seconds = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.active_deadline_seconds);
+        if let Some(seconds) = seconds.filter(|_| self.failure.is_none()) {
+            let at = self
+                .start_time
+                .checked_add(SignedDuration::from_secs(seconds));
+            if let Ok(at) = at {
+                wake.at(at);
+            }
+        }
+    }
+
+    /// Stops every running container with the requested grace (else the pod's).
+    fn stop_running(&mut self) {
+        let pod_grace = termination_grace_period(&self.pod, None);
+        let grace = self
+            .stop_grace
+            .unwrap_or_else(|| Duration::try_from(pod_grace).unwrap_or_default());
+        if self.stop_sent.is_some_and(|sent| sent <= grace) {
+            return;
+        }
+        self.stop_sent = Some(grace);
+        for running in self.records.iter().filter_map(|r| r.running.as_ref()) {
+            running.stop(grace);
+        }
+    }
+
+    /// Sets up the volumes once (retrying with back-off); whether they are ready.
+    fn ensure_volumes(&mut self, wake: &mut Wake) -> bool {
+        if self.volumes.is_some() {
+            return true;
+        }
+        let now = self.clock.now();
+        if let Some(failed_at) = self.mount_failed_at
+            && let Some(until) = self.mount_back_off.waiting_until(failed_at, now)
+        {
+            wake.at(until);
+            return false;
+        }
+        match volumes::set_up(&self.pod, &self.objects, &self.node, &self.dir) {
+            Ok(volumes) => {
+                self.volumes = Some(volumes);
+                self.mount_error = None;
+                true
+            }
+            Err(err) => {
+                tracing::warn!(pod = %self.label, "{err}");
+                self.mount_error = Some(err.to_string());
+                self.mount_back_off = self.mount_back_off.after_restart(now, now);
+                self.mount_failed_at = Some(now);
+                if let Some(until) = self.mount_back_off.waiting_until(now, now) {
+                    wake.at(until);
+                }
+                false
+            }
+        }
+    }
+
+    /// Runs init containers in order; whether they are all done.
+    async fn sync_init(&mut self, wake: &mut Wake) -> bool {
+        loop {
+            let step = next_init_step(&self.pod, |name| {
+                self.records
+                    .iter()
+                    .find(|r| r.kind != ContainerKind::Regular && r.spec.name == name)
+                    .map_or(InitRun::NotStarted, Record::init_run)
+            });
+            let progressed = match step {
+                InitStep::Start(index) => self.start(index, wake).await,
+                InitStep::Retry(index) => self.restart(index, true, wake).await,
+                InitStep::WaitFor(_) => false,
+                InitStep::PodFailed(_) => {
+                    self.init_failed = true;
+                    false
+                }
+                InitStep::Done => return true,
+            };
+            if !progressed {
+                return false;
+            }
+        }
+    }
+
+    /// Starts regular containers that never ran, and restarts (or leaves) exited ones.
+    async fn sync_regular(&mut self, wake: &mut Wake) {
+        for index in 0..self.records.len() {
+            let record = &self.records[index];
+            if record.kind != ContainerKind::Regular || record.running.is_some() || record.settled {
+                continue;
+            }
+            match (record.started, record.exit) {
+                (false, _) => {
+                    self.start(index, wake).await;
+                }
+                (true, Some(exit)) => {
+                    let wanted = self.policy.restarts_container(exit.exit_code);
+                    self.restart(index, wanted, wake).await;
+                }
+                (true, None) => {}
+            }
+        }
+    }
+
+    /// Decides about an exited container; whether it was started again.
+    async fn restart(&mut self, index: usize, wanted: bool, wake: &mut Wake) -> bool {
+        let now = self.clock.now();
+        let record = &mut self.records[index];
+        let Some(exit) = record.exit else {
+            return false;
+        };
+        let name = record.spec.name.clone();
+        match decide_restart(wanted, exit, &record.back_off, now, &name, &self.label) {
+            RestartDecision::Stay => {
+                record.settled = true;
+                false
+            }
+            RestartDecision::Wait { until, message } => {
+                record.state = RunState::crash_loop_back_off(&message);
+                wake.at(until);
+                false
+            }
+            RestartDecision::RestartNow { back_off } => {
+                record.back_off = back_off;
+                self.start(index, wake).await
+            }
+        }
+    }
+
+    /// Starts a container unless its last set-up failure is still in back-off; whether it
+    /// is running.
+    async fn start(&mut self, index: usize, wake: &mut Wake) -> bool {
+        let now = self.clock.now();
+        let record = &mut self.records[index];
+        if let Some((at, failure)) = &record.setup_failed_at
+            && let Some(until) = record.setup_back_off.waiting_until(*at, now)
+        {
+            record.state = backing_off(failure, record.spec.image.as_deref());
+            wake.at(until);
+            return false;
+        }
+        match self.launch(index).await {
+            Ok(()) => {
+                self.records[index].setup_failed_at = None;
+                true
+            }
+            Err(failure) => {
+                let record = &mut self.records[index];
+                tracing::warn!(container = %record.spec.name, "{}: {}", failure.reason, failure.message);
+                record.state = RunState::waiting(&failure.reason, Some(failure.message.clone()));
+                record.setup_back_off = record.setup_back_off.after_restart(now, now);
+                if let Some(until) = record.setup_back_off.waiting_until(now, now) {
+                    wake.at(until);
+                }
+                record.setup_failed_at = Some((now, failure));
+                false
+            }
+        }
+    }
+
+    /// Resolves, plans and starts one run of a container.
+    async fn launch(&mut self, index: usize) -> Result<(), SetupFailure> {
+        let prepared = self.prepare_image(index).await?;
+        let record = &self.records[index];
+        let context = PlanContext {
+            pod: &self.pod,
+            objects: &self.objects,
+            node: &self.node,
+        };
+        let plan = context
+            .plan(&record.spec, &prepared.config)
+            .map_err(|e| setup_failure(e.reason(), e))?;
+        let volumes = self.volumes.as_ref().ok_or_else(|| {
+            setup_failure(CREATE_CONTAINER_CONFIG_ERROR, "volumes are not set up")
+        })?;
+        let preopens = volumes::preopens(&plan.mounts, volumes)
+            .map_err(|e| setup_failure(CREATE_CONTAINER_CONFIG_ERROR, e))?;
+        let count = if record.started {
+            record.restart_count + 1
+        } else {
+            0
+        };
+        let spec = ContainerSpec {
+            args: plan.argv,
+            env: plan.env,
+            working_dir: plan.working_dir,
+            preopens,
+            stdio: self.stdio(&record.spec.name, count),
+            limits: Limits {
+                memory_bytes: plan.limits.memory_bytes,
+                ..Limits::default()
+            },
+        };
+        let container = self
+            .runtime
+            .start(&prepared.program, spec)
+            .map_err(|e| setup_failure("RunContainerError", e))?;
+        self.dir.prune_logs(&record.spec.name, count - 1);
+        self.started(index, container, count, prepared.image_id);
+        Ok(())
+    }
+
+    /// Records a started run and spawns the task that reports its exit.
+    fn started(
+        &mut self,
+        index: usize,
+        container: wasmlet_runtime::Container,
+        count: i32,
+        image_id: String,
+    ) {
+        let now = self.clock.now();
+        let record = &mut self.records[index];
+        if record.started {
+            record.last = record.terminated.take();
+        }
+        record.started = true;
+        record.restart_count = count;
+        record.run += 1;
+        record.exit = None;
+        record.state = RunState::Running { started_at: now };
+        record.image_id = image_id;
+        record.container_id = Some(format!(
+            "wasmlet://{}/{}/{count}",
+            self.uid, record.spec.name
+        ));
+        let container = Arc::new(container);
+        record.running = Some(container.clone());
+        let exits = self.exits_tx.clone();
+        let run = record.run;
+        tokio::spawn(async move {
+            let status = container.wait().await;
+            let _ = exits.send(Exit { index, run, status });
+        });
+    }
+
+    fn on_exit(&mut self, exit: Exit) {
+        let now = self.clock.now();
+        let record = &mut self.records[exit.index];
+        if record.run != exit.run {
+            return;
+        }
+        let started_at = match record.state {
+            RunState::Running { started_at } => Some(started_at),
+            _ => None,
+        };
+        let status = exit.status;
+        let termination = Termination {
+            exit_code: status.code,
+            signal: None,
+            reason: Some(status.reason.as_str().to_owned()),
+            message: Some(status.message).filter(|m| !m.is_empty()),
+            started_at,
+            finished_at: Some(now),
+            container_id: record.container_id.clone(),
+        };
+        record.running = None;
+        record.exit = Some(ExitFacts {
+            exit_code: status.code,
+            finished_at: now,
+        });
+        record.state = RunState::Terminated(termination.clone());
+        record.terminated = Some(termination);
+    }
+
+    /// The image of a container, resolved and compiled once per worker.
+    async fn prepare_image(&mut self, index: usize) -> Result<Prepared, SetupFailure> {
+        let spec = &self.records[index].spec;
+        let image = spec.image.clone().unwrap_or_default();
+        if let Some(prepared) = self.images.get(&image) {
+            return Ok(prepared.clone());
+        }
+        let request = ImageRequest {
+            image: image.clone(),
+            pull_policy: PullPolicy::of_container(spec),
+        };
+        let mut stop = self.stop_rx.clone();
+        let resolved = tokio::select! {
+            resolved = self.resolver.resolve(&request) => resolved,
+            _ = stop.wait_for(Option::is_some) => {
+                return Err(setup_failure("ContainerCreating", "the pod is stopping"));
+            }
+        }
+        .map_err(|e| setup_failure(e.reason(), e))?;
+        let program = load(&self.runtime, resolved.wasm).await?;
+        let prepared = Prepared {
+            program,
+            config: resolved.config,
+            image_id: resolved.image_id,
+        };
+        self.images.insert(image, prepared.clone());
+        Ok(prepared)
+    }
+
+    fn stdio(&self, name: &str, count: i32) -> Stdio {
+        let tee = |stream| self.output.as_ref().and_then(|make| make(name, stream));
+        Stdio {
+            log: Some(LogConfig::new(self.dir.log(name, count))),
+            stdout_tee: tee(Stream::Stdout),
+            stderr_tee: tee(Stream::Stderr),
+        }
+    }
+
+    fn facts(&self, terminal: bool) -> WorkerFacts {
+        WorkerFacts {
+            pod: PodFacts {
+                containers: self.records.iter().map(Record::facts).collect(),
+                start_time: Some(self.start_time),
+                host_ips: self.node.host_ips.clone(),
+                pod_ips: self.node.pod_ips.clone(),
+                sandbox_ready: self.volumes.is_some(),
+                terminal,
+                failure: self.failure.clone(),
+                now: self.clock.now(),
+            },
+            mount_error: self.mount_error.clone(),
+        }
+    }
+
+    /// Publishes the facts if anything but the time changed.
+    fn publish(&self, terminal: bool) {
+        let mut facts = self.facts(terminal);
+        self.facts_tx.send_if_modified(|old| {
+            let now = facts.pod.now;
+            facts.pod.now = old.pod.now;
+            if *old == facts {
+                return false;
+            }
+            facts.pod.now = now;
+            *old = facts.clone();
+            true
+        });
+    }
+}
+
+/// The records of a pod's containers: init containers first, in order, then regular ones.
+fn records(pod: &Pod) -> Vec<Record> {
+    let Some(spec) = &pod.spec else {
+        return Vec::new();
+    };
+    let init = spec.init_containers.iter().flatten();
+    let waiting = if spec.init_containers.as_ref().is_some_and(|i| !i.is_empty()) {
+        wasmlet_pod::status::POD_INITIALIZING
+    } else {
+        wasmlet_pod::status::CONTAINER_CREATING
+    };
+    let init = init.map(|c| {
+        let kind = match wasmlet_pod::restart::is_sidecar(c) {
+            true => ContainerKind::Sidecar,
+            false => ContainerKind::Init,
+        };
+        Record::new(c.clone(), kind, waiting)
+    });
+    let regular = spec
+        .containers
+        .iter()
+        .map(|c| Record::new(c.clone(), ContainerKind::Regular, waiting));
+    init.chain(regular).collect()
+}
+
+/// The waiting state while a set-up failure is in back-off (`ImagePullBackOff` after
+/// `ErrImagePull`, as the kubelet shows it; other reasons stay as they were).
+fn backing_off(failure: &SetupFailure, image: Option<&str>) -> RunState {
+    if failure.reason == wasmlet_pod::status::ERR_IMAGE_PULL {
+        let message = format!("Back-off pulling image \"{}\"", image.unwrap_or_default());
+        return RunState::waiting(wasmlet_pod::status::IMAGE_PULL_BACK_OFF, Some(message));
+    }
+    RunState::waiting(&failure.reason, Some(failure.message.clone()))
+}
+
+/// Compiles (or loads from the cache) a program off the async threads.
+async fn load(runtime: &Runtime, wasm: WasmSource) -> Result<Program, SetupFailure> {
+    let runtime = runtime.clone();
+    let loaded = tokio::task::spawn_blocking(move || match wasm {
+        WasmSource::Bytes(bytes) => runtime.load(&bytes),
+        WasmSource::File(path) => runtime.load_file(&path),
+    })
+    .await;
+    match loaded {
+        Ok(Ok(program)) => Ok(program),
+        Ok(Err(err)) => Err(setup_failure("CreateContainerError", err)),
+        Err(err) => Err(setup_failure("CreateContainerError", err)),
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn placeholder_facts(now: Timestamp) -> WorkerFacts {
+    WorkerFacts {
+        pod: PodFacts {
+            containers: Vec::new(),
+            start_time: None,
+            host_ips: Vec::new(),
+            pod_ips: Vec::new(),
+            sandbox_ready: false,
+            terminal: false,
+            failure: None,
+            now,
+        },
+        mount_error: None,
+    }
+}

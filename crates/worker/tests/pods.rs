@@ -1,0 +1,432 @@
+//! The pod worker running fixture programs: init order, restart policies and back-off, exit
+//! codes, limits, volumes, deadlines and stops. Images come from a resolver serving the
+//! fixtures by name (it stands for our own store-backed resolver).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmlet_pod::k8s_openapi::api::core::v1::PodStatus;
+use wasmlet_pod::{ContainerFacts, ImageConfig, NodeFacts, RunState, load_manifest, pod_status};
+use wasmlet_runtime::{AllocatorChoice, Runtime, RuntimeConfig};
+use wasmlet_worker::{
+    ImageError, ImageRequest, ImageResolver, PodWorker, ResolveFuture, ResolvedImage, WasmSource,
+    WorkerConfig, WorkerFacts,
+};
+
+/// Serves `wasmlet_fixtures` programs as images named after them.
+struct Fixtures;
+
+impl ImageResolver for Fixtures {
+    fn resolve<'a>(&'a self, request: &'a ImageRequest) -> ResolveFuture<'a> {
+        Box::pin(async move {
+            let name = request.image.as_str();
+            let bytes = match name {
+                "hello" => wasmlet_fixtures::hello(),
+                "exit" => wasmlet_fixtures::exit(),
+                "trap" => wasmlet_fixtures::trap(),
+                "spin" => wasmlet_fixtures::spin(),
+                "membomb" => wasmlet_fixtures::membomb(),
+                "env" => wasmlet_fixtures::env(),
+                "sleep" => wasmlet_fixtures::sleep(),
+                "fs" => wasmlet_fixtures::fs(),
+                _ => return Err(ImageError::Pull(format!("pull access denied for {name}"))),
+            };
+            Ok(ResolvedImage {
+                wasm: WasmSource::Bytes(bytes.to_vec()),
+                config: ImageConfig {
+                    entrypoint: vec![format!("{name}.wasm")],
+                    ..ImageConfig::default()
+                },
+                image_id: format!("fixtures/{name}@sha256:0"),
+            })
+        })
+    }
+}
+
+struct Pod {
+    worker: PodWorker,
+    pod: wasmlet_pod::k8s_openapi::api::core::v1::Pod,
+    _root: tempfile::TempDir,
+}
+
+fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig {
+        allocator: AllocatorChoice::OnDemand,
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
+}
+
+/// Starts the pod of a manifest (a Pod named `p` with uid `u1`, plus whatever `extra` holds).
+fn start(spec: &str, extra: &str) -> Pod {
+    let text =
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p, uid: u1}}\nspec:\n{spec}{extra}");
+    let manifest = load_manifest(&text).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let config = WorkerConfig {
+        root: root.path().into(),
+        node: NodeFacts {
+            node_name: "test-node".into(),
+            ..NodeFacts::default()
+        },
+        output: None,
+    };
+    let objects = manifest.config_objects();
+    let pod = manifest.pod.clone();
+    let worker =
+        PodWorker::start(runtime(), Arc::new(Fixtures), config, manifest.pod, objects).unwrap();
+    Pod {
+        worker,
+        pod,
+        _root: root,
+    }
+}
+
+impl Pod {
+    async fn finish(&self) -> WorkerFacts {
+        tokio::time::timeout(Duration::from_secs(60), self.worker.wait())
+            .await
+            .expect("the pod did not finish within a minute")
+    }
+
+    fn status(&self, facts: &WorkerFacts) -> PodStatus {
+        pod_status(&self.pod, &facts.pod, None)
+    }
+
+    /// The text of a container's log lines (CRI prefix removed).
+    fn log(&self, container: &str, run: i32) -> Vec<String> {
+        log_lines(&self.worker.dir().log(container, run))
+    }
+
+    /// Waits until the facts satisfy `done`.
+    async fn until(&self, done: impl FnMut(&WorkerFacts) -> bool) -> WorkerFacts {
+        let mut facts = self.worker.facts();
+        let found = tokio::time::timeout(Duration::from_secs(60), facts.wait_for(done)).await;
+        found.expect("timed out waiting for facts").unwrap().clone()
+    }
+}
+
+fn log_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn container<'a>(facts: &'a WorkerFacts, name: &str) -> &'a ContainerFacts {
+    facts
+        .pod
+        .containers
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap()
+}
+
+fn terminated(facts: &WorkerFacts, name: &str) -> wasmlet_pod::Termination {
+    match &container(facts, name).state {
+        RunState::Terminated(t) => t.clone(),
+        other => panic!("{name} is not terminated: {other:?}"),
+    }
+}
+
+fn waiting_reason(facts: &WorkerFacts, name: &str) -> Option<(String, String)> {
+    match &container(facts, name).state {
+        RunState::Waiting { reason, message } => {
+            Some((reason.clone(), message.clone().unwrap_or_default()))
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn runs_init_containers_in_order_then_shares_an_empty_dir() {
+    let pod = start(
+        "  restartPolicy: Never\n  volumes: [{name: work, emptyDir: {}}]\n  initContainers:\n  \
+         - {name: first, image: fs, args: [write, msg, from-init], volumeMounts: [{name: work, mountPath: /work}]}\n  \
+         - {name: second, image: hello, args: [two]}\n  containers:\n  \
+         - {name: main, image: fs, args: [read, msg], volumeMounts: [{name: work, mountPath: /work}]}\n  \
+         - {name: side, image: hello}\n",
+        "",
+    );
+    let facts = pod.finish().await;
+    let first = terminated(&facts, "first");
+    let second = terminated(&facts, "second");
+    let main = terminated(&facts, "main");
+    assert!(
+        first.finished_at <= second.started_at,
+        "{first:?} {second:?}"
+    );
+    assert!(second.finished_at <= main.started_at, "{second:?} {main:?}");
+    assert_eq!(pod.log("main", 0), ["from-init"]);
+    assert_eq!(
+        pod.log("second", 0),
+        [
+            "hello from stdout!",
+            "hello from stderr!",
+            "Args are: [\"two\"]"
+        ]
+    );
+    assert_eq!(main.exit_code, 0);
+    assert_eq!(pod.status(&facts).phase.as_deref(), Some("Succeeded"));
+    let ids: Vec<_> = facts
+        .pod
+        .containers
+        .iter()
+        .map(|c| c.image_id.as_str())
+        .collect();
+    assert_eq!(ids[0], "fixtures/fs@sha256:0");
+}
+
+#[tokio::test]
+async fn never_keeps_the_exact_exit_code() {
+    let pod = start(
+        "  restartPolicy: Never\n  containers:\n  - {name: c, image: exit, args: [\"42\"]}\n",
+        "",
+    );
+    let facts = pod.finish().await;
+    let c = terminated(&facts, "c");
+    assert_eq!((c.exit_code, c.reason.as_deref()), (42, Some("Error")));
+    assert_eq!(container(&facts, "c").restart_count, 0);
+    assert_eq!(pod.status(&facts).phase.as_deref(), Some("Failed"));
+}
+
+#[tokio::test]
+async fn a_failed_init_container_fails_the_pod_under_never() {
+    let pod = start(
+        "  restartPolicy: Never\n  initContainers:\n  - {name: init, image: exit, args: [\"3\"]}\n  containers:\n  - {name: c, image: hello}\n",
+        "",
+    );
+    let facts = pod.finish().await;
+    assert_eq!(terminated(&facts, "init").exit_code, 3);
+    assert_eq!(
+        waiting_reason(&facts, "c").map(|w| w.0).as_deref(),
+        Some("PodInitializing")
+    );
+    assert_eq!(pod.status(&facts).phase.as_deref(), Some("Failed"));
+}
+
+#[tokio::test]
+async fn on_failure_leaves_a_success_alone() {
+    let pod = start(
+        "  restartPolicy: OnFailure\n  containers:\n  - {name: c, image: hello}\n",
+        "",
+    );
+    let facts = pod.finish().await;
+    assert_eq!(terminated(&facts, "c").reason.as_deref(), Some("Completed"));
+    assert_eq!(container(&facts, "c").restart_count, 0);
+    assert_eq!(pod.status(&facts).phase.as_deref(), Some("Succeeded"));
+}
+
+/// Restarts under `policy` of a container exiting with `code`, on tokio's paused clock:
+/// the back-off delays must show as CrashLoopBackOff, 10 s then 20 s.
+async fn crash_loops(policy: &str, code: &str) {
+    let start_at = tokio::time::Instant::now();
+    let pod = start(
+        &format!(
+            "  restartPolicy: {policy}\n  containers:\n  - {{name: c, image: exit, args: [\"{code}\"]}}\n"
+        ),
+        "",
+    );
+    let mut facts = pod.worker.facts();
+    let mut messages = Vec::new();
+    loop {
+        let current = facts.borrow_and_update().clone();
+        if let Some((reason, message)) = waiting_reason(&current, "c")
+            && reason == "CrashLoopBackOff"
+            && !messages.contains(&message)
+        {
+            assert!(current.pod.containers[0].last_termination.is_some());
+            messages.push(message);
+        }
+        if container(&current, "c").restart_count >= 3 {
+            break;
+        }
+        facts.changed().await.unwrap();
+    }
+    assert_eq!(
+        messages[..2],
+        [
+            "back-off 10s restarting failed container=c pod=p_default(u1)",
+            "back-off 20s restarting failed container=c pod=p_default(u1)",
+        ]
+    );
+    assert!(
+        start_at.elapsed() >= Duration::from_secs(30),
+        "{:?}",
+        start_at.elapsed()
+    );
+    pod.worker.stop(Duration::ZERO);
+    let done = pod.finish().await;
+    assert!(done.pod.terminal);
+    let logs = pod.worker.dir().logs("c");
+    let mut kept: Vec<_> = std::fs::read_dir(logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["2.log", "3.log"],
+        "the current and the previous run's logs"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn always_restarts_a_success_with_back_off() {
+    crash_loops("Always", "0").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_failure_restarts_a_failure_with_back_off() {
+    crash_loops("OnFailure", "3").await;
+}
+
+#[tokio::test]
+async fn a_memory_limit_is_oom_killed() {
+    let pod = start(
+        "  restartPolicy: Never\n  containers:\n  - name: c\n    image: membomb\n    resources: {limits: {memory: 16Mi}}\n",
+        "",
+    );
+    let facts = pod.finish().await;
+    let c = terminated(&facts, "c");
+    assert_eq!((c.exit_code, c.reason.as_deref()), (137, Some("OOMKilled")));
+}
+
+#[tokio::test]
+async fn config_maps_and_secrets_as_env_and_files() {
+    let pod = start(
+        "  restartPolicy: Never\n  volumes:\n  - {name: cfg, configMap: {name: app}}\n  \
+         - {name: sec, secret: {secretName: creds, defaultMode: 0400}}\n  containers:\n  \
+         - name: env\n    image: env\n    env:\n    - {name: GREETING, valueFrom: {configMapKeyRef: {name: app, key: greeting}}}\n    \
+         - {name: TOKEN, valueFrom: {secretKeyRef: {name: creds, key: token}}}\n  \
+         - {name: cfg, image: fs, args: [read, greeting], volumeMounts: [{name: cfg, mountPath: /etc/app}]}\n  \
+         - {name: sec, image: fs, args: [read, token], volumeMounts: [{name: sec, mountPath: /var/run/creds}]}\n  \
+         - {name: ro, image: fs, args: [write, greeting, x], volumeMounts: [{name: cfg, mountPath: /etc/app}]}\n",
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: app}\ndata: {greeting: hello-config}\n\
+         ---\napiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {token: s3cret}\n",
+    );
+    let facts = pod.finish().await;
+    let env = pod.log("env", 0);
+    assert!(
+        env.contains(&"env=GREETING=hello-config".to_owned()),
+        "{env:?}"
+    );
+    assert!(env.contains(&"env=TOKEN=s3cret".to_owned()), "{env:?}");
+    assert_eq!(pod.log("cfg", 0), ["hello-config"]);
+    assert_eq!(pod.log("sec", 0), ["s3cret"]);
+    assert_ne!(
+        terminated(&facts, "ro").exit_code,
+        0,
+        "configMap volumes are read-only"
+    );
+    let token = pod.worker.dir().volume("sec").join("token");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(token).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o400);
+}
+
+#[tokio::test]
+async fn sub_path_and_read_only_mounts() {
+    let pod = start(
+        "  restartPolicy: Never\n  volumes: [{name: data, emptyDir: {}}]\n  initContainers:\n  \
+         - {name: write, image: fs, args: [write, f, in-sub], volumeMounts: [{name: data, mountPath: /d, subPath: sub}]}\n  \
+         containers:\n  \
+         - {name: read, image: fs, args: [read, sub/f], volumeMounts: [{name: data, mountPath: /d, readOnly: true}]}\n  \
+         - {name: refused, image: fs, args: [write, g, no], volumeMounts: [{name: data, mountPath: /d, readOnly: true}]}\n",
+        "",
+    );
+    let facts = pod.finish().await;
+    assert_eq!(pod.log("read", 0), ["in-sub"]);
+    assert_eq!(terminated(&facts, "read").exit_code, 0);
+    assert_ne!(terminated(&facts, "refused").exit_code, 0);
+    let volume = pod.worker.dir().volume("data");
+    assert!(volume.join("sub/f").is_file());
+    assert!(
+        !volume.join("g").exists(),
+        "a read-only mount refuses writes"
+    );
+}
+
+#[tokio::test]
+async fn the_active_deadline_stops_the_pod() {
+    let pod = start(
+        "  restartPolicy: Always\n  activeDeadlineSeconds: 1\n  terminationGracePeriodSeconds: 0\n  \
+         containers:\n  - {name: c, image: sleep, args: [\"60000\"]}\n",
+        "",
+    );
+    let facts = pod.finish().await;
+    assert_eq!(
+        facts.pod.failure.as_ref().map(|f| f.reason.as_str()),
+        Some("DeadlineExceeded")
+    );
+    let c = terminated(&facts, "c");
+    assert_eq!((c.exit_code, c.reason.as_deref()), (137, Some("Killed")));
+    let status = pod.status(&facts);
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+}
+
+#[tokio::test]
+async fn stop_kills_after_the_grace_period() {
+    let pod = start(
+        "  containers:\n  - {name: long, image: sleep, args: [\"60000\"]}\n  - {name: short, image: sleep, args: [\"300\"]}\n",
+        "",
+    );
+    pod.until(|f| {
+        f.pod
+            .containers
+            .iter()
+            .all(|c| matches!(c.state, RunState::Running { .. }))
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    pod.worker.stop(Duration::from_secs(2));
+    pod.worker.stop(Duration::from_secs(5)); // a longer grace does not extend it
+    let facts = pod.finish().await;
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    let long = terminated(&facts, "long");
+    assert_eq!(
+        (long.exit_code, long.reason.as_deref()),
+        (137, Some("Killed"))
+    );
+    let short = terminated(&facts, "short");
+    assert_eq!(short.exit_code, 0, "finished within the grace period");
+    assert_eq!(pod.log("short", 0), ["slept"]);
+    assert!(facts.pod.terminal);
+}
+
+#[tokio::test]
+async fn an_unknown_image_is_err_image_pull() {
+    let pod = start("  containers:\n  - {name: c, image: nowhere}\n", "");
+    let facts = pod
+        .until(|f| waiting_reason(f, "c").is_some_and(|w| w.0 == "ErrImagePull"))
+        .await;
+    let (_, message) = waiting_reason(&facts, "c").unwrap();
+    assert_eq!(message, "pull access denied for nowhere");
+    pod.worker.stop(Duration::ZERO);
+    assert!(pod.finish().await.pod.terminal);
+}
+
+#[tokio::test]
+async fn a_missing_config_map_is_a_mount_error() {
+    let pod = start(
+        "  volumes: [{name: cfg, configMap: {name: absent}}]\n  containers:\n  - {name: c, image: hello, volumeMounts: [{name: cfg, mountPath: /c}]}\n",
+        "",
+    );
+    let facts = pod.until(|f| f.mount_error.is_some()).await;
+    assert_eq!(
+        facts.mount_error.as_deref(),
+        Some("MountVolume.SetUp failed for volume \"cfg\" : configmap \"absent\" not found")
+    );
+    assert_eq!(
+        waiting_reason(&facts, "c").map(|w| w.0).as_deref(),
+        Some("ContainerCreating")
+    );
+    pod.worker.stop(Duration::ZERO);
+    pod.finish().await;
+}
