@@ -1,6 +1,7 @@
 //! The `wasmlet` command line: one binary, one subcommand per way in.
 
 mod images;
+mod node;
 mod progress;
 mod run;
 
@@ -28,6 +29,8 @@ enum Command {
     Inspect(images::InspectArgs),
     /// List the local store's images, or prune, remove, import and export them.
     Images(images::ImagesArgs),
+    /// Join a Kubernetes cluster as a Node and run the wasm pods scheduled to it.
+    Node(node::NodeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +40,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Node(args) => node::main(args),
         Command::Run(args) => run::main(args),
         Command::Push(args) => {
             images::push(args, &cli.registry).map(|_| std::process::ExitCode::SUCCESS)

@@ -1,0 +1,99 @@
+//! `wasmlet node`: run the node agent, joining a Kubernetes cluster as a Node.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use wasmlet_node::agent::{self, Credentials};
+use wasmlet_node::config::{EvictionHard, NodeConfig};
+
+/// Flags of `wasmlet node`, named as the kubelet's.
+#[derive(clap::Args)]
+pub struct NodeArgs {
+    /// The node's kubeconfig; written by TLS bootstrap when it does not exist.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// A bootstrap kubeconfig (bootstrap token) used to obtain a client certificate.
+    #[arg(long)]
+    bootstrap_kubeconfig: Option<PathBuf>,
+    /// The Node's name [default: the host name].
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's InternalIP, where the API server reaches the kubelet API.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: IpAddr,
+    /// The kubelet API's HTTPS port.
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
+    /// Where certificates, logs and volumes live.
+    #[arg(long, default_value = "/var/lib/wasmlet")]
+    data_dir: PathBuf,
+    /// The number of pods the node accepts.
+    #[arg(long, default_value_t = 1000)]
+    max_pods: u32,
+    /// Labels to add or override, `key=value,...` (kubernetes.io/arch and kubernetes.io/os
+    /// default to wasm32-wasi, type to wasmlet).
+    #[arg(long, default_value = "")]
+    node_labels: String,
+    /// Taints to register with, `key=value:Effect,...` [default:
+    /// kubernetes.io/arch=wasm32-wasi:NoSchedule,kubernetes.io/arch=wasm32-wasi:NoExecute].
+    #[arg(long)]
+    register_with_taints: Option<String>,
+    /// Hard eviction thresholds below which the node reports pressure, e.g.
+    /// `memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,pid.available<5%`
+    /// (the kubelet's defaults; unnamed signals keep theirs).
+    #[arg(long, default_value = "")]
+    eviction_hard: String,
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub fn main(args: NodeArgs) -> anyhow::Result<std::process::ExitCode> {
+    let config = config(&args)?;
+    let credentials = Credentials {
+        kubeconfig: args.kubeconfig,
+        bootstrap_kubeconfig: args.bootstrap_kubeconfig,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(cancel.clone()));
+        agent::run(config, credentials, cancel).await
+    })?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
+    let name = match &args.node_name {
+        Some(name) => name.clone(),
+        None => hostname()?,
+    };
+    let mut config = NodeConfig::new(&name, args.node_ip, args.data_dir.clone())
+        .with_labels(&args.node_labels)?;
+    if let Some(taints) = &args.register_with_taints {
+        config = config.with_taints(taints)?;
+    }
+    config.port = args.port;
+    config.max_pods = args.max_pods;
+    config.eviction_hard = EvictionHard::parse(&args.eviction_hard)?;
+    Ok(config)
+}
+
+fn hostname() -> anyhow::Result<String> {
+    let name =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").context("reading the host name")?;
+    Ok(name.trim().to_lowercase())
+}
+
+async fn cancel_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("signal received; stopping");
+    cancel.cancel();
+}

@@ -1,0 +1,29 @@
+//! The node agent: joins a Kubernetes cluster as a Node and runs the pods scheduled to it, as
+//! the kubelet would.
+//!
+//! This crate owns the Kubernetes side of a node: registering the Node (labels, taints,
+//! capacity, conditions), renewing its Lease, reporting its status, and (as it grows) the pod
+//! watch and reconcile, the kubelet HTTPS API and TLS bootstrap. It must not know how a wasm
+//! module runs (that is the worker's and the runtime's business) nor how a pod's status is
+//! decided (that is `wasmlet-pod`'s): it reads the world and talks to the API server.
+//!
+//! ```no_run
+//! use wasmlet_node::{agent, config::NodeConfig};
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = NodeConfig::new("wasm-1", "127.0.0.2".parse()?, "/var/lib/wasmlet".into())
+//!     .with_labels("zone=a")?;
+//! let credentials = agent::Credentials {
+//!     kubeconfig: Some("/etc/wasmlet/node.kubeconfig".into()),
+//!     ..Default::default()
+//! };
+//! let cancel = tokio_util::sync::CancellationToken::new();
+//! agent::run(config, credentials, cancel).await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod agent;
+pub mod config;
+pub mod heartbeat;
+pub mod machine;
+pub mod status;

@@ -1,0 +1,122 @@
+//! A real control plane for one test: `tests/cluster/up` in a state folder of its own, stopped
+//! by `tests/cluster/down` when dropped. A test that cannot start it fails.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A running test control plane.
+pub struct Cluster {
+    state: PathBuf,
+    _dir: tempfile::TempDir,
+    env: HashMap<String, String>,
+}
+
+impl Cluster {
+    /// Starts a control plane whose node certificate is for `node_name`.
+    pub fn start(node_name: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("wasmlet-cluster")
+            .tempdir()?;
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state)?;
+        let output = Command::new("timeout")
+            .args(["180", "bash"])
+            .arg(root().join("tests/cluster/up"))
+            .arg(&state)
+            .env("WASMLET_NODE_NAME", node_name)
+            .output()
+            .context("running tests/cluster/up")?;
+        let mut cluster = Self {
+            state,
+            _dir: dir,
+            env: HashMap::new(),
+        };
+        if !output.status.success() {
+            bail!(
+                "tests/cluster/up failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let env_file = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        cluster.env = parse_env(&std::fs::read_to_string(&env_file)?);
+        Ok(cluster)
+    }
+
+    /// A variable of the env file (`KUBECONFIG`, `WASMLET_NODE_KUBECONFIG`, ...).
+    pub fn var(&self, name: &str) -> String {
+        self.env.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Runs kubectl as the admin; fails on a non-zero exit.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let output = Command::new("timeout")
+            .arg("60")
+            .arg(cache_bin().join("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", self.var("KUBECONFIG"))
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "kubectl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// kubectl with `-o json`, parsed.
+    pub fn kubectl_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        Ok(serde_json::from_str(&self.kubectl(&args)?)?)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("timeout")
+            .args(["60", "bash"])
+            .arg(root().join("tests/cluster/down"))
+            .arg(&self.state)
+            .output();
+    }
+}
+
+/// Polls `check` every 500 ms until it returns Some, failing after `limit`.
+pub async fn eventually<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return Ok(value);
+        }
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_string(), value.trim_matches('"').to_string()))
+        .collect()
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn cache_bin() -> PathBuf {
+    let cache = std::env::var("WASMLET_CACHE").unwrap_or_else(|_| "/var/cache/wasmlet".into());
+    Path::new(&cache).join("bin")
+}
