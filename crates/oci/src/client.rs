@@ -123,6 +123,16 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The registry's TLS certificate is not signed by a trusted CA.
+    #[error(
+        "registry {registry} presented a TLS certificate wasmlet does not trust ({detail}); pass --ca-file with the CA that signed it"
+    )]
+    UntrustedCertificate {
+        /// The registry.
+        registry: String,
+        /// The TLS error.
+        detail: String,
+    },
     /// A `--ca-file` could not be used.
     #[error("cannot use CA file {path}: {reason}")]
     CaFile {
@@ -664,6 +674,7 @@ impl Client {
             .await
         {
             Ok(_) => "https",
+            Err(e) if is_certificate_error(&e) => "https",
             Err(_) => "http",
         }
     }
@@ -830,6 +841,12 @@ impl Client {
     }
 
     fn transport(&self, reference: &Reference, url: &str, source: reqwest::Error) -> Error {
+        if is_certificate_error(&source) {
+            return Error::UntrustedCertificate {
+                registry: reference.registry().to_string(),
+                detail: error_chain(&source),
+            };
+        }
         Error::Transport {
             registry: reference.registry().to_string(),
             url: url.to_string(),
@@ -953,6 +970,23 @@ fn error_detail(body: &str) -> String {
     }
 }
 
+/// The messages of an error and its sources, joined.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Whether a transport error is a TLS certificate verification failure.
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let chain = error_chain(e).to_ascii_lowercase();
+    chain.contains("certificate") || chain.contains("unknownissuer")
+}
+
 fn load_ca(path: &std::path::Path) -> Result<reqwest::Certificate> {
     let err = |reason: String| Error::CaFile {
         path: path.to_owned(),
@@ -984,6 +1018,24 @@ mod tests {
             Some(media::OCI_INDEX)
         );
         assert_eq!(media_type_of(br#"{"config":{}}"#), None);
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_and_listed_registries() {
+        let c = Client::new(ClientConfig {
+            insecure: vec!["reg.example:5000".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        for (r, want) in [
+            ("127.0.0.1:5000/a", true),
+            ("localhost/a", true),
+            ("reg.example:5000/a", true),
+            ("reg.example/a", false),
+            ("10.1.2.3:5000/a", false),
+        ] {
+            assert_eq!(c.allows_http(&r.parse().unwrap()), want, "{r}");
+        }
     }
 
     #[test]

@@ -529,3 +529,33 @@ async fn layouts_export_and_import_without_a_registry() {
         }
     }
 }
+
+#[tokio::test]
+async fn https_registries_need_their_ca() {
+    let registry = Registry::start_tls(Auth::Open);
+    let r = reference(&registry.host(), "tls/hello:v1");
+    let trusting = Client::new(ClientConfig {
+        ca_files: vec![registry.ca_file()],
+        ..Default::default()
+    })
+    .unwrap();
+    let image = push_and_pull(
+        &trusting,
+        &r,
+        wasmlet_fixtures::hello(),
+        Format::CncfArtifact,
+    )
+    .await;
+    assert_eq!(image.format, Format::CncfArtifact);
+    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    let err = pull::pull(&client(None), &store, &r, &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not trust")
+            && err.contains("--ca-file")
+            && err.contains(&registry.host()),
+        "{err}"
+    );
+}

@@ -12,6 +12,7 @@
 
 mod proxy;
 mod registry;
+mod tls;
 mod token;
 
 pub use proxy::{Fault, FaultProxy};

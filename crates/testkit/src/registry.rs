@@ -35,17 +35,31 @@ pub const ISSUER: &str = "wasmlet-test-issuer";
 pub struct Registry {
     child: Child,
     port: u16,
+    tls: bool,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
     /// Starts a registry with `auth` on a free loopback port and waits until it answers.
     pub fn start(auth: Auth) -> Registry {
+        Registry::start_with(auth, false)
+    }
+
+    /// Starts a registry serving HTTPS with a certificate for 127.0.0.1 signed by a CA of its
+    /// own; [`Registry::ca_file`] is that CA.
+    pub fn start_tls(auth: Auth) -> Registry {
+        Registry::start_with(auth, true)
+    }
+
+    fn start_with(auth: Auth, tls: bool) -> Registry {
         let dir = tempfile::tempdir().expect("temp dir for the registry");
         let port = free_port();
         let config = dir.path().join("config.yml");
-        std::fs::write(&config, config_yaml(dir.path(), port, &auth))
-            .expect("writing registry config");
+        let mut yaml = config_yaml(dir.path(), port, &auth);
+        if tls {
+            yaml.push_str(&crate::tls::write_server_pki(dir.path()));
+        }
+        std::fs::write(&config, yaml).expect("writing registry config");
         let log =
             std::fs::File::create(dir.path().join("registry.log")).expect("registry log file");
         let child = Command::new(tool("docker-registry"))
@@ -58,6 +72,7 @@ impl Registry {
         let mut registry = Registry {
             child,
             port,
+            tls,
             _dir: dir,
         };
         registry.wait_ready();
@@ -69,9 +84,15 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https` for a TLS registry).
     pub fn url(&self) -> String {
-        format!("http://{}", self.host())
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
+    }
+
+    /// The PEM file of the CA that signed a TLS registry's certificate.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self._dir.path().join(crate::tls::CA_FILE)
     }
 
     fn wait_ready(&mut self) {
@@ -131,7 +152,7 @@ fn config_yaml(dir: &Path, port: u16, auth: &Auth) -> String {
         }
     };
     format!(
-        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth_yaml}http:\n  addr: 127.0.0.1:{port}\n",
         storage.display()
     )
 }
