@@ -1,0 +1,49 @@
+//! The containerd runtime v2 shim of wasmlet: `containerd-shim-wasmlet-v1`, runtime type
+//! `io.containerd.wasmlet.v1`, serving containerd 2.x's task API (v3) through the
+//! `containerd-shim` crate, so a stock kubelet runs WebAssembly pods picked by a RuntimeClass.
+//!
+//! Owns the containerd side only: the bundle's OCI runtime spec mapped to a
+//! [`wasmlet_runtime::ContainerSpec`], the rootfs mounts, containerd's stdio FIFOs, the task
+//! lifecycle, signals, events and stats. Running the module (engine, compile cache, limits,
+//! exit status) belongs to `wasmlet-runtime`; it knows nothing of Kubernetes beyond the CRI
+//! annotations containerd writes into the spec.
+//!
+//! # Core concepts
+//! - One shim process per pod: `start` groups containers by the CRI annotation
+//!   `io.kubernetes.cri.sandbox-id` (a plain `ctr run` container is its own group), so every
+//!   container of a pod shares one process, one wasmtime engine and one compile cache.
+//! - The module is the file `process.args[0]` names inside the container's rootfs (the
+//!   FROM-scratch image with `CMD ["/hello.wasm"]`), resolved with chroot semantics (symlinks
+//!   and `..` stay inside the rootfs). Native executables are refused with an error naming the
+//!   file; the pod's sandbox (pause) container runs no code at all and waits for its kill.
+//! - A task is a [`state::TaskState`]: created, running, exited, deleted; illegal moves are
+//!   errors that reach containerd as `FailedPrecondition`.
+//! - Signals ([`signal::Action`]): `SIGKILL` kills at once; `SIGTERM`, `SIGINT`, `SIGHUP`,
+//!   `SIGQUIT` and the other terminating signals stop the guest after a short grace (WASI
+//!   has no signals, so the guest cannot see them); the exit status is `128 + signal`, as a
+//!   process killed by that signal reports.
+//! - There is no process per container: the task pid containerd sees is the shim's own, and
+//!   `stats` reports the shim process's CPU time and resident memory (so for a pod of several
+//!   containers each reports the pod's numbers). `exec` is refused.
+#![deny(missing_docs)]
+
+pub mod bundle;
+pub mod rootfs;
+pub mod service;
+pub mod signal;
+pub mod state;
+pub mod stats;
+pub mod tasks;
+
+/// The runtime type containerd knows this shim by.
+pub const RUNTIME_TYPE: &str = "io.containerd.wasmlet.v1";
+
+/// The shim's entry point: containerd's `start`, `delete` and serve actions.
+pub async fn run() {
+    let config = containerd_shim::Config {
+        // Containers run as tokio tasks: there are no child processes to reap.
+        no_reaper: true,
+        ..Default::default()
+    };
+    containerd_shim::asynchronous::run::<service::WasmShim>(RUNTIME_TYPE, Some(config)).await;
+}

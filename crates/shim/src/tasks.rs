@@ -1,0 +1,459 @@
+//! The tasks of one shim process: what each runs, its state, its exit, and the moves
+//! containerd asks for. No ttrpc here: [`crate::service`] translates requests and errors.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use wasmlet_runtime::{
+    CancellationToken, Container, ContainerSpec, ExitReason, ExitStatus, Program, Runtime,
+    TRAP_EXIT_CODE,
+};
+
+use crate::bundle;
+use crate::rootfs;
+use crate::signal::{self, Action};
+use crate::state::{self, TaskState};
+
+/// How long a guest may still finish by itself after a terminating signal before it is
+/// killed. WASI has no signals, so the guest cannot react; this only lets a guest that is
+/// about to end (e.g. flushing its last output) end by itself.
+pub const TERM_GRACE: Duration = Duration::from_secs(1);
+
+/// Errors of the task moves.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No task has this id.
+    #[error("task {0} not found")]
+    NotFound(String),
+    /// A task with this id exists.
+    #[error("task {0} already exists")]
+    AlreadyExists(String),
+    /// A wasm container cannot have a terminal.
+    #[error("a terminal (tty) is not supported for wasm containers")]
+    Terminal,
+    /// An illegal lifecycle move.
+    #[error("task {id}: {source}")]
+    State {
+        /// The task.
+        id: String,
+        /// The move.
+        source: state::Error,
+    },
+    /// A signal the shim cannot honour.
+    #[error(transparent)]
+    Signal(#[from] signal::Error),
+    /// The bundle is not a wasm container.
+    #[error(transparent)]
+    Bundle(#[from] bundle::Error),
+    /// The rootfs could not be mounted.
+    #[error(transparent)]
+    Rootfs(#[from] rootfs::Error),
+    /// Loading or starting the module failed.
+    #[error(transparent)]
+    Runtime(#[from] wasmlet_runtime::Error),
+    /// A stdio FIFO could not be opened.
+    #[error("cannot open the container's {stream} {path}: {source}")]
+    Stdio {
+        /// `stdout` or `stderr`.
+        stream: &'static str,
+        /// The FIFO.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// `Result` of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How a task ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit status containerd reports.
+    pub status: u32,
+    /// When.
+    pub at: SystemTime,
+    /// Whether it ended by passing its memory limit.
+    pub oom: bool,
+}
+
+/// What a task runs.
+enum Work {
+    /// A wasm program; the spec is taken at start.
+    Wasm {
+        program: Program,
+        spec: Option<Box<ContainerSpec>>,
+        container: Option<Arc<Container>>,
+    },
+    /// A pod's sandbox (pause) container: no code, waits for its kill.
+    Pause { stop: CancellationToken },
+}
+
+/// What containerd created.
+pub struct NewTask {
+    /// Task id (the container id).
+    pub id: String,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// containerd's rootfs mounts (empty when the rootfs is already in place).
+    pub mounts: Vec<containerd_shim_protos::api::Mount>,
+    /// The stdout FIFO (empty for none).
+    pub stdout: String,
+    /// The stderr FIFO (empty for none).
+    pub stderr: String,
+    /// Whether a terminal was asked for.
+    pub terminal: bool,
+}
+
+/// One task.
+struct Task {
+    bundle: PathBuf,
+    mounted: Option<PathBuf>,
+    stdout: String,
+    stderr: String,
+    state: TaskState,
+    work: Work,
+    signal: Option<u32>,
+    memory_limit: u64,
+    exit: watch::Sender<Option<Exit>>,
+}
+
+/// A snapshot of a task for `state`.
+pub struct TaskInfo {
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// The stdout FIFO.
+    pub stdout: String,
+    /// The stderr FIFO.
+    pub stderr: String,
+    /// The state.
+    pub state: TaskState,
+    /// The exit, once exited.
+    pub exit: Option<Exit>,
+    /// The memory limit in bytes (0 for none).
+    pub memory_limit: u64,
+}
+
+/// The tasks of this shim process and the runtime they share.
+#[derive(Default)]
+pub struct Tasks {
+    tasks: Mutex<HashMap<String, Task>>,
+    runtime: Mutex<Option<Runtime>>,
+}
+
+/// The exit status for `status`, when the last terminating signal sent was `signal`.
+pub fn exit_code(status: &ExitStatus, signal: Option<u32>) -> u32 {
+    match (status.reason, signal) {
+        (ExitReason::Killed, Some(sig)) => signal::exit_status(sig),
+        _ => u32::try_from(status.code).unwrap_or(TRAP_EXIT_CODE as u32),
+    }
+}
+
+/// The compile cache directory: `$WASMLET_SHIM_CACHE_DIR`, else `/var/cache/wasmlet/compile`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("WASMLET_SHIM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/wasmlet/compile"))
+}
+
+impl Tasks {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Task>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with<T>(&self, id: &str, f: impl FnOnce(&mut Task) -> Result<T>) -> Result<T> {
+        let mut tasks = self.lock();
+        let task = tasks
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.into()))?;
+        f(task)
+    }
+
+    /// The shared runtime, made on first use (a pod of only a sandbox never makes one).
+    fn runtime(&self) -> Result<Runtime> {
+        let mut slot = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(runtime) = slot.as_ref() {
+            return Ok(runtime.clone());
+        }
+        let config = wasmlet_runtime::RuntimeConfig {
+            cache_dir: Some(cache_dir()),
+            max_instances: 64,
+            ..Default::default()
+        };
+        let runtime = Runtime::new(config)?;
+        *slot = Some(runtime.clone());
+        Ok(runtime)
+    }
+
+    /// Whether no task is left.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Creates a task: mounts its rootfs and, for a wasm container, loads (compiles or takes
+    /// from the cache) its module, so errors surface at create and start is quick.
+    pub async fn create(&self, new: NewTask) -> Result<()> {
+        if new.terminal {
+            return Err(Error::Terminal);
+        }
+        if self.lock().contains_key(&new.id) {
+            return Err(Error::AlreadyExists(new.id));
+        }
+        let spec = bundle::load(&new.bundle)?;
+        let rootfs = rootfs_dir(&spec, &new.bundle);
+        rootfs::mount(&new.mounts, &rootfs).await?;
+        let mounted = (!new.mounts.is_empty()).then(|| rootfs.clone());
+        let work = match self.prepare(&spec, &rootfs).await {
+            Ok(work) => work,
+            Err(err) => {
+                if let Some(m) = &mounted {
+                    rootfs::unmount(m);
+                }
+                return Err(err);
+            }
+        };
+        let task = Task {
+            bundle: new.bundle,
+            mounted,
+            stdout: new.stdout,
+            stderr: new.stderr,
+            state: TaskState::Created,
+            work,
+            signal: None,
+            memory_limit: bundle::memory_limit(&spec).unwrap_or(0),
+            exit: watch::channel(None).0,
+        };
+        self.lock().insert(new.id, task);
+        Ok(())
+    }
+
+    async fn prepare(&self, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> Result<Work> {
+        if bundle::is_sandbox(spec) {
+            return Ok(Work::Pause {
+                stop: CancellationToken::new(),
+            });
+        }
+        let guest = bundle::module_guest_path(spec, rootfs)?;
+        let bytes = bundle::read_module(rootfs, &guest)?;
+        let runtime = self.runtime()?;
+        let program = tokio::task::spawn_blocking(move || runtime.load(&bytes))
+            .await
+            .map_err(|e| {
+                wasmlet_runtime::Error::Compile(format!("the compile task failed: {e}"))
+            })??;
+        log::info!(
+            "loaded {guest} ({}, from cache: {})",
+            program.digest(),
+            program.loaded_from_cache()
+        );
+        Ok(Work::Wasm {
+            program,
+            spec: Some(Box::new(bundle::container_spec(spec, rootfs))),
+            container: None,
+        })
+    }
+
+    /// Starts a created task; `on_exit` runs once it has ended, with its exit.
+    pub fn start(
+        self: &Arc<Self>,
+        id: &str,
+        on_exit: impl FnOnce(Exit) + Send + 'static,
+    ) -> Result<()> {
+        let tasks = self.clone();
+        let owned = id.to_owned();
+        let ended = self.with(id, |task| {
+            let next = task.state.start().map_err(|source| Error::State {
+                id: owned.clone(),
+                source,
+            })?;
+            let ended = start_work(task, &tasks)?;
+            task.state = next;
+            Ok(ended)
+        })?;
+        tokio::spawn(async move {
+            let status = ended.await;
+            if let Some(exit) = tasks.finish(&owned, &status) {
+                on_exit(exit);
+            }
+        });
+        Ok(())
+    }
+
+    /// Records the end of a task; `None` if it was already recorded or deleted.
+    fn finish(&self, id: &str, status: &ExitStatus) -> Option<Exit> {
+        self.with(id, |task| Ok(finish_task(task, status)))
+            .ok()
+            .flatten()
+    }
+
+    /// Sends `sig` to a task. A created task killed before its start exits at once; the
+    /// returned exit is then for the caller to publish.
+    pub fn kill(&self, id: &str, sig: u32) -> Result<Option<Exit>> {
+        let action = signal::action(sig)?;
+        self.with(id, |task| match (action, task.state) {
+            (Action::Probe, TaskState::Exited | TaskState::Deleted) => {
+                Err(Error::NotFound(format!("{id}: the task has exited")))
+            }
+            (Action::Probe | Action::Ignore, _) => Ok(None),
+            (_, TaskState::Exited | TaskState::Deleted) => Ok(None),
+            (_, TaskState::Created) => {
+                task.signal = Some(sig);
+                let status = ExitStatus::killed(ExitReason::Killed, "killed before start".into());
+                Ok(finish_task(task, &status))
+            }
+            (action, TaskState::Running) => {
+                task.signal = Some(sig);
+                stop_work(&task.work, action == Action::Kill);
+                Ok(None)
+            }
+        })
+    }
+
+    /// Deletes a task that is not running: unmounts its rootfs and returns its exit (an
+    /// unstarted task reports 137, as if killed).
+    pub fn delete(&self, id: &str) -> Result<Exit> {
+        let task = {
+            let mut tasks = self.lock();
+            let task = tasks.get(id).ok_or_else(|| Error::NotFound(id.into()))?;
+            task.state.delete().map_err(|source| Error::State {
+                id: id.into(),
+                source,
+            })?;
+            tasks.remove(id).ok_or_else(|| Error::NotFound(id.into()))?
+        };
+        if let Some(m) = &task.mounted {
+            rootfs::unmount(m);
+        }
+        let exit = *task.exit.borrow();
+        Ok(exit.unwrap_or(Exit {
+            status: signal::exit_status(libc::SIGKILL as u32),
+            at: SystemTime::now(),
+            oom: false,
+        }))
+    }
+
+    /// A receiver of the task's exit, for `wait`.
+    pub fn exit_receiver(&self, id: &str) -> Result<watch::Receiver<Option<Exit>>> {
+        self.with(id, |task| Ok(task.exit.subscribe()))
+    }
+
+    /// A snapshot of the task.
+    pub fn info(&self, id: &str) -> Result<TaskInfo> {
+        self.with(id, |task| {
+            Ok(TaskInfo {
+                bundle: task.bundle.clone(),
+                stdout: task.stdout.clone(),
+                stderr: task.stderr.clone(),
+                state: task.state,
+                exit: *task.exit.borrow(),
+                memory_limit: task.memory_limit,
+            })
+        })
+    }
+}
+
+/// The rootfs directory of a bundle: `root.path`, relative to the bundle unless absolute.
+fn rootfs_dir(spec: &oci_spec::runtime::Spec, bundle: &Path) -> PathBuf {
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_else(|| PathBuf::from("rootfs"));
+    bundle.join(root)
+}
+
+type Ended = std::pin::Pin<Box<dyn std::future::Future<Output = ExitStatus> + Send>>;
+
+/// Starts what the task runs and returns the future of its end.
+fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
+    match &mut task.work {
+        Work::Pause { stop } => {
+            let stop = stop.clone();
+            Ok(Box::pin(async move {
+                stop.cancelled().await;
+                ExitStatus::killed(ExitReason::Killed, "sandbox stopped".into())
+            }))
+        }
+        Work::Wasm {
+            program,
+            spec,
+            container,
+        } => {
+            let mut spec = spec.take().map(|s| *s).unwrap_or_default();
+            spec.stdio.stdout_tee = open_fifo("stdout", &task.stdout)?;
+            spec.stdio.stderr_tee = open_fifo("stderr", &task.stderr)?;
+            let started = Arc::new(tasks.runtime()?.start(program, spec)?);
+            *container = Some(started.clone());
+            Ok(Box::pin(async move { started.wait().await }))
+        }
+    }
+}
+
+fn stop_work(work: &Work, now: bool) {
+    match work {
+        Work::Pause { stop } => stop.cancel(),
+        Work::Wasm {
+            container: Some(c), ..
+        } if now => c.kill(),
+        Work::Wasm {
+            container: Some(c), ..
+        } => c.stop(TERM_GRACE),
+        Work::Wasm {
+            container: None, ..
+        } => {}
+    }
+}
+
+fn finish_task(task: &mut Task, status: &ExitStatus) -> Option<Exit> {
+    task.state = task.state.exit().ok()?;
+    let exit = Exit {
+        status: exit_code(status, task.signal),
+        at: SystemTime::now(),
+        oom: status.reason == ExitReason::OomKilled,
+    };
+    task.exit.send_replace(Some(exit));
+    Some(exit)
+}
+
+/// Opens a FIFO containerd made for the container's output. Read-write, so the open does
+/// not block when the reader is not there yet (Linux FIFO semantics); the reader sees EOF
+/// once the container ends and the file is closed.
+fn open_fifo(
+    stream: &'static str,
+    path: &str,
+) -> Result<Option<Box<dyn std::io::Write + Send + Sync>>> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| Error::Stdio {
+            stream,
+            path: path.into(),
+            source,
+        })?;
+    Ok(Some(Box::new(file)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        let killed = ExitStatus::killed(ExitReason::Killed, String::new());
+        assert_eq!(exit_code(&killed, Some(15)), 143);
+        assert_eq!(exit_code(&killed, Some(9)), 137);
+        assert_eq!(exit_code(&killed, None), 137);
+        assert_eq!(exit_code(&ExitStatus::exited(42), Some(15)), 42);
+        let oom = ExitStatus::killed(ExitReason::OomKilled, String::new());
+        assert_eq!(exit_code(&oom, Some(15)), 137);
+        assert_eq!(exit_code(&ExitStatus::trapped(String::new()), None), 134);
+    }
+}

@@ -1,0 +1,217 @@
+//! Helpers of the shim's integration tests: the real containerd (started by
+//! `tests/containerd/up`, never faked), `ctr`/`crictl`, and FROM-scratch style OCI images
+//! written by the tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+/// The containerd namespace the `ctr` tests use.
+pub const NS: &str = "wasmlet-test";
+/// The runtime type of the shim.
+pub const RUNTIME: &str = "io.containerd.wasmlet.v1";
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The environment of the running test containerd (started on first use). A test that
+/// needs containerd and cannot start it fails here.
+pub fn containerd() -> &'static HashMap<String, String> {
+    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| start_containerd().expect("cannot start the test containerd"))
+}
+
+fn start_containerd() -> Result<HashMap<String, String>> {
+    let shim = Path::new(env!("CARGO_BIN_EXE_containerd-shim-wasmlet-v1"));
+    let out = Command::new("bash")
+        .arg(root().join("tests/containerd/up"))
+        .env("WASMLET_SHIM_DIR", shim.parent().context("shim path")?)
+        .output()
+        .context("running tests/containerd/up")?;
+    if !out.status.success() {
+        bail!(
+            "tests/containerd/up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let env_file = String::from_utf8(out.stdout)?.trim().to_owned();
+    parse_env(&std::fs::read_to_string(&env_file)?)
+}
+
+fn parse_env(text: &str) -> Result<HashMap<String, String>> {
+    let mut vars = HashMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("export ") else {
+            continue;
+        };
+        let (k, v) = rest.split_once('=').context("env line")?;
+        let v = v
+            .trim_matches('"')
+            .replace("$PATH", &std::env::var("PATH")?);
+        vars.insert(k.to_owned(), v);
+    }
+    Ok(vars)
+}
+
+/// A command with the test containerd's environment.
+pub fn command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.envs(containerd());
+    cmd
+}
+
+/// Runs `ctr -n NS ARGS...`.
+pub fn ctr(args: &[&str]) -> Output {
+    command("ctr")
+        .arg("-n")
+        .arg(NS)
+        .args(args)
+        .output()
+        .expect("cannot run ctr")
+}
+
+/// Runs `ctr -n NS ARGS...` and fails the test unless it succeeds; returns stdout.
+pub fn ctr_ok(args: &[&str]) -> String {
+    let out = ctr(args);
+    assert!(out.status.success(), "ctr {args:?} failed: {}", show(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An output for assertion messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A unique id for a test's container.
+pub fn unique(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+/// One file of an image layer: path, content, mode.
+pub struct File<'a>(pub &'a str, pub &'a [u8], pub u32);
+
+/// Writes a FROM-scratch style OCI image layout as a tar (what `docker save`/`ctr export`
+/// give): one gzip-less tar layer holding `files`, an image config with `cmd`, platform
+/// linux/amd64, named `name` (the `io.containerd.image.name` annotation).
+pub fn image_tar(
+    dir: &Path,
+    name: &str,
+    files: &[File],
+    entrypoint: &[&str],
+    cmd: &[&str],
+) -> Result<PathBuf> {
+    let layer = layer_tar(files)?;
+    let diff_id = sha(&layer);
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Entrypoint": entrypoint, "Cmd": cmd, "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]}
+    });
+    let config = serde_json::to_vec(&config)?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", &layer)]
+    });
+    let manifest = serde_json::to_vec(&manifest)?;
+    let mut desc = descriptor("application/vnd.oci.image.manifest.v1+json", &manifest);
+    desc["platform"] = serde_json::json!({"architecture": "amd64", "os": "linux"});
+    desc["annotations"] = serde_json::json!({"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"});
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [desc]});
+    let path = dir.join(format!("{}.tar", name.replace(['/', ':'], "_")));
+    let mut tar = tar::Builder::new(std::fs::File::create(&path)?);
+    add(
+        &mut tar,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        0o644,
+    )?;
+    add(&mut tar, "index.json", &serde_json::to_vec(&index)?, 0o644)?;
+    for blob in [&layer, &config, &manifest] {
+        add(
+            &mut tar,
+            &format!("blobs/sha256/{}", sha(blob)),
+            blob,
+            0o644,
+        )?;
+    }
+    tar.into_inner()?.flush()?;
+    Ok(path)
+}
+
+fn layer_tar(files: &[File]) -> Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for File(path, content, mode) in files {
+        add(&mut tar, path.trim_start_matches('/'), content, *mode)?;
+    }
+    Ok(tar.into_inner()?)
+}
+
+fn add<W: Write>(tar: &mut tar::Builder<W>, path: &str, content: &[u8], mode: u32) -> Result<()> {
+    let mut header = tar::Header::new_ustar();
+    header.set_size(content.len() as u64);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    header.set_cksum();
+    tar.append_data(&mut header, path, content)?;
+    Ok(())
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn descriptor(media_type: &str, blob: &[u8]) -> serde_json::Value {
+    serde_json::json!({"mediaType": media_type, "digest": format!("sha256:{}", sha(blob)), "size": blob.len()})
+}
+
+/// Imports a wasm image `name` whose rootfs holds `/NAME.wasm` (CMD `["/NAME.wasm"]`) into
+/// `namespace`; returns the image name.
+pub fn import_wasm(namespace: &str, name: &str, wasm: &[u8]) -> Result<String> {
+    let image = format!("localhost/wasmlet-test/{name}:v1");
+    let module = format!("/{name}.wasm");
+    let dir = tempfile::tempdir()?;
+    let tar = image_tar(
+        dir.path(),
+        &image,
+        &[File(&module, wasm, 0o755)],
+        &[],
+        &[&module],
+    )?;
+    import(namespace, &tar)?;
+    Ok(image)
+}
+
+/// `ctr -n NAMESPACE images import TAR`.
+pub fn import(namespace: &str, tar: &Path) -> Result<()> {
+    let out = command("ctr")
+        .args([
+            "-n",
+            namespace,
+            "images",
+            "import",
+            "--platform",
+            "linux/amd64",
+        ])
+        .arg(tar)
+        .output()?;
+    if !out.status.success() {
+        bail!("ctr images import failed: {}", show(&out));
+    }
+    Ok(())
+}

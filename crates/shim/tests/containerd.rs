@@ -1,0 +1,187 @@
+//! `ctr run` against the real containerd 2.x with the wasmlet shim: output, exit codes, kill,
+//! OOM, refusals and the compile cache.
+
+mod common;
+
+use common::*;
+use wasmlet_fixtures as fixtures;
+
+#[test]
+fn hello_prints_the_seed_lines_and_exits_0() {
+    let image = import_wasm(NS, "hello", fixtures::hello()).unwrap();
+    let id = unique("hello");
+    let out = ctr(&["run", "--rm", "--runtime", RUNTIME, &image, &id]);
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("hello from stdout!"), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hello from stderr!"), "{}", show(&out));
+    assert!(stdout.contains("Args are: []"), "{}", show(&out));
+}
+
+#[test]
+fn exit_code_42_comes_back() {
+    let image = import_wasm(NS, "exit", fixtures::exit()).unwrap();
+    let id = unique("exit42");
+    let out = ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        &image,
+        &id,
+        "/exit.wasm",
+        "42",
+    ]);
+    assert_eq!(out.status.code(), Some(42), "{}", show(&out));
+}
+
+/// Waits until `ctr task ls` shows `id` in `status`.
+fn wait_status(id: &str, status: &str) {
+    for _ in 0..200 {
+        let ls = ctr_ok(&["task", "ls"]);
+        if ls.lines().any(|l| l.starts_with(id) && l.contains(status)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!(
+        "task {id} never reached {status}: {}",
+        ctr_ok(&["task", "ls"])
+    );
+}
+
+#[test]
+fn ctr_task_kill_stops_a_looping_module() {
+    let image = import_wasm(NS, "spin", fixtures::spin()).unwrap();
+    let id = unique("spin");
+    let child = command("ctr")
+        .args(["-n", NS, "run", "--rm", "--runtime", RUNTIME, &image, &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_status(&id, "RUNNING");
+    let pids = ctr_ok(&["task", "ps", &id]);
+    assert!(pids.lines().count() >= 2, "{pids}");
+    let metrics = ctr_ok(&["task", "metrics", &id]);
+    assert!(metrics.to_lowercase().contains("memory"), "{metrics}");
+    ctr_ok(&["task", "kill", &id]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "SIGTERM ends it as 128+15: {}",
+        show(&out)
+    );
+}
+
+#[test]
+fn sigkill_reports_137() {
+    let image = import_wasm(NS, "spin", fixtures::spin()).unwrap();
+    let id = unique("spin9");
+    let child = command("ctr")
+        .args(["-n", NS, "run", "--rm", "--runtime", RUNTIME, &image, &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_status(&id, "RUNNING");
+    let exec = ctr(&["task", "exec", "--exec-id", "x", &id, "/spin.wasm"]);
+    assert!(!exec.status.success());
+    assert!(
+        String::from_utf8_lossy(&exec.stderr).contains("exec is not supported for wasm containers"),
+        "{}",
+        show(&exec)
+    );
+    ctr_ok(&["task", "kill", "--signal", "SIGKILL", &id]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(137), "{}", show(&out));
+}
+
+#[test]
+fn memory_bomb_with_a_limit_ends_oom() {
+    let image = import_wasm(NS, "membomb", fixtures::membomb()).unwrap();
+    let id = unique("membomb");
+    let limit = (32u64 << 20).to_string();
+    let out = ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--memory-limit",
+        &limit,
+        &image,
+        &id,
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", show(&out));
+    // Killed by the limit, not ended by a failed memory.grow.
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("memory.grow failed"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn native_executables_are_refused_naming_the_file() {
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static (tests/setup installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let image = "localhost/wasmlet-test/busybox:v1";
+    let files = [File("/bin/busybox", &busybox, 0o755)];
+    let tar = image_tar(
+        dir.path(),
+        image,
+        &files,
+        &["/bin/busybox"],
+        &["echo", "hi"],
+    )
+    .unwrap();
+    import(NS, &tar).unwrap();
+    let id = unique("native");
+    let out = ctr(&["run", "--rm", "--runtime", RUNTIME, image, &id]);
+    assert!(!out.status.success(), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/bin/busybox is a native executable, not WebAssembly"),
+        "{}",
+        show(&out)
+    );
+    let _ = ctr(&["container", "rm", &id]);
+}
+
+#[test]
+fn the_second_start_loads_from_the_compile_cache() {
+    let wasm = fixtures::hello();
+    let image = import_wasm(NS, "hello", wasm).unwrap();
+    for n in 0..2 {
+        let out = ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            &image,
+            &unique(&format!("cache{n}")),
+        ]);
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    let binary = wasmlet_runtime::to_binary(wasm).unwrap();
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&binary))
+    };
+    let cached = std::fs::read_dir("/var/cache/wasmlet/compile")
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(&digest));
+    assert!(cached, "no compile cache entry for {digest}");
+    let log = std::fs::read_to_string(format!(
+        "{}/containerd.log",
+        containerd()["WASMLET_CONTAINERD_STATE"]
+    ))
+    .unwrap();
+    assert!(
+        log.contains(&format!("sha256:{digest}, from cache: true")),
+        "the second start compiled again"
+    );
+}

@@ -1,0 +1,73 @@
+#!/bin/sh
+# Installs containerd-shim-wasmlet-v1 on the node this runs on (from the installer DaemonSet,
+# with the host's / mounted at $HOST_ROOT): copies the shim next to containerd, registers the
+# runtime handler `wasm` in containerd's config, restarts containerd, labels the node.
+# Idempotent: a second run with the same shim changes nothing and restarts nothing.
+#
+# Environment: HOST_ROOT (default /host), NODE_NAME (from the downward API), SHIM (the shim
+# binary in the installer image, default /containerd-shim-wasmlet-v1), CONTAINERD_CONFIG (on
+# the host, default /etc/containerd/config.toml), SHIM_DIR (on the host, default /usr/local/bin),
+# CONTAINERD_RESTART (default `chroot $HOST_ROOT systemctl restart containerd`).
+set -eu
+
+HOST_ROOT="${HOST_ROOT:-/host}"
+SHIM="${SHIM:-/containerd-shim-wasmlet-v1}"
+SHIM_DIR="${SHIM_DIR:-/usr/local/bin}"
+CONFIG="${CONTAINERD_CONFIG:-/etc/containerd/config.toml}"
+LABEL="wasmlet.dev/containerd-shim=installed"
+MARK="# wasmlet: runtime handler wasm"
+
+log() { echo "wasmlet-install: $*"; }
+
+# copy_shim: installs the shim atomically; prints "changed" when it was new or different.
+copy_shim() {
+  dest="$HOST_ROOT$SHIM_DIR/containerd-shim-wasmlet-v1"
+  if [ -f "$dest" ] && cmp -s "$SHIM" "$dest"; then return 0; fi
+  mkdir -p "$HOST_ROOT$SHIM_DIR"
+  cp "$SHIM" "$dest.tmp" && chmod 0755 "$dest.tmp" && mv "$dest.tmp" "$dest"
+  log "installed $SHIM_DIR/containerd-shim-wasmlet-v1"
+  echo changed
+}
+
+# plugin_prefix: the CRI runtime plugin's table name for this containerd config version.
+plugin_prefix() {
+  if grep -Eq '^[[:space:]]*version[[:space:]]*=[[:space:]]*3' "$HOST_ROOT$CONFIG" 2>/dev/null; then
+    echo 'plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm'
+  else
+    echo 'plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasm'
+  fi
+}
+
+# add_runtime: appends the runtime handler once; prints "changed" when it did.
+add_runtime() {
+  file="$HOST_ROOT$CONFIG"
+  if grep -qF "$MARK" "$file" 2>/dev/null; then return 0; fi
+  [ -f "$file" ] || { mkdir -p "$(dirname "$file")"; echo 'version = 3' >"$file"; }
+  cp "$file" "$file.wasmlet-backup"
+  printf '\n%s\n[%s]\n  runtime_type = "io.containerd.wasmlet.v1"\n' "$MARK" "$(plugin_prefix)" >>"$file"
+  log "added runtime handler wasm to $CONFIG (backup: $CONFIG.wasmlet-backup)"
+  echo changed
+}
+
+restart_containerd() {
+  if sh -c "${CONTAINERD_RESTART:-chroot \"$HOST_ROOT\" systemctl restart containerd}"; then
+    log "restarted containerd"
+  else
+    log "cannot restart containerd with systemctl; restart it by hand"
+    return 1
+  fi
+}
+
+label_node() {
+  [ -n "${NODE_NAME:-}" ] || { log "NODE_NAME is not set; not labelling"; return 0; }
+  kubectl label node "$NODE_NAME" "$LABEL" --overwrite >/dev/null
+  log "labelled node $NODE_NAME $LABEL"
+}
+
+main() {
+  changed="$(copy_shim)$(add_runtime)"
+  if [ -n "$changed" ]; then restart_containerd; fi
+  label_node
+}
+
+main "$@"

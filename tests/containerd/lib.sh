@@ -1,0 +1,25 @@
+# shellcheck shell=bash disable=SC2034  # the variables are used by the scripts sourcing this
+# Shared helpers of tests/containerd/{up,down}; source it, do not run it.
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+# A file that marks a folder as ours, so down never deletes a folder it did not make.
+CONTAINERD_MARKER=.wasmlet-containerd
+
+die() { echo "containerd: error: $*" >&2; exit 1; }
+log() { echo "containerd: $*" >&2; }
+
+# state_dir [DIR]: the absolute state folder, default $WASMLET_ROOT/.state/containerd.
+state_dir() {
+  local d="${1:-$WASMLET_ROOT/.state/containerd}"
+  mkdir -p "$d"
+  (cd "$d" && pwd)
+}
+
+# containerd_pid STATE: the recorded pid, if it is still our containerd.
+containerd_pid() {
+  local f="$1/containerd.pid" pid
+  [ -f "$f" ] || return 1
+  pid="$(cat "$f")"
+  [[ "$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" == *"containerd --config $1/"* ]] || return 1
+  echo "$pid"
+}
