@@ -4,6 +4,7 @@ mod images;
 mod node;
 mod progress;
 mod run;
+mod run_pod;
 
 use clap::{Parser, Subcommand};
 
@@ -41,7 +42,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Node(args) => node::main(args),
-        Command::Run(args) => run::main(args),
+        Command::Run(args) => run::main(args, &cli.registry),
         Command::Push(args) => {
             images::push(args, &cli.registry).map(|_| std::process::ExitCode::SUCCESS)
         }

@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use wasmlet_runtime::{
     ContainerSpec, ExitReason, ExitStatus, Limits, Preopen, Runtime, RuntimeConfig, Stdio,
 };
+
+use crate::images::RegistryArgs;
 
 /// Arguments of `wasmlet run`.
 #[derive(clap::Args)]
@@ -59,19 +61,11 @@ impl Target {
 }
 
 /// Runs the target and returns the process exit code.
-pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub fn main(args: RunArgs, registry: &RegistryArgs) -> anyhow::Result<ExitCode> {
     match Target::detect(&args.target) {
         Target::WasmFile(path) => run_wasm_file(&path, &args),
-        Target::PodManifest(path) => {
-            bail!(
-                "running Pod manifests ({}) is not available yet; run a .wasm or .wat file",
-                path.display()
-            )
-        }
-        Target::Image(reference) => bail!(
-            "running images ({reference}) is not available yet; run a .wasm or .wat file \
-             (if you meant a file, check that it exists)"
-        ),
+        Target::PodManifest(path) => crate::run_pod::run_pod(&path, &args, registry),
+        Target::Image(reference) => crate::run_pod::run_image(&reference, &args, registry),
     }
 }
 
@@ -116,7 +110,7 @@ fn container_spec(path: &Path, args: &RunArgs) -> ContainerSpec {
 
 /// The compile cache: `$WASMLET_CACHE_DIR`, else `$XDG_CACHE_HOME/wasmlet/compile`, else
 /// `~/.cache/wasmlet/compile`.
-fn cache_dir(disabled: bool) -> Option<PathBuf> {
+pub(crate) fn cache_dir(disabled: bool) -> Option<PathBuf> {
     if disabled {
         return None;
     }
@@ -131,7 +125,7 @@ fn cache_dir(disabled: bool) -> Option<PathBuf> {
 }
 
 /// Says why the guest ended when it did not simply exit.
-fn report(status: &ExitStatus) {
+pub(crate) fn report(status: &ExitStatus) {
     if !matches!(status.reason, ExitReason::Completed | ExitReason::Error) {
         eprintln!(
             "wasmlet: {} (exit code {}): {}",
@@ -141,7 +135,7 @@ fn report(status: &ExitStatus) {
 }
 
 /// The process exit code for a guest's code: 0..=255 as is, anything else 1.
-fn exit_code(code: i32) -> ExitCode {
+pub(crate) fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
@@ -152,26 +146,14 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A size as a Kubernetes quantity (`67108864`, `64Mi`, `1Gi`, `500M`), rounded up to bytes.
 fn parse_memory(text: &str) -> Result<u64, String> {
-    const UNITS: &[(&str, u64)] = &[
-        ("Ki", 1 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("K", 1000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-        ("", 1),
-    ];
-    let bad = || format!("`{text}` is not a size (e.g. 67108864, 64Mi, 1Gi)");
-    let (number, unit) = UNITS
-        .iter()
-        .find_map(|(s, m)| text.strip_suffix(s).map(|n| (n, *m)))
-        .ok_or_else(bad)?;
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit))
-        .ok_or_else(bad)
+    let bad = |why: String| format!("`{text}` is not a size (e.g. 67108864, 64Mi, 1Gi): {why}");
+    let quantity = wasmlet_pod::parse_quantity(text).map_err(|e| bad(e.to_string()))?;
+    quantity
+        .value_rounded_up()
+        .and_then(|bytes| u64::try_from(bytes).ok())
+        .ok_or_else(|| bad("out of range".into()))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

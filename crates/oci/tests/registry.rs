@@ -47,6 +47,20 @@ fn artifact(wasm: &[u8], format: Format) -> Artifact {
     }
 }
 
+/// A store in a temp dir that lives as long as the returned guard.
+fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+/// Pushes `wasm` to `r` anonymously.
+async fn push_ok(r: &Reference, wasm: &[u8], format: Format) {
+    push::push(&client(None), r, &artifact(wasm, format), &NoProgress)
+        .await
+        .unwrap();
+}
+
 fn reference(host: &str, path: &str) -> Reference {
     format!("{host}/{path}").parse().unwrap()
 }
@@ -161,7 +175,7 @@ async fn htpasswd_registry_needs_the_right_password() {
     let good = client(Some((&host, "alice", "s3cret")));
     push_and_pull(&good, &r, wasmlet_fixtures::hello(), Format::CncfArtifact).await;
     for bad in [client(None), client(Some((&host, "alice", "wrong")))] {
-        let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+        let (_dir, store) = temp_store();
         let err = pull::pull(&bad, &store, &r, &NoProgress).await.unwrap_err();
         let text = err.to_string();
         assert!(
@@ -199,7 +213,7 @@ async fn token_auth_accepts_every_answer_shape_including_harbors() {
             tokens.issued() >= 2,
             "{shape:?}: push and pull scopes each need a token"
         );
-        let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+        let (_dir, store) = temp_store();
         let err = pull::pull(&client(None), &store, &r, &NoProgress)
             .await
             .unwrap_err();
@@ -235,16 +249,9 @@ async fn a_connection_dropped_mid_blob_is_resumed() {
     let registry = Registry::start(Auth::Open);
     let wasm = big_module(3 << 20);
     let r = reference(&registry.host(), "demo/big:v1");
-    push::push(
-        &client(None),
-        &r,
-        &artifact(&wasm, Format::CncfArtifact),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    push_ok(&r, &wasm, Format::CncfArtifact).await;
     let proxy = FaultProxy::start(&registry.url(), Fault::DropMidBlob(100_000));
-    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    let (_dir, store) = temp_store();
     let image = pull::pull(
         &client(None),
         &store,
@@ -275,16 +282,9 @@ async fn a_connection_dropped_mid_blob_is_resumed() {
 async fn server_errors_are_retried() {
     let registry = Registry::start(Auth::Open);
     let r = reference(&registry.host(), "demo/hello:v1");
-    push::push(
-        &client(None),
-        &r,
-        &artifact(wasmlet_fixtures::hello(), Format::CncfArtifact),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    push_ok(&r, wasmlet_fixtures::hello(), Format::CncfArtifact).await;
     let proxy = FaultProxy::start(&registry.url(), Fault::FailFirst(2));
-    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    let (_dir, store) = temp_store();
     pull::pull(
         &client(None),
         &store,
@@ -300,14 +300,7 @@ async fn server_errors_are_retried() {
 async fn corrupt_blobs_and_garbage_manifests_leave_the_store_clean() {
     let registry = Registry::start(Auth::Open);
     let r = reference(&registry.host(), "demo/hello:v1");
-    push::push(
-        &client(None),
-        &r,
-        &artifact(wasmlet_fixtures::hello(), Format::CncfArtifact),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    push_ok(&r, wasmlet_fixtures::hello(), Format::CncfArtifact).await;
     let wasm_digest = Digest::of(wasmlet_fixtures::hello());
     for fault in [Fault::CorruptBlobs, Fault::GarbageManifests] {
         let proxy = FaultProxy::start(&registry.url(), fault.clone());
@@ -346,7 +339,7 @@ async fn corrupt_blobs_and_garbage_manifests_leave_the_store_clean() {
 async fn missing_images_and_oversized_manifests_are_named() {
     let registry = Registry::start(Auth::Open);
     let r = reference(&registry.host(), "demo/absent:v9");
-    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    let (_dir, store) = temp_store();
     let err = pull::pull(&client(None), &store, &r, &NoProgress)
         .await
         .unwrap_err()
@@ -358,14 +351,7 @@ async fn missing_images_and_oversized_manifests_are_named() {
         "{err}"
     );
     let r = reference(&registry.host(), "demo/hello:v1");
-    push::push(
-        &client(None),
-        &r,
-        &artifact(wasmlet_fixtures::hello(), Format::CncfArtifact),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    push_ok(&r, wasmlet_fixtures::hello(), Format::CncfArtifact).await;
     let tiny = Client::new(ClientConfig {
         max_manifest_bytes: 64,
         ..Default::default()
@@ -383,15 +369,8 @@ async fn concurrent_pulls_of_one_image_agree() {
     let registry = Registry::start(Auth::Open);
     let wasm = big_module(1 << 20);
     let r = reference(&registry.host(), "demo/big:v1");
-    push::push(
-        &client(None),
-        &r,
-        &artifact(&wasm, Format::CncfArtifact),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
-    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    push_ok(&r, &wasm, Format::CncfArtifact).await;
+    let (_dir, store) = temp_store();
     let pulls = (0..4).map(|_| {
         let (store, r) = (store.clone(), r.clone());
         tokio::spawn(async move { pull::pull(&client(None), &store, &r, &NoProgress).await })
@@ -478,7 +457,7 @@ async fn container_images_behind_an_index_yield_their_entrypoint_module() {
     let c = client(None);
     let r = reference(&registry.host(), "demo/scratch:v1");
     let manifest = push_scratch_image(&c, &r).await;
-    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    let (_dir, store) = temp_store();
     let image = pull::pull(&c, &store, &r, &NoProgress).await.unwrap();
     assert_eq!(image.format, Format::ContainerImage);
     assert_eq!(
@@ -508,7 +487,7 @@ async fn layouts_export_and_import_without_a_registry() {
     )
     .await
     .unwrap();
-    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    let (_dir, store) = temp_store();
     let images = vec![
         pull::pull(&c, &store, &r, &NoProgress).await.unwrap(),
         pull::pull(&c, &store, &r2, &NoProgress).await.unwrap(),
@@ -516,7 +495,7 @@ async fn layouts_export_and_import_without_a_registry() {
     let out = tempfile::tempdir().unwrap();
     for dest in [out.path().join("dir"), out.path().join("images.tar")] {
         layout::export(&store, &images, &dest).unwrap();
-        let fresh = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+        let (_fresh_dir, fresh) = temp_store();
         let imported = layout::import(&fresh, &dest, None, &NoProgress)
             .await
             .unwrap();
@@ -547,7 +526,7 @@ async fn https_registries_need_their_ca() {
     )
     .await;
     assert_eq!(image.format, Format::CncfArtifact);
-    let store = Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+    let (_dir, store) = temp_store();
     let err = pull::pull(&client(None), &store, &r, &NoProgress)
         .await
         .unwrap_err()
