@@ -23,3 +23,12 @@ containerd_pid() {
   [[ "$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" == *"containerd --config $1/"* ]] || return 1
   echo "$pid"
 }
+
+# kubelet_pid STATE: the recorded pid of the kubelet started by tests/containerd/kubelet.
+kubelet_pid() {
+  local f="$1/kubelet/kubelet.pid" pid
+  [ -f "$f" ] || return 1
+  pid="$(cat "$f")"
+  [[ "$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" == *"kubelet --config $1/kubelet/"* ]] || return 1
+  echo "$pid"
+}

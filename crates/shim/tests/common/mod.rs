@@ -33,6 +33,7 @@ fn start_containerd() -> Result<HashMap<String, String>> {
     let shim = Path::new(env!("CARGO_BIN_EXE_containerd-shim-wasmlet-v1"));
     let out = Command::new("bash")
         .arg(root().join("tests/containerd/up"))
+        .arg(state_dir())
         .env("WASMLET_SHIM_DIR", shim.parent().context("shim path")?)
         .output()
         .context("running tests/containerd/up")?;
@@ -44,6 +45,17 @@ fn start_containerd() -> Result<HashMap<String, String>> {
     }
     let env_file = String::from_utf8(out.stdout)?.trim().to_owned();
     parse_env(&std::fs::read_to_string(&env_file)?)
+}
+
+/// The test containerd's state folder: one for debug-built tests, one for release-built ones
+/// (the benchmark), each with the shim of its own profile on its PATH.
+pub fn state_dir() -> PathBuf {
+    let name = if cfg!(debug_assertions) {
+        "containerd"
+    } else {
+        "containerd-release"
+    };
+    root().join(".state").join(name)
 }
 
 fn parse_env(text: &str) -> Result<HashMap<String, String>> {
