@@ -1,5 +1,5 @@
 //! The agent: one owner that connects to the API server, registers the node and runs the
-//! heartbeat tasks until cancelled.
+//! heartbeat tasks and the kubelet API until cancelled.
 
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
-use crate::heartbeat;
+use crate::{certs, heartbeat, server};
 
 /// Errors starting the agent.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +60,10 @@ pub async fn run(
         path: config.data_dir.clone(),
         source,
     })?;
-    let client = connect(&credentials).await?;
+    let path = credentials.kubeconfig.clone().ok_or(Error::NoKubeconfig)?;
+    let kube_config = kube_config(&path).await?;
+    let client_ca = kube_config.root_cert.clone().unwrap_or_default();
+    let client = Client::try_from(kube_config)?;
     let Some(node) = heartbeat::register_until_done(&client, &config, &cancel).await else {
         return Ok(());
     };
@@ -71,25 +74,62 @@ pub async fn run(
         config.clone(),
         cancel.clone(),
     ));
+    let api = tokio::spawn(run_api(
+        client.clone(),
+        config.clone(),
+        client_ca,
+        cancel.clone(),
+    ));
     cancel.cancelled().await;
-    let _ = tokio::join!(lease, status);
+    let _ = tokio::join!(lease, status, api);
     Ok(())
 }
 
-async fn connect(credentials: &Credentials) -> Result<Client> {
-    let path = credentials.kubeconfig.clone().ok_or(Error::NoKubeconfig)?;
-    client_from_kubeconfig(&path).await
+/// The kubelet API: waits for the serving certificate (a CSR an admin approves), then serves
+/// until cancelled. Failures are logged; the node keeps running without its API.
+async fn run_api(
+    client: Client,
+    config: NodeConfig,
+    client_ca: Vec<Vec<u8>>,
+    cancel: CancellationToken,
+) {
+    let request = certs::Request {
+        node_name: config.node_name.clone(),
+        signer: certs::SERVING_SIGNER,
+        ips: vec![config.node_ip],
+        dns_names: vec![config.node_name.clone()],
+    };
+    let path = config
+        .data_dir
+        .join("pki")
+        .join("kubelet-server-current.pem");
+    let serving = match certs::load_or_request(&client, &request, &path, &cancel).await {
+        Ok(serving) => serving,
+        Err(err) => return tracing::error!(%err, "no serving certificate; the kubelet API is off"),
+    };
+    let tls = match server::tls_config(&serving, &client_ca) {
+        Ok(tls) => tls,
+        Err(err) => return tracing::error!(%err, "the kubelet API is off"),
+    };
+    let context = server::ApiContext {
+        client,
+        node_name: config.node_name.clone(),
+        data_dir: config.data_dir.clone(),
+    };
+    let addr = std::net::SocketAddr::new(config.node_ip, config.port);
+    if let Err(err) = server::serve(addr, tls, context, cancel).await {
+        tracing::error!(%err, "the kubelet API stopped");
+    }
 }
 
-/// A client from a kubeconfig file's current context.
-pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<Client> {
+/// The client configuration from a kubeconfig file's current context.
+pub async fn kube_config(path: &std::path::Path) -> Result<kube::Config> {
     let err = |source| Error::Kubeconfig {
         path: path.to_path_buf(),
         source,
     };
     let kubeconfig = Kubeconfig::read_from(path).map_err(err)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(err)?;
-    Ok(Client::try_from(config)?)
+        .map_err(err)
 }

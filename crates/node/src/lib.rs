@@ -23,7 +23,10 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod certs;
 pub mod config;
 pub mod heartbeat;
+pub mod logs;
 pub mod machine;
+pub mod server;
 pub mod status;

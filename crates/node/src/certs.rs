@@ -1,0 +1,309 @@
+//! Certificates from the cluster through CertificateSigningRequests, as the kubelet gets them:
+//! the serving certificate of the kubelet API (signer `kubernetes.io/kubelet-serving`, approved
+//! by an admin with `kubectl certificate approve`) and, in TLS bootstrap, the client
+//! certificate (signer `kubernetes.io/kube-apiserver-client-kubelet`, auto-approved). Key and
+//! certificate are stored together as one PEM file and reused while valid.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+use tokio_util::sync::CancellationToken;
+
+/// Errors getting a certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The key or the request could not be made.
+    #[error("making the certificate request: {0}")]
+    Request(#[from] rcgen::Error),
+    /// The API server refused the request.
+    #[error("kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    /// The request was denied or failed.
+    #[error("certificate signing request {name} was {state}: {message}")]
+    Refused {
+        /// The CSR.
+        name: String,
+        /// Denied or Failed.
+        state: String,
+        /// The condition's message.
+        message: String,
+    },
+    /// Cancelled while waiting for approval.
+    #[error("cancelled while waiting for certificate signing request {0}")]
+    Cancelled(String),
+    /// The stored file could not be written.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The result type of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The signer of kubelet serving certificates.
+pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+/// The signer of kubelet client certificates.
+pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+
+/// A certificate chain and its private key, both PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedCert {
+    /// The certificate (chain) PEM.
+    pub cert_pem: String,
+    /// The private key PEM.
+    pub key_pem: String,
+}
+
+impl KeyedCert {
+    /// Both in one PEM text (certificate first), as the kubelet's `*-current.pem`.
+    pub fn to_pem(&self) -> String {
+        format!("{}{}", self.cert_pem, self.key_pem)
+    }
+
+    /// Splits a stored PEM text back into certificate and key.
+    pub fn from_pem(text: &str) -> Option<Self> {
+        let start = text.find("-----BEGIN PRIVATE KEY-----")?;
+        let (cert, key) = text.split_at(start);
+        cert.contains("-----BEGIN CERTIFICATE-----").then(|| Self {
+            cert_pem: cert.into(),
+            key_pem: key.into(),
+        })
+    }
+
+    /// Whether the first certificate is valid at `now` (Unix seconds) with at least a fifth of
+    /// its lifetime left (the kubelet rotates at 70-90% of it).
+    pub fn fresh(&self, now: i64) -> bool {
+        let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes()) else {
+            return false;
+        };
+        let Ok(cert) = pem.parse_x509() else {
+            return false;
+        };
+        let validity = cert.validity();
+        let (from, to) = (
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        );
+        from <= now && now < to - (to - from) / 5
+    }
+}
+
+/// What a certificate is for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The node's name: CN `system:node:<name>`, O `system:nodes`.
+    pub node_name: String,
+    /// The signer.
+    pub signer: &'static str,
+    /// IP SANs (serving only).
+    pub ips: Vec<IpAddr>,
+    /// DNS SANs (serving only).
+    pub dns_names: Vec<String>,
+}
+
+impl Request {
+    /// The usages the signer's approver accepts for an ECDSA key.
+    pub fn usages(&self) -> Vec<String> {
+        let purpose = if self.signer == SERVING_SIGNER {
+            "server auth"
+        } else {
+            "client auth"
+        };
+        vec!["digital signature".into(), purpose.into()]
+    }
+
+    /// A new key and its PKCS#10 request (PEM).
+    pub fn make(&self) -> Result<(KeyPair, String)> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut name = DistinguishedName::new();
+        name.push(DnType::OrganizationName, "system:nodes");
+        name.push(
+            DnType::CommonName,
+            format!("system:node:{}", self.node_name),
+        );
+        params.distinguished_name = name;
+        for ip in &self.ips {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        for dns in &self.dns_names {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(dns.clone().try_into()?));
+        }
+        let csr = params.serialize_request(&key)?.pem()?;
+        Ok((key, csr))
+    }
+}
+
+/// The stored certificate at `path` when fresh, else a new one from the cluster (stored).
+pub async fn load_or_request(
+    client: &Client,
+    request: &Request,
+    path: &Path,
+    cancel: &CancellationToken,
+) -> Result<KeyedCert> {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    if let Some(stored) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| KeyedCert::from_pem(&t))
+    {
+        if stored.fresh(now) {
+            return Ok(stored);
+        }
+    }
+    let cert = obtain(client, request, cancel).await?;
+    store(path, &cert)?;
+    Ok(cert)
+}
+
+/// Creates a CSR and waits (until approved and signed, denied, or cancelled).
+pub async fn obtain(
+    client: &Client,
+    request: &Request,
+    cancel: &CancellationToken,
+) -> Result<KeyedCert> {
+    let (key, csr_pem) = request.make()?;
+    let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let created = csrs
+        .create(&PostParams::default(), &csr_object(request, &csr_pem))
+        .await?;
+    let name = created.metadata.name.unwrap_or_default();
+    tracing::info!(csr = %name, signer = request.signer, "waiting for the certificate signing request to be approved and signed");
+    loop {
+        if let Some(cert_pem) = signed(&csrs, &name).await? {
+            return Ok(KeyedCert {
+                cert_pem,
+                key_pem: key.serialize_pem(),
+            });
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Err(Error::Cancelled(name)),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+fn csr_object(request: &Request, csr_pem: &str) -> CertificateSigningRequest {
+    CertificateSigningRequest {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("csr-{}-", request.node_name)),
+            ..Default::default()
+        },
+        spec: CertificateSigningRequestSpec {
+            request: ByteString(csr_pem.as_bytes().to_vec()),
+            signer_name: request.signer.into(),
+            usages: Some(request.usages()),
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+async fn signed(csrs: &Api<CertificateSigningRequest>, name: &str) -> Result<Option<String>> {
+    let csr = csrs.get(name).await?;
+    let status = csr.status.unwrap_or_default();
+    for condition in status.conditions.iter().flatten() {
+        if matches!(condition.type_.as_str(), "Denied" | "Failed") && condition.status == "True" {
+            return Err(Error::Refused {
+                name: name.into(),
+                state: condition.type_.clone(),
+                message: condition.message.clone().unwrap_or_default(),
+            });
+        }
+    }
+    let cert = status.certificate.filter(|c| !c.0.is_empty());
+    Ok(cert.map(|c| String::from_utf8_lossy(&c.0).into_owned()))
+}
+
+fn store(path: &Path, cert: &KeyedCert) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| Error::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    file.write_all(cert.to_pem().as_bytes()).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(signer: &'static str) -> Request {
+        Request {
+            node_name: "n1".into(),
+            signer,
+            ips: vec!["127.0.0.2".parse().unwrap()],
+            dns_names: vec!["n1".into()],
+        }
+    }
+
+    #[test]
+    fn usages_follow_the_signer() {
+        assert_eq!(
+            request(SERVING_SIGNER).usages(),
+            ["digital signature", "server auth"]
+        );
+        assert_eq!(
+            request(CLIENT_SIGNER).usages(),
+            ["digital signature", "client auth"]
+        );
+    }
+
+    #[test]
+    fn request_names_the_node() {
+        let (_, pem) = request(SERVING_SIGNER).make().unwrap();
+        let (_, der) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        use x509_parser::prelude::FromDer;
+        let (_, csr) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&der.contents)
+                .unwrap();
+        let subject = csr.certification_request_info.subject.to_string();
+        assert!(subject.contains("CN=system:node:n1"), "{subject}");
+        assert!(subject.contains("O=system:nodes"), "{subject}");
+    }
+
+    #[test]
+    fn stored_pem_round_trips_and_freshness() {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["n1".to_string()]).unwrap();
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        let keyed = KeyedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        assert_eq!(KeyedCert::from_pem(&keyed.to_pem()), Some(keyed.clone()));
+        assert!(keyed.fresh(now));
+        assert!(!keyed.fresh(4_100_000_000), "near expiry");
+        assert!(KeyedCert::from_pem("nothing").is_none());
+    }
+}

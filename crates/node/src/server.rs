@@ -1,0 +1,562 @@
+//! The kubelet HTTPS API: `/healthz`, `/pods`, `/containerLogs/{ns}/{pod}/{container}`.
+//!
+//! Every request is authenticated (a client certificate from the cluster CA, or a bearer
+//! token checked with a TokenReview) and authorised with a SubjectAccessReview on the node's
+//! `nodes/<subresource>`, as the kubelet's webhook mode; anonymous requests get 401.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, RawQuery, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, ListParams, PostParams};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::certs::KeyedCert;
+use crate::logs::{self, LogOptions};
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The certificate, key or client CA could not be used.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// The port could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The result type of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct ApiContext {
+    /// The node's client.
+    pub client: Client,
+    /// This node's name.
+    pub node_name: String,
+    /// Where pods' directories live (`<data_dir>/pods/<uid>/logs/<container>/<n>.log`).
+    pub data_dir: PathBuf,
+}
+
+/// Who made a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct User {
+    /// The user name.
+    pub name: String,
+    /// The user's groups.
+    pub groups: Vec<String>,
+    /// The user's UID (tokens only).
+    pub uid: Option<String>,
+}
+
+/// The TLS configuration: the serving certificate, and client certificates verified against
+/// `client_ca_der` but optional (a bearer token may authenticate instead).
+pub fn tls_config(serving: &KeyedCert, client_ca_der: &[Vec<u8>]) -> Result<rustls::ServerConfig> {
+    let tls = |e: &dyn std::fmt::Display| Error::Tls(e.to_string());
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(serving.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in client_ca_der {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| tls(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| tls(&e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| tls(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Serves the API on `addr` until `cancel` fires.
+pub async fn serve(
+    addr: SocketAddr,
+    tls: rustls::ServerConfig,
+    context: ApiContext,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let router = router(context);
+    tracing::info!(%addr, "kubelet API listening");
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => { tracing::warn!(%err, "accepting"); continue; }
+            },
+        };
+        tokio::spawn(connection(stream, peer, acceptor.clone(), router.clone()));
+    }
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+) {
+    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => return tracing::debug!(%peer, %err, "TLS handshake"),
+        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+    };
+    let user = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(cert_user);
+    let service = router.layer(axum::Extension(PeerCert(user)));
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let io = hyper_util::rt::TokioIo::new(tls);
+    if let Err(err) = builder.serve_connection(io, service).await {
+        tracing::debug!(%peer, %err, "connection");
+    }
+}
+
+/// The user a verified client certificate names: CN the name, O the groups.
+pub fn cert_user(der: &CertificateDer<'_>) -> Option<User> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    Some(User {
+        name,
+        groups,
+        uid: None,
+    })
+}
+
+#[derive(Clone)]
+struct PeerCert(Option<User>);
+
+fn router(context: ApiContext) -> Router {
+    let context = Arc::new(context);
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/pods", get(pods))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(container_logs),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            context.clone(),
+            authorize,
+        ))
+        .with_state(context)
+}
+
+/// The kubelet's subresource of `nodes` for a path.
+pub fn subresource(path: &str) -> &'static str {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "stats" => "stats",
+        "metrics" => "metrics",
+        "logs" => "log",
+        "spec" => "spec",
+        "checkpoint" => "checkpoint",
+        "configz" => "configz",
+        "healthz" => "healthz",
+        _ => "proxy",
+    }
+}
+
+/// The API verb for an HTTP method, as the kubelet maps it.
+pub fn verb(method: &Method) -> &'static str {
+    match *method {
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "get",
+    }
+}
+
+async fn authorize(
+    State(context): State<Arc<ApiContext>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<PeerCert>()
+        .and_then(|p| p.0.clone());
+    let user = match peer {
+        Some(user) => Some(user),
+        None => token_user(&context.client, request.headers()).await,
+    };
+    let Some(user) = user else {
+        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    };
+    let verb = verb(request.method());
+    let subresource = subresource(request.uri().path());
+    match allowed(&context, &user, verb, subresource).await {
+        Ok(true) => next.run(request).await,
+        Ok(false) => forbidden(&user, verb, subresource, &context.node_name),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Authorization error: {err}"),
+        )
+            .into_response(),
+    }
+}
+
+fn forbidden(user: &User, verb: &str, subresource: &str, node: &str) -> Response {
+    let text = format!(
+        "Forbidden (user={}, verb={verb}, resource=nodes, subresource={subresource}, name={node})",
+        user.name
+    );
+    (StatusCode::FORBIDDEN, text).into_response()
+}
+
+async fn token_user(client: &Client, headers: &HeaderMap) -> Option<User> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = header.strip_prefix("Bearer ")?.trim();
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: token.into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<TokenReview> = Api::all(client.clone());
+    let answer = api.create(&PostParams::default(), &review).await.ok()?;
+    let status = answer.status?;
+    if status.authenticated != Some(true) {
+        return None;
+    }
+    let info = status.user?;
+    Some(User {
+        name: info.username?,
+        groups: info.groups.unwrap_or_default(),
+        uid: info.uid,
+    })
+}
+
+async fn allowed(
+    context: &ApiContext,
+    user: &User,
+    verb: &str,
+    subresource: &str,
+) -> Result<bool, kube::Error> {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.name.clone()),
+            groups: Some(user.groups.clone()),
+            uid: user.uid.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                resource: Some("nodes".into()),
+                subresource: Some(subresource.into()),
+                name: Some(context.node_name.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(context.client.clone());
+    let answer = api.create(&PostParams::default(), &review).await?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+async fn pods(State(context): State<Arc<ApiContext>>) -> Response {
+    let api: Api<Pod> = Api::all(context.client.clone());
+    let params = ListParams::default().fields(&format!("spec.nodeName={}", context.node_name));
+    match api.list(&params).await {
+        Ok(list) => {
+            let body = serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": list.items});
+            axum::Json(body).into_response()
+        }
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
+    }
+}
+
+async fn container_logs(
+    State(context): State<Arc<ApiContext>>,
+    UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let pairs: Vec<(String, String)> = url_pairs(&query);
+    let options = match LogOptions::from_query(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        Timestamp::now(),
+    ) {
+        Ok(options) => options,
+        Err(err) => return (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
+    };
+    let api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
+    let pod_object = match api.get(&pod).await {
+        Ok(pod) => pod,
+        Err(err) => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("pod {namespace}/{pod}: {err}"),
+            )
+                .into_response();
+        }
+    };
+    let Some(uid) = pod_object.metadata.uid.clone().filter(|u| is_plain(u)) else {
+        return (StatusCode::NOT_FOUND, "pod has no usable uid").into_response();
+    };
+    if !is_plain(&container) {
+        return (StatusCode::BAD_REQUEST, "bad container name").into_response();
+    }
+    let dir = context
+        .data_dir
+        .join("pods")
+        .join(&uid)
+        .join("logs")
+        .join(&container);
+    let files = match logs::files(&dir, &container, options.previous) {
+        Ok(files) => files,
+        Err(err) => return (StatusCode::NOT_FOUND, err.to_string()).into_response(),
+    };
+    if options.follow && !options.previous {
+        return follow(api, pod, container, files, options).await;
+    }
+    let text: String = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .collect();
+    Body::from(logs::render(&text, &options)).into_response()
+}
+
+fn is_plain(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Streams the current log: what is there (after tail/since), then new lines as they are
+/// written, until the container is terminated in the pod's status and the file is drained.
+async fn follow(
+    api: Api<Pod>,
+    pod: String,
+    container: String,
+    files: Vec<PathBuf>,
+    options: LogOptions,
+) -> Response {
+    let text: String = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .collect();
+    let first = logs::render(&text, &options);
+    let current = files.last().cloned().unwrap_or_default();
+    let offset = std::fs::metadata(&current).map_or(0, |m| m.len());
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
+    tokio::spawn(async move {
+        if sender.send(Ok(first)).await.is_err() {
+            return;
+        }
+        tail_file(
+            &api,
+            &pod,
+            &container,
+            &current,
+            offset,
+            options.timestamps,
+            &sender,
+        )
+        .await;
+    });
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    Body::from_stream(stream).into_response()
+}
+
+async fn tail_file(
+    api: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    path: &std::path::Path,
+    mut offset: u64,
+    timestamps: bool,
+    sender: &tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+) {
+    let mut polls = 0u32;
+    loop {
+        let stopped = polls % 4 == 0 && terminated(api, pod, container).await;
+        let chunk = read_new_lines(path, &mut offset, timestamps);
+        if !chunk.is_empty() && sender.send(Ok(chunk)).await.is_err() {
+            return;
+        }
+        if stopped || sender.is_closed() {
+            return;
+        }
+        polls = polls.wrapping_add(1);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn read_new_lines(path: &std::path::Path, offset: &mut u64, timestamps: bool) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = Vec::new();
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return text;
+    };
+    if file.seek(SeekFrom::Start(*offset)).is_err() || file.read_to_end(&mut text).is_err() {
+        return Vec::new();
+    }
+    let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    *offset += complete as u64;
+    let text = String::from_utf8_lossy(&text[..complete]);
+    let mut out = Vec::new();
+    for entry in text.lines().filter_map(logs::parse_line) {
+        logs::write_entry(&mut out, &entry, timestamps);
+    }
+    out
+}
+
+async fn terminated(api: &Api<Pod>, pod: &str, container: &str) -> bool {
+    let Ok(pod) = api.get(pod).await else {
+        return true;
+    };
+    let status = pod.status.unwrap_or_default();
+    let statuses = status
+        .container_statuses
+        .into_iter()
+        .flatten()
+        .chain(status.init_container_statuses.into_iter().flatten());
+    statuses
+        .filter(|s| s.name == container)
+        .any(|s| s.state.is_some_and(|state| state.terminated.is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_the_kubelet_subresources() {
+        let table = [
+            ("/stats/summary", "stats"),
+            ("/metrics/resource", "metrics"),
+            ("/metrics", "metrics"),
+            ("/logs/", "log"),
+            ("/containerLogs/ns/p/c", "proxy"),
+            ("/pods", "proxy"),
+            ("/healthz", "healthz"),
+        ];
+        for (path, want) in table {
+            assert_eq!(subresource(path), want, "{path}");
+        }
+        assert_eq!(verb(&Method::GET), "get");
+        assert_eq!(verb(&Method::POST), "create");
+    }
+
+    #[test]
+    fn query_decoding() {
+        let pairs = url_pairs("sinceTime=2024-01-01T00%3A00%3A00Z&follow&tailLines=3");
+        assert_eq!(
+            pairs[0],
+            ("sinceTime".into(), "2024-01-01T00:00:00Z".into())
+        );
+        assert_eq!(pairs[1], ("follow".into(), String::new()));
+        assert_eq!(percent_decode("%zz+a"), "%zz a");
+    }
+
+    #[test]
+    fn plain_names_only() {
+        assert!(is_plain("abc-123_x.y"));
+        assert!(!is_plain("../etc"));
+        assert!(!is_plain("a/b"));
+        assert!(!is_plain(""));
+    }
+}

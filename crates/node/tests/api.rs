@@ -1,0 +1,153 @@
+//! Against the real control plane: the kubelet API gets its serving certificate from a CSR an
+//! admin approves, answers the API server (`kubectl get --raw .../proxy`, `kubectl logs`),
+//! refuses anonymous callers and checks bearer tokens with TokenReview and SubjectAccessReview.
+
+mod cluster;
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cluster::{Cluster, eventually};
+use tokio_util::sync::CancellationToken;
+use wasmlet_node::agent::{self, Credentials};
+use wasmlet_node::config::{EvictionHard, NodeConfig};
+
+const NODE: &str = "wasm-api";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_api_serves_logs_to_the_api_server_only() -> Result<()> {
+    let cluster = Cluster::start(NODE)?;
+    let data = tempfile::tempdir()?;
+    let port = free_port()?;
+    let mut config = NodeConfig::new(NODE, "127.0.0.1".parse()?, data.path().into());
+    config.port = port;
+    config.eviction_hard = EvictionHard::parse("nodefs.available<1%")?;
+    let credentials = Credentials {
+        kubeconfig: Some(cluster.var("WASMLET_NODE_KUBECONFIG").into()),
+        ..Default::default()
+    };
+    let cancel = CancellationToken::new();
+    let agent = tokio::spawn(agent::run(config, credentials, cancel.clone()));
+
+    // The admin approves the node's serving certificate request, as in a real cluster.
+    let csr = eventually(Duration::from_secs(30), "the serving CSR", || {
+        serving_csr(&cluster)
+    })
+    .await?;
+    cluster.kubectl(&["certificate", "approve", &csr])?;
+    // The API server's node proxy refuses loopback nodes, so the admin's client certificate
+    // (cluster CA, group system:masters) calls the API directly; `kubectl logs` goes through
+    // the API server below.
+    let pki = std::path::Path::new(&cluster.var("WASMLET_CLUSTER_STATE")).join("pki");
+    let admin_cert = pki.join("admin.crt").display().to_string();
+    let admin_key = pki.join("admin.key").display().to_string();
+    let admin = ["--cert", admin_cert.as_str(), "--key", admin_key.as_str()];
+    let answer = eventually(
+        Duration::from_secs(30),
+        "healthz with the admin certificate",
+        || {
+            get(port, "/healthz", &admin)
+                .ok()
+                .filter(|body| body == "ok")
+        },
+    )
+    .await?;
+    assert_eq!(answer, "ok");
+
+    // Anonymous callers are refused; a service account token is reviewed and denied.
+    assert_eq!(curl(port, &[])?, "401");
+    cluster.kubectl(&["-n", "default", "create", "serviceaccount", "reader"])?;
+    let token = cluster.kubectl(&["-n", "default", "create", "token", "reader"])?;
+    let bearer = format!("Authorization: Bearer {}", token.trim());
+    assert_eq!(curl(port, &["-H", &bearer])?, "403");
+
+    // A pod bound to the node, with a CRI log where the worker writes it.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: wasm-hello, namespace: default}\nspec:\n  \
+        nodeName: wasm-api\n  containers: [{name: wasm-hello, image: example.invalid/hello:v1}]\n  \
+        tolerations:\n  - {key: kubernetes.io/arch, operator: Equal, value: wasm32-wasi}\n";
+    let manifest = data.path().join("pod.yaml");
+    std::fs::write(&manifest, pod)?;
+    cluster.kubectl(&["apply", "-f", manifest.to_str().context("path")?])?;
+    let uid = cluster.kubectl(&["get", "pod", "wasm-hello", "-o", "jsonpath={.metadata.uid}"])?;
+    let logs = data
+        .path()
+        .join("pods")
+        .join(uid.trim())
+        .join("logs/wasm-hello");
+    std::fs::create_dir_all(&logs)?;
+    std::fs::write(
+        logs.join("0.log"),
+        "2024-01-01T00:00:01Z stdout F first run\n",
+    )?;
+    std::fs::write(
+        logs.join("1.log"),
+        "2024-01-01T00:01:01Z stdout F hello from stdout!\n\
+         2024-01-01T00:01:02Z stderr F hello from stderr!\n\
+         2024-01-01T00:01:03Z stdout F Args are: []\n",
+    )?;
+    let all = cluster.kubectl(&["logs", "wasm-hello"])?;
+    assert_eq!(
+        all,
+        "hello from stdout!\nhello from stderr!\nArgs are: []\n"
+    );
+    assert_eq!(
+        cluster.kubectl(&["logs", "wasm-hello", "--tail=1"])?,
+        "Args are: []\n"
+    );
+    assert_eq!(
+        cluster.kubectl(&["logs", "wasm-hello", "--previous"])?,
+        "first run\n"
+    );
+    let stamped = cluster.kubectl(&["logs", "wasm-hello", "--timestamps", "--limit-bytes=30"])?;
+    assert_eq!(stamped, "2024-01-01T00:01:01Z hello fro");
+    let pods = get(port, "/pods", &admin)?;
+    let pods: serde_json::Value = serde_json::from_str(&pods)?;
+    assert_eq!(pods["items"][0]["metadata"]["name"], "wasm-hello");
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(15), agent).await???;
+    Ok(())
+}
+
+fn serving_csr(cluster: &Cluster) -> Option<String> {
+    let list = cluster.kubectl_json(&["get", "csr"]).ok()?;
+    let items = list["items"].as_array()?;
+    let csr = items.iter().find(|csr| {
+        csr["spec"]["signerName"] == "kubernetes.io/kubelet-serving"
+            && csr["spec"]["username"] == format!("system:node:{NODE}")
+    })?;
+    csr["metadata"]["name"].as_str().map(str::to_string)
+}
+
+fn curl(port: u16, extra: &[&str]) -> Result<String> {
+    let output = Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(extra)
+        .arg(format!("https://127.0.0.1:{port}/healthz"))
+        .output()?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn get(port: u16, path: &str, extra: &[&str]) -> Result<String> {
+    let output = Command::new("curl")
+        .args(["-sk", "--max-time", "10"])
+        .args(extra)
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
