@@ -157,13 +157,11 @@ pub async fn load_or_request(
     cancel: &CancellationToken,
 ) -> Result<KeyedCert> {
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    if let Some(stored) = std::fs::read_to_string(path)
+    let stored = std::fs::read_to_string(path)
         .ok()
-        .and_then(|t| KeyedCert::from_pem(&t))
-    {
-        if stored.fresh(now) {
-            return Ok(stored);
-        }
+        .and_then(|t| KeyedCert::from_pem(&t));
+    if let Some(stored) = stored.filter(|cert| cert.fresh(now)) {
+        return Ok(stored);
     }
     let cert = obtain(client, request, cancel).await?;
     store(path, &cert)?;

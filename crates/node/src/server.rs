@@ -472,7 +472,7 @@ async fn tail_file(
 ) {
     let mut polls = 0u32;
     loop {
-        let stopped = polls % 4 == 0 && terminated(api, pod, container).await;
+        let stopped = polls.is_multiple_of(4) && terminated(api, pod, container).await;
         let chunk = read_new_lines(path, &mut offset, timestamps);
         if !chunk.is_empty() && sender.send(Ok(chunk)).await.is_err() {
             return;
