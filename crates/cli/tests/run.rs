@@ -93,6 +93,7 @@ fn bad_input_is_explained() {
     let script = dir.path().join("script.wasm");
     std::fs::write(&script, "#!/bin/sh\n").unwrap();
     let badimport = wasmlet_fixtures::path("badimport");
+    let store = dir.path().join("store");
     let cases = [
         (
             vec!["run", script.to_str().unwrap()],
@@ -111,8 +112,19 @@ fn bad_input_is_explained() {
             ],
             "/nonexistent/wasmlet",
         ),
-        (vec!["run", "pod.yaml"], "Pod manifests"),
-        (vec!["run", "example.com/hello:v1"], "images"),
+        (
+            vec!["run", "missing-pod.yaml"],
+            "reading missing-pod.yaml: No such file",
+        ),
+        (
+            vec![
+                "--store",
+                store.to_str().unwrap(),
+                "run",
+                "127.0.0.1:1/hello:v1",
+            ],
+            "ErrImagePull: pulling 127.0.0.1:1/hello:v1",
+        ),
     ];
     for (args, expected) in cases {
         let out = wasmlet(&args);
