@@ -97,6 +97,24 @@ fn our_processes(needle: &str) -> Vec<u32> {
     pids
 }
 
+/// The processes whose parent is one of `parents` (a runc shim's container process).
+fn children(parents: &[u32]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid.is_some_and(|p| parents.contains(&p)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// Starts `pods` detached long-running containers, returns the RSS (KiB) per pod of the
 /// processes matching `needles`, and removes the containers.
 fn rss_per_pod(runtime: &str, image: &str, args: &[&str], pods: usize, needles: &[&str]) -> u64 {
@@ -107,9 +125,11 @@ fn rss_per_pod(runtime: &str, image: &str, args: &[&str], pods: usize, needles: 
         ctr_ok(&cmd);
     }
     std::thread::sleep(Duration::from_secs(2));
-    let total: u64 = needles
+    let shims: Vec<u32> = needles.iter().flat_map(|n| our_processes(n)).collect();
+    let total: u64 = shims
         .iter()
-        .flat_map(|n| our_processes(n))
+        .copied()
+        .chain(children(&shims))
         .map(rss_kib)
         .sum();
     for id in &ids {
@@ -206,7 +226,7 @@ fn bench_ctr_run_wasmlet_vs_runc() {
         &["containerd-shim-runc-v2"],
     );
     println!(
-        "resident memory per running pod ({pods} pods): wasmlet shim {wasm_rss} KiB; runc shim {runc_rss} KiB (plus the container's own process)"
+        "resident memory per running pod ({pods} pods): wasmlet shim {wasm_rss} KiB; runc shim + container process {runc_rss} KiB"
     );
     let _ = std::process::Command::new("bash")
         .arg(root().join("tests/containerd/down"))

@@ -19,7 +19,8 @@ pub const RUNTIME: &str = "io.containerd.wasmlet.v1";
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// The environment of the running test containerd (started on first use). A test that
