@@ -90,10 +90,21 @@ fn container_spec(path: &Path, args: &RunArgs) -> ContainerSpec {
         .map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
     let mut argv = vec![name.into_owned()];
     argv.extend(args.args.iter().cloned());
+    terminal_spec(argv, args.env.clone(), None, args)
+}
+
+/// A container on this terminal: `argv`, `env` and `working_dir` as given, preopens and
+/// limits from the command line, stdout and stderr printed as the guest writes them.
+pub(crate) fn terminal_spec(
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    working_dir: Option<String>,
+    args: &RunArgs,
+) -> ContainerSpec {
     ContainerSpec {
         args: argv,
-        env: args.env.clone(),
-        working_dir: None,
+        env,
+        working_dir,
         preopens: args.dirs.iter().map(|d| Preopen::parse(d)).collect(),
         stdio: Stdio {
             log: None,

@@ -33,7 +33,7 @@ use wasmlet_oci::store::{Image, Store};
 use wasmlet_oci::{Digest, Reference, pull};
 use wasmlet_pod::k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use wasmlet_pod::{ImageConfig, Manifest, NodeAllocatable, NodeFacts, load_manifest, pod_status};
-use wasmlet_runtime::{ContainerSpec, Limits, Preopen, Runtime, RuntimeConfig, Stdio};
+use wasmlet_runtime::{ContainerSpec, Runtime, RuntimeConfig};
 use wasmlet_worker::{
     ImageError, ImageRequest, ImageResolver, OutputFactory, PodWorker, PullPolicy, ResolveFuture,
     ResolvedImage, Stream, WasmSource, WorkerConfig, WorkerFacts,
@@ -506,20 +506,5 @@ fn image_spec(config: ImageConfig, args: &RunArgs) -> ContainerSpec {
     for (name, value) in &args.env {
         wasmlet_pod::env::set_env(&mut env, name.clone(), value.clone());
     }
-    ContainerSpec {
-        args: argv,
-        env,
-        working_dir: config.working_dir,
-        preopens: args.dirs.iter().map(|d| Preopen::parse(d)).collect(),
-        stdio: Stdio {
-            log: None,
-            stdout_tee: Some(Box::new(std::io::stdout())),
-            stderr_tee: Some(Box::new(std::io::stderr())),
-        },
-        limits: Limits {
-            memory_bytes: args.memory,
-            timeout: args.timeout,
-            fuel: None,
-        },
-    }
+    run::terminal_spec(argv, env, config.working_dir, args)
 }
