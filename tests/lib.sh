@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared settings for the test scripts; source it, do not run it.
 # Everything built or installed by the tests lives under WASMLET_CACHE, outside the clone,
 # so a second run (and CI on the same machine) reuses it.
@@ -10,3 +11,20 @@ mkdir -p "$WASMLET_CACHE/bin"
 
 # step NAME: print a visible header for a phase of the suite.
 step() { printf '\n==> %s\n' "$*"; }
+
+# state_dir_or DEFAULT [DIR]: the absolute path of DIR (DEFAULT when not given), created.
+state_dir_or() {
+  local d="${2:-$1}"
+  mkdir -p "$d"
+  (cd "$d" && pwd)
+}
+
+# live_pid PIDFILE CMDLINE: the pid recorded in PIDFILE if that process's command line still
+# contains CMDLINE, so a pid reused by another process is never taken for ours.
+live_pid() {
+  local pid
+  [ -f "$1" ] || return 1
+  pid="$(cat "$1")"
+  [[ "$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" == *"$2"* ]] || return 1
+  echo "$pid"
+}

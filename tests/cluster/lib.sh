@@ -12,21 +12,10 @@ die() { echo "cluster: error: $*" >&2; exit 1; }
 log() { echo "cluster: $*" >&2; }
 
 # state_dir [DIR]: the absolute state folder, default $WASMLET_ROOT/.state/cluster.
-state_dir() {
-  local d="${1:-$WASMLET_ROOT/.state/cluster}"
-  mkdir -p "$d"
-  (cd "$d" && pwd)
-}
+state_dir() { state_dir_or "$WASMLET_ROOT/.state/cluster" "$@"; }
 
-# pid_of STATE NAME: the recorded pid of a component, if it is still our process.
-pid_of() {
-  local f="$1/run/$2.pid" pid
-  [ -f "$f" ] || return 1
-  pid="$(cat "$f")"
-  # Guard against pid reuse: the process must still be our multi-call binary.
-  [[ "$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" == *wasmlet-cluster* ]] || return 1
-  echo "$pid"
-}
+# pid_of STATE NAME: the recorded pid of a component, if it is still our multi-call binary.
+pid_of() { live_pid "$1/run/$2.pid" wasmlet-cluster; }
 
 # alive STATE NAME: the recorded process still exists (it may not have exec'd the binary yet).
 alive() { [ -f "$1/run/$2.pid" ] && kill -0 "$(cat "$1/run/$2.pid")" 2>/dev/null; }

@@ -9,26 +9,10 @@ die() { echo "containerd: error: $*" >&2; exit 1; }
 log() { echo "containerd: $*" >&2; }
 
 # state_dir [DIR]: the absolute state folder, default $WASMLET_ROOT/.state/containerd.
-state_dir() {
-  local d="${1:-$WASMLET_ROOT/.state/containerd}"
-  mkdir -p "$d"
-  (cd "$d" && pwd)
-}
+state_dir() { state_dir_or "$WASMLET_ROOT/.state/containerd" "$@"; }
 
 # containerd_pid STATE: the recorded pid, if it is still our containerd.
-containerd_pid() {
-  local f="$1/containerd.pid" pid
-  [ -f "$f" ] || return 1
-  pid="$(cat "$f")"
-  [[ "$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" == *"containerd --config $1/"* ]] || return 1
-  echo "$pid"
-}
+containerd_pid() { live_pid "$1/containerd.pid" "containerd --config $1/"; }
 
 # kubelet_pid STATE: the recorded pid of the kubelet started by tests/containerd/kubelet.
-kubelet_pid() {
-  local f="$1/kubelet/kubelet.pid" pid
-  [ -f "$f" ] || return 1
-  pid="$(cat "$f")"
-  [[ "$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" == *"kubelet --config $1/kubelet/"* ]] || return 1
-  echo "$pid"
-}
+kubelet_pid() { live_pid "$1/kubelet/kubelet.pid" "kubelet --config $1/kubelet/"; }
