@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use wasmlet_runtime::{
-    ContainerSpec, ExitReason, ExitStatus, Limits, Preopen, Runtime, RuntimeConfig, Stdio,
+    CancellationToken, ContainerSpec, ExitReason, ExitStatus, Limits, Preopen, Program,
+    ProgramKind, Runtime, RuntimeConfig, Stdio,
 };
 
 use crate::images::RegistryArgs;
@@ -34,6 +35,9 @@ pub struct RunArgs {
     /// Compile without reading or writing the compile cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Where a wasi:http component serves requests (one instance per request) until Ctrl-C.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
 }
 
 /// What `wasmlet run` was asked to run, told from the argument.
@@ -79,9 +83,42 @@ fn run_wasm_file(path: &Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(config)?;
     let program = runtime.load_file(path)?;
     let spec = container_spec(path, args);
+    if program.kind() == ProgramKind::HttpComponent {
+        tokio.block_on(serve(&runtime, &program, spec, args.listen))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let status = tokio.block_on(runtime.run(&program, spec))?;
     report(&status);
     Ok(exit_code(status.code))
+}
+
+/// Serves a wasi:http component on `addr` until SIGINT or SIGTERM; requests in flight then
+/// get `HTTP_DRAIN` to finish while no new connection is accepted.
+async fn serve(
+    runtime: &Runtime,
+    program: &Program,
+    spec: ContainerSpec,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    const HTTP_DRAIN: Duration = Duration::from_secs(2);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr} (pick another with --listen ADDR:PORT)"))?;
+    eprintln!("wasmlet: serving wasi:http on http://{addr}/ (Ctrl-C stops)");
+    let shutdown = CancellationToken::new();
+    let server = runtime.serve_http(program, spec, listener, shutdown.clone());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return Ok(result?),
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    shutdown.cancel();
+    server.await?;
+    tokio::time::sleep(HTTP_DRAIN).await;
+    Ok(())
 }
 
 fn container_spec(path: &Path, args: &RunArgs) -> ContainerSpec {

@@ -136,3 +136,42 @@ fn bad_input_is_explained() {
         );
     }
 }
+
+#[test]
+fn serves_a_wasi_http_component_until_sigterm() {
+    use std::io::{Read, Write};
+    let port = wasmlet_testkit::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let cache = tempfile::tempdir().unwrap();
+    let http = wasmlet_fixtures::path("http_hello");
+    let server = Command::new(env!("CARGO_BIN_EXE_wasmlet"))
+        .args(["run", "--listen", &listen, http.to_str().unwrap()])
+        .env("WASMLET_CACHE_DIR", cache.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut conn = loop {
+        match std::net::TcpStream::connect(&listen) {
+            Ok(c) => break c,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("wasmlet run never listened on {listen}: {e}"),
+        }
+    };
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("hello from wasi:http!"), "{response}");
+    let kill = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = server.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("serving wasi:http on http://{listen}/")));
+}
