@@ -8,7 +8,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
-use crate::{certs, heartbeat, server};
+use crate::{bootstrap, certs, heartbeat, server};
 
 /// Errors starting the agent.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,9 @@ pub enum Error {
     /// The client could not be built from the kubeconfig.
     #[error("kubernetes client: {0}")]
     Client(#[from] kube::Error),
+    /// TLS bootstrap failed.
+    #[error(transparent)]
+    Bootstrap(#[from] crate::bootstrap::Error),
     /// Neither a kubeconfig nor a bootstrap kubeconfig was given.
     #[error("no kubeconfig: give --kubeconfig (or --bootstrap-kubeconfig)")]
     NoKubeconfig,
@@ -60,7 +63,7 @@ pub async fn run(
         path: config.data_dir.clone(),
         source,
     })?;
-    let path = credentials.kubeconfig.clone().ok_or(Error::NoKubeconfig)?;
+    let path = node_kubeconfig(&config, &credentials, &cancel).await?;
     let kube_config = kube_config(&path).await?;
     let client_ca = kube_config.root_cert.clone().unwrap_or_default();
     let client = Client::try_from(kube_config)?;
@@ -83,6 +86,28 @@ pub async fn run(
     cancel.cancelled().await;
     let _ = tokio::join!(lease, status, api);
     Ok(())
+}
+
+/// The node's kubeconfig: `--kubeconfig` when it exists; else one written by TLS bootstrap
+/// (at `--kubeconfig`, or `<data-dir>/kubeconfig`) from `--bootstrap-kubeconfig`.
+async fn node_kubeconfig(
+    config: &NodeConfig,
+    credentials: &Credentials,
+    cancel: &CancellationToken,
+) -> Result<PathBuf> {
+    let path = credentials
+        .kubeconfig
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("kubeconfig"));
+    match &credentials.bootstrap_kubeconfig {
+        Some(boot) => {
+            let name = &config.node_name;
+            bootstrap::ensure_kubeconfig(&path, boot, name, &config.data_dir, cancel).await?;
+            Ok(path)
+        }
+        None if path.exists() || credentials.kubeconfig.is_some() => Ok(path),
+        None => Err(Error::NoKubeconfig),
+    }
 }
 
 /// The kubelet API: waits for the serving certificate (a CSR an admin approves), then serves

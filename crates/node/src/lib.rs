@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod bootstrap;
 pub mod certs;
 pub mod config;
 pub mod heartbeat;
