@@ -140,29 +140,15 @@ fn absolute(kubeconfig: &Path, path: &str) -> String {
     dir.join(p).display().to_string()
 }
 
-/// Writes the kubeconfig (JSON, which is YAML too) atomically, readable by root only.
+/// Writes the kubeconfig (JSON, which is YAML too) atomically, readable by its owner only.
 fn write(path: &Path, config: &Kubeconfig) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| Error::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let bytes =
-        serde_json::to_vec_pretty(config).map_err(|e| err(std::io::Error::other(e.to_string())))?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(&bytes).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    let bytes = serde_json::to_vec_pretty(config).map_err(std::io::Error::other);
+    bytes
+        .and_then(|b| certs::write_private(path, &b))
+        .map_err(|source| Error::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]

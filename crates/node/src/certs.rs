@@ -228,14 +228,19 @@ async fn signed(csrs: &Api<CertificateSigningRequest>, name: &str) -> Result<Opt
 }
 
 fn store(path: &Path, cert: &KeyedCert) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| Error::Write {
+    write_private(path, cert.to_pem().as_bytes()).map_err(|source| Error::Write {
         path: path.display().to_string(),
         source,
-    };
+    })
+}
+
+/// Writes `bytes` to `path` atomically (temp file, then rename), readable by the owner only:
+/// for keys and the credentials that point at them.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
@@ -243,10 +248,9 @@ fn store(path: &Path, cert: &KeyedCert) -> Result<()> {
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(cert.to_pem().as_bytes()).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
