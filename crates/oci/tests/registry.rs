@@ -54,6 +54,12 @@ fn temp_store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// The error of a pull that must fail, into a throwaway store.
+async fn failed_pull(c: &Client, r: &Reference) -> pull::Error {
+    let (_dir, store) = temp_store();
+    pull::pull(c, &store, r, &NoProgress).await.unwrap_err()
+}
+
 /// Pushes `wasm` to `r` anonymously.
 async fn push_ok(r: &Reference, wasm: &[u8], format: Format) {
     push::push(&client(None), r, &artifact(wasm, format), &NoProgress)
@@ -175,8 +181,7 @@ async fn htpasswd_registry_needs_the_right_password() {
     let good = client(Some((&host, "alice", "s3cret")));
     push_and_pull(&good, &r, wasmlet_fixtures::hello(), Format::CncfArtifact).await;
     for bad in [client(None), client(Some((&host, "alice", "wrong")))] {
-        let (_dir, store) = temp_store();
-        let err = pull::pull(&bad, &store, &r, &NoProgress).await.unwrap_err();
+        let err = failed_pull(&bad, &r).await;
         let text = err.to_string();
         assert!(
             matches!(
@@ -213,10 +218,7 @@ async fn token_auth_accepts_every_answer_shape_including_harbors() {
             tokens.issued() >= 2,
             "{shape:?}: push and pull scopes each need a token"
         );
-        let (_dir, store) = temp_store();
-        let err = pull::pull(&client(None), &store, &r, &NoProgress)
-            .await
-            .unwrap_err();
+        let err = failed_pull(&client(None), &r).await;
         assert!(
             matches!(
                 err,
@@ -339,11 +341,7 @@ async fn corrupt_blobs_and_garbage_manifests_leave_the_store_clean() {
 async fn missing_images_and_oversized_manifests_are_named() {
     let registry = Registry::start(Auth::Open);
     let r = reference(&registry.host(), "demo/absent:v9");
-    let (_dir, store) = temp_store();
-    let err = pull::pull(&client(None), &store, &r, &NoProgress)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = failed_pull(&client(None), &r).await.to_string();
     assert!(
         err.contains("not found")
             && err.contains("demo/absent:v9")
@@ -357,10 +355,7 @@ async fn missing_images_and_oversized_manifests_are_named() {
         ..Default::default()
     })
     .unwrap();
-    let err = pull::pull(&tiny, &store, &r, &NoProgress)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = failed_pull(&tiny, &r).await.to_string();
     assert!(err.contains("larger than the 64-byte limit"), "{err}");
 }
 
@@ -526,11 +521,7 @@ async fn https_registries_need_their_ca() {
     )
     .await;
     assert_eq!(image.format, Format::CncfArtifact);
-    let (_dir, store) = temp_store();
-    let err = pull::pull(&client(None), &store, &r, &NoProgress)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = failed_pull(&client(None), &r).await.to_string();
     assert!(
         err.contains("does not trust")
             && err.contains("--ca-file")
