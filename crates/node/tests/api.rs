@@ -11,7 +11,6 @@ use anyhow::{Context, Result};
 use cluster::{Cluster, eventually};
 use tokio_util::sync::CancellationToken;
 use wasmlet_node::agent::{self, Credentials};
-use wasmlet_node::config::{EvictionHard, NodeConfig};
 
 const NODE: &str = "wasm-api";
 
@@ -20,9 +19,8 @@ async fn kubelet_api_serves_logs_to_the_api_server_only() -> Result<()> {
     let cluster = Cluster::start(NODE)?;
     let data = tempfile::tempdir()?;
     let port = free_port()?;
-    let mut config = NodeConfig::new(NODE, "127.0.0.1".parse()?, data.path().into());
+    let mut config = cluster::node_config(NODE, data.path())?;
     config.port = port;
-    config.eviction_hard = EvictionHard::parse("nodefs.available<1%")?;
     let credentials = Credentials {
         kubeconfig: Some(cluster.var("WASMLET_NODE_KUBECONFIG").into()),
         ..Default::default()

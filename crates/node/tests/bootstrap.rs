@@ -10,7 +10,6 @@ use anyhow::Result;
 use cluster::{Cluster, eventually};
 use tokio_util::sync::CancellationToken;
 use wasmlet_node::agent::{self, Credentials};
-use wasmlet_node::config::{EvictionHard, NodeConfig};
 
 const NODE: &str = "wasm-bootstrap";
 
@@ -51,8 +50,7 @@ async fn run_until_ready(
     data: &std::path::Path,
     credentials: Credentials,
 ) -> Result<()> {
-    let mut config = NodeConfig::new(NODE, "127.0.0.1".parse()?, data.into());
-    config.eviction_hard = EvictionHard::parse("nodefs.available<1%")?;
+    let config = cluster::node_config(NODE, data)?;
     let cancel = CancellationToken::new();
     let agent = tokio::spawn(agent::run(config, credentials, cancel.clone()));
     eventually(Duration::from_secs(60), "node Ready", || {

@@ -9,7 +9,6 @@ use anyhow::Result;
 use cluster::{Cluster, eventually};
 use tokio_util::sync::CancellationToken;
 use wasmlet_node::agent::{self, Credentials};
-use wasmlet_node::config::{EvictionHard, NodeConfig};
 
 const NODE: &str = "wasm-register";
 
@@ -17,9 +16,7 @@ const NODE: &str = "wasm-register";
 async fn node_registers_ready_and_renews_its_lease() -> Result<()> {
     let cluster = Cluster::start(NODE)?;
     let data = tempfile::tempdir()?;
-    let mut config = NodeConfig::new(NODE, "127.0.0.1".parse()?, data.path().into());
-    // Shared build machines run with little free disk: report DiskPressure only below 1%.
-    config.eviction_hard = EvictionHard::parse("nodefs.available<1%")?;
+    let config = cluster::node_config(NODE, data.path())?;
     let credentials = Credentials {
         kubeconfig: Some(cluster.var("WASMLET_NODE_KUBECONFIG").into()),
         ..Default::default()

@@ -120,3 +120,11 @@ fn cache_bin() -> PathBuf {
     let cache = std::env::var("WASMLET_CACHE").unwrap_or_else(|_| "/var/cache/wasmlet".into());
     Path::new(&cache).join("bin")
 }
+
+/// A node config on 127.0.0.1 for the tests. Shared build machines run with little free
+/// disk: DiskPressure is reported only below 1%.
+pub fn node_config(name: &str, data: &Path) -> Result<wasmlet_node::config::NodeConfig> {
+    let mut config = wasmlet_node::config::NodeConfig::new(name, "127.0.0.1".parse()?, data.into());
+    config.eviction_hard = wasmlet_node::config::EvictionHard::parse("nodefs.available<1%")?;
+    Ok(config)
+}
