@@ -5,7 +5,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
@@ -16,18 +18,25 @@ use crate::runtime::{Error, Result, Runtime, describe};
 use crate::spec::{ContainerSpec, Limits};
 use crate::state::{ComponentState, Control, MemoryLimiter, ModuleState, StopCause};
 
-/// A running (or finished) container. Dropping it does not stop the guest: call
+/// A running (or finished) container: a command running to its end, or a `wasi:http`
+/// server serving until stopped. Dropping it does not stop the guest: call
 /// [`Container::kill`] or [`Container::stop`].
 pub struct Container {
     control: Arc<Control>,
     status: watch::Receiver<Option<ExitStatus>>,
+    /// Set for a `wasi:http` server: cancelling it stops the server gracefully.
+    shutdown: Option<CancellationToken>,
 }
 
 impl Container {
     /// Asks the guest to stop: it may finish by itself within `grace`, then it is killed
-    /// (reason `Killed`, exit code 137). WASI has no signals, so nothing is delivered to the
-    /// guest. Must be called within a tokio runtime.
+    /// (reason `Killed`, exit code 137). WASI has no signals, so nothing is delivered to a
+    /// command; a `wasi:http` server stops accepting at once, lets the requests in flight
+    /// finish, and ends with exit code 0. Must be called within a tokio runtime.
     pub fn stop(&self, grace: Duration) {
+        if let Some(shutdown) = &self.shutdown {
+            shutdown.cancel();
+        }
         let control = self.control.clone();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
@@ -38,6 +47,9 @@ impl Container {
     /// Kills the guest now: a guest running wasm is interrupted at the next epoch tick, one
     /// waiting in the host (e.g. sleeping) is dropped at once.
     pub fn kill(&self) {
+        if let Some(shutdown) = &self.shutdown {
+            shutdown.cancel();
+        }
         self.control.stop(StopCause::Killed);
     }
 
@@ -56,6 +68,37 @@ impl Container {
     }
 }
 
+/// Runs a container's task and publishes its exit status.
+fn spawn_container(
+    control: Arc<Control>,
+    shutdown: Option<CancellationToken>,
+    run: impl Future<Output = ExitStatus> + Send + 'static,
+) -> Container {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let _ = tx.send(Some(run.await));
+    });
+    Container {
+        control,
+        status: rx,
+        shutdown,
+    }
+}
+
+/// How a server ended by itself: stopped (0) or unable to accept (1).
+fn served_status(served: Result<()>) -> ExitStatus {
+    match served {
+        Ok(()) => ExitStatus {
+            message: "stopped serving HTTP".into(),
+            ..ExitStatus::exited(0)
+        },
+        Err(err) => ExitStatus {
+            message: err.to_string(),
+            ..ExitStatus::exited(1)
+        },
+    }
+}
+
 fn lost_status() -> ExitStatus {
     ExitStatus::trapped("the container's task ended without reporting a status".into())
 }
@@ -69,19 +112,43 @@ impl Runtime {
         let builder = wasi_builder(&spec)?;
         let sink = SharedSink::new(OutputSink::new(spec.stdio)?);
         let run = self.instance_future(program, builder, &sink, &spec.limits, &control)?;
-        let (tx, rx) = watch::channel(None);
         let task_control = control.clone();
-        tokio::spawn(async move {
+        Ok(spawn_container(control, None, async move {
             let status = supervise(run, &task_control).await;
             if let Err(err) = sink.lock().finish() {
                 tracing::warn!("cannot flush the container log: {err}");
             }
-            let _ = tx.send(Some(status));
-        });
-        Ok(Container {
-            control,
-            status: rx,
-        })
+            status
+        }))
+    }
+
+    /// Starts serving `program` (a `wasi:http/incoming-handler` component) on every one of
+    /// `listeners` as a container, and returns at once; a program of another kind is refused.
+    /// Each request gets a fresh instance built from `spec` (`limits.timeout` bounds each
+    /// request) and all instances' output goes to `spec.stdio`. The container runs until
+    /// [`Container::stop`] (exit code 0, `Completed`) or [`Container::kill`] (137, `Killed`);
+    /// if accepting fails it ends with exit code 1 (`Error`) and the error as its message.
+    /// Must be called within a tokio runtime.
+    pub fn start_http(
+        &self,
+        program: &Program,
+        spec: ContainerSpec,
+        listeners: Vec<TcpListener>,
+    ) -> Result<Container> {
+        let handler = self.http_handler(program, spec)?;
+        let control = Arc::new(Control::new(None));
+        let shutdown = CancellationToken::new();
+        let serve = crate::http::serve(handler.clone(), listeners, shutdown.clone());
+        let task_control = control.clone();
+        let run = async move {
+            let status = tokio::select! {
+                served = serve => served_status(served),
+                () = task_control.stopped() => classify(None, &task_control),
+            };
+            handler.finish_log();
+            status
+        };
+        Ok(spawn_container(control, Some(shutdown), run))
     }
 
     /// Runs a container to its end (see [`Runtime::start`]).
@@ -115,7 +182,7 @@ impl Runtime {
                 Ok(Box::pin(run_command(pre.clone(), store)))
             }
             Pre::Http(_) => Err(Error::NoEntryPoint(
-                "this is a wasi:http component: serve it (Runtime::serve_http) instead of running it".into(),
+                "this is a wasi:http component: serve it (Runtime::start_http or Runtime::serve_http) instead of running it".into(),
             )),
         }
     }

@@ -21,7 +21,7 @@ use crate::spec::{ContainerSpec, Limits};
 use crate::state::{ComponentState, Control, MemoryLimiter};
 
 /// What every request's instance gets: the spec (minus stdio, shared by all) and the program.
-struct Handler {
+pub(crate) struct Handler {
     runtime: Runtime,
     pre: ProxyPre<ComponentState>,
     spec: ContainerSpec,
@@ -32,14 +32,27 @@ impl Runtime {
     /// Serves `program` (a `wasi:http/incoming-handler` component) on `listener` until
     /// `shutdown` is cancelled. Each request gets a fresh instance built from `spec` (args,
     /// env, preopens, limits; `limits.timeout` bounds each request); the instances' stdout and
-    /// stderr all go to `spec.stdio`.
+    /// stderr all go to `spec.stdio`. See [`Runtime::start_http`] for the same as a
+    /// [`Container`](crate::Container).
     pub async fn serve_http(
         &self,
         program: &Program,
-        mut spec: ContainerSpec,
+        spec: ContainerSpec,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<()> {
+        let handler = self.http_handler(program, spec)?;
+        let served = serve(handler.clone(), vec![listener], shutdown).await;
+        handler.finish_log();
+        served
+    }
+
+    /// The request handler of an HTTP program; refuses any other kind of program.
+    pub(crate) fn http_handler(
+        &self,
+        program: &Program,
+        mut spec: ContainerSpec,
+    ) -> Result<Arc<Handler>> {
         let Pre::Http(pre) = &program.pre else {
             return Err(Error::NoEntryPoint(
                 "the program does not export `wasi:http/incoming-handler`, so it cannot serve HTTP"
@@ -47,39 +60,89 @@ impl Runtime {
             ));
         };
         let sink = SharedSink::new(OutputSink::new(std::mem::take(&mut spec.stdio))?);
-        let handler = Arc::new(Handler {
+        Ok(Arc::new(Handler {
             runtime: self.clone(),
             pre: pre.clone(),
             spec,
             sink,
-        });
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = shutdown.cancelled() => return Ok(()),
-            };
-            let addr = listener
-                .local_addr()
-                .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-            let (stream, _) = accepted.map_err(|source| Error::Serve { addr, source })?;
-            tokio::spawn(serve_connection(handler.clone(), stream));
-        }
+        }))
     }
 }
 
-async fn serve_connection(handler: Arc<Handler>, stream: tokio::net::TcpStream) {
+/// Accepts connections on every listener until `shutdown` is cancelled; an accept error on
+/// one listener ends them all. Open connections finish their requests and close.
+pub(crate) async fn serve(
+    handler: Arc<Handler>,
+    listeners: Vec<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let stop = shutdown.child_token();
+    let mut loops = tokio::task::JoinSet::new();
+    for listener in listeners {
+        loops.spawn(accept(handler.clone(), listener, stop.clone()));
+    }
+    let mut result = Ok(());
+    while let Some(joined) = loops.join_next().await {
+        if let Ok(Err(err)) = joined {
+            stop.cancel();
+            result = result.and(Err(err));
+        }
+    }
+    result
+}
+
+async fn accept(
+    handler: Arc<Handler>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+        let (stream, _) = accepted.map_err(|source| Error::Serve { addr, source })?;
+        tokio::spawn(serve_connection(handler.clone(), stream, shutdown.clone()));
+    }
+}
+
+/// Serves one connection; once `shutdown` is cancelled it finishes the request in flight and
+/// closes.
+async fn serve_connection(
+    handler: Arc<Handler>,
+    stream: tokio::net::TcpStream,
+    shutdown: CancellationToken,
+) {
     let service = hyper::service::service_fn(move |req| {
         let handler = handler.clone();
         async move { Ok::<_, std::convert::Infallible>(handler.handle(req).await) }
     });
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-    if let Err(err) = conn.await {
+    let mut conn = std::pin::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = ended {
         tracing::debug!("HTTP connection ended with an error: {err}");
     }
 }
 
 impl Handler {
+    /// Flushes the instances' unterminated output to the log (when serving ends).
+    pub(crate) fn finish_log(&self) {
+        if let Err(err) = self.sink.lock().finish() {
+            tracing::warn!("cannot flush the container log: {err}");
+        }
+    }
+
     async fn handle(&self, req: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
         match self.instantiate_and_call(req).await {
             Ok(response) => response,

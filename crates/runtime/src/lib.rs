@@ -28,7 +28,9 @@
 //!   `wasi:http` component), compiled once and instantiated many times.
 //! - [`ContainerSpec`]: argv, env, working directory, [`Preopen`]s, [`Stdio`], [`Limits`].
 //! - [`Container`]: a running instance (a tokio task, not a thread): [`Container::wait`],
-//!   [`Container::stop`], [`Container::kill`], ending in an [`ExitStatus`].
+//!   [`Container::stop`], [`Container::kill`], ending in an [`ExitStatus`]. A command is
+//!   started with [`Runtime::start`]; a `wasi:http` component is served as a container with
+//!   [`Runtime::start_http`] (one instance per request, until stopped: exit code 0).
 //!
 //! # Exit codes
 //! The guest's own code (`proc_exit(3)` is 3; preview 1 `proc_exit` with a code of 126 or more is

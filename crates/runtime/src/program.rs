@@ -17,7 +17,8 @@ pub enum ProgramKind {
     Module,
     /// A component exporting `wasi:cli/run`.
     CommandComponent,
-    /// A component exporting `wasi:http/incoming-handler`, served with [`Runtime::serve_http`].
+    /// A component exporting `wasi:http/incoming-handler`, served with [`Runtime::start_http`]
+    /// or [`Runtime::serve_http`].
     HttpComponent,
 }
 

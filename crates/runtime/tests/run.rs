@@ -629,3 +629,69 @@ async fn http_component_serves_requests() {
     shutdown.cancel();
     server.await.unwrap().unwrap();
 }
+
+/// One `GET /` on `addr`: the whole response.
+async fn get(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn an_http_container_serves_on_every_listener_until_stopped() {
+    let rt = runtime();
+    let program = rt.load(wasmlet_fixtures::http_hello()).unwrap();
+    let mut listeners = Vec::new();
+    for _ in 0..2 {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let container = rt
+        .start_http(&program, ContainerSpec::default(), listeners)
+        .unwrap();
+    for addr in &addrs {
+        let response = get(*addr).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            response.contains("\r\nhello from wasi:http!\n"),
+            "{response}"
+        );
+    }
+    assert_eq!(container.status(), None, "still serving");
+    container.stop(Duration::from_secs(60));
+    let status = tokio::time::timeout(Duration::from_secs(30), container.wait())
+        .await
+        .expect("a stopped server ends at once");
+    assert_eq!((status.code, status.reason), (0, ExitReason::Completed));
+    for addr in &addrs {
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "{addr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_killed_http_container_is_killed_and_a_command_cannot_serve() {
+    let rt = runtime();
+    let program = rt.load(wasmlet_fixtures::http_hello()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let container = rt
+        .start_http(&program, ContainerSpec::default(), vec![listener])
+        .unwrap();
+    container.kill();
+    let status = container.wait().await;
+    assert_eq!((status.code, status.reason), (137, ExitReason::Killed));
+    let hello = rt.load(wasmlet_fixtures::hello()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = rt.start_http(&hello, ContainerSpec::default(), vec![listener]);
+    let err = refused.err().expect("a command is not a server");
+    assert!(
+        err.to_string().contains("wasi:http/incoming-handler"),
+        "{err}"
+    );
+}
