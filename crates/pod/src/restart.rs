@@ -197,6 +197,9 @@ pub enum InitRun {
     NotStarted,
     /// Running now (for a sidecar: started).
     Running,
+    /// Running, but not started yet: a sidecar whose `startupProbe` has not succeeded. The
+    /// next init container waits for it.
+    Starting,
     /// Exited with this code.
     Exited(i32),
 }
@@ -227,6 +230,7 @@ pub fn next_init_step(pod: &Pod, run_of: impl Fn(&str) -> InitRun) -> InitStep {
     for (index, container) in init_containers.enumerate() {
         match (is_sidecar(container), run_of(&container.name)) {
             (_, InitRun::NotStarted) => return InitStep::Start(index),
+            (_, InitRun::Starting) => return InitStep::WaitFor(index),
             (true, InitRun::Running) => {}
             (true, InitRun::Exited(_)) => return InitStep::Retry(index),
             (false, InitRun::Running) => return InitStep::WaitFor(index),
@@ -436,6 +440,7 @@ mod tests {
             (never, [Exited(0), Exited(0)], InitStep::Done),
             (sidecar, [NotStarted, NotStarted], InitStep::Start(0)),
             (sidecar, [Running, NotStarted], InitStep::Start(1)),
+            (sidecar, [Starting, NotStarted], InitStep::WaitFor(0)),
             (sidecar, [Exited(0), NotStarted], InitStep::Retry(0)),
             (sidecar, [Running, Exited(0)], InitStep::Done),
             (none, [NotStarted, NotStarted], InitStep::Done),
