@@ -35,8 +35,8 @@ use wasmlet_pod::k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use wasmlet_pod::{ImageConfig, Manifest, NodeAllocatable, NodeFacts, load_manifest, pod_status};
 use wasmlet_runtime::{ContainerSpec, Runtime, RuntimeConfig};
 use wasmlet_worker::{
-    ImageError, ImageRequest, ImageResolver, OutputFactory, PodWorker, PullPolicy, ResolveFuture,
-    ResolvedImage, Stream, WasmSource, WorkerConfig, WorkerFacts,
+    ImageError, ImageRequest, ImageResolver, OutputFactory, PodWorker, PullInfo, PullPolicy,
+    ResolveFuture, ResolvedImage, Stream, WasmSource, WorkerConfig, WorkerFacts,
 };
 
 use crate::images::RegistryArgs;
@@ -371,6 +371,14 @@ impl ImageResolver for StoreResolver {
     fn resolve<'a>(&'a self, request: &'a ImageRequest) -> ResolveFuture<'a> {
         Box::pin(self.resolve_image(request))
     }
+
+    fn is_present(&self, request: &ImageRequest) -> bool {
+        if self.local_file(&request.image).is_some() {
+            return true;
+        }
+        let reference = request.image.parse::<Reference>();
+        reference.is_ok_and(|r| self.store.image(&r.to_string()).is_ok())
+    }
 }
 
 impl StoreResolver {
@@ -387,14 +395,31 @@ impl StoreResolver {
                     message: e.to_string(),
                 })?;
         let stored = self.store.image(&reference.to_string()).ok();
-        let image = match (request.pull_policy, stored) {
+        let (image, pulled) = match (request.pull_policy, stored) {
             (PullPolicy::Never, None) => {
                 return Err(ImageError::NeverPull(request.image.clone()));
             }
-            (PullPolicy::Never | PullPolicy::IfNotPresent, Some(image)) => image,
-            _ => self.pull(&reference).await?,
+            (PullPolicy::Never | PullPolicy::IfNotPresent, Some(image)) => (image, None),
+            _ => {
+                let began = std::time::Instant::now();
+                let image = self.pull(&reference).await?;
+                let info = PullInfo {
+                    duration: began.elapsed(),
+                    size: self.size(&image),
+                };
+                (image, Some(info))
+            }
         };
-        Ok(self.stored_image(&reference, image))
+        let mut resolved = self.stored_image(&reference, image);
+        resolved.pulled = pulled;
+        Ok(resolved)
+    }
+
+    /// The bytes an image takes in the store: its blobs' sizes (at least the wasm's).
+    fn size(&self, image: &Image) -> u64 {
+        let blob_size = |d| std::fs::metadata(self.store.blob_path(d)).map_or(0, |m| m.len());
+        let blobs: u64 = image.blobs.iter().map(blob_size).sum();
+        blobs.max(image.wasm_size)
     }
 
     fn local_file(&self, image: &str) -> Option<PathBuf> {
@@ -443,6 +468,7 @@ impl StoreResolver {
                 reference.repository(),
                 image.digest
             ),
+            pulled: None,
         }
     }
 }
@@ -462,6 +488,7 @@ fn local_image(path: &Path) -> Result<ResolvedImage, ImageError> {
             ..ImageConfig::default()
         },
         image_id: format!("file://{}@{}", absolute.display(), Digest::of(&bytes)),
+        pulled: None,
     })
 }
 

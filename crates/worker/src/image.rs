@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::time::Duration;
 
 use wasmlet_pod::ImageConfig;
 use wasmlet_pod::k8s_openapi::api::core::v1::Container;
@@ -79,6 +80,19 @@ pub struct ResolvedImage {
     pub config: ImageConfig,
     /// The image ID reported in `containerStatuses[].imageID` (e.g. `repo@sha256:...`).
     pub image_id: String,
+    /// How the pull went, when resolving pulled the image; `None` when it was already on
+    /// this machine. The worker's `Pulled` event says which.
+    pub pulled: Option<PullInfo>,
+}
+
+/// What a pull took, for the `Pulled` event (`Successfully pulled image "X" in 1.2s ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PullInfo {
+    /// How long the pull itself took.
+    pub duration: Duration,
+    /// The image's size in bytes (what the store tells cheaply: the blobs' sizes, or the
+    /// wasm's).
+    pub size: u64,
 }
 
 /// Why an image could not be resolved; each variant is reported as the kubelet's waiting
@@ -117,6 +131,15 @@ impl ImageError {
 pub trait ImageResolver: Send + Sync {
     /// Resolves (pulling when the policy says so) the image of `request`.
     fn resolve<'a>(&'a self, request: &'a ImageRequest) -> ResolveFuture<'a>;
+
+    /// Whether the image of `request` is on this machine already, so that resolving it under
+    /// `IfNotPresent` will not pull. The worker announces a pull (the `Pulling` event) before
+    /// resolving an image under `Always`, and under `IfNotPresent` unless this says the image
+    /// is present; the default (`false`) announces one for every `IfNotPresent` image.
+    fn is_present(&self, request: &ImageRequest) -> bool {
+        let _ = request;
+        false
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! caller provides), materialising volumes under the pod directory ([`PodDir`]), running init
 //! containers in order and then the regular containers together, restarting them under the
 //! pod's `restartPolicy` with the kubelet's CrashLoopBackOff back-off, enforcing
-//! `activeDeadlineSeconds`, writing per-container CRI logs, stopping with a grace period, and
-//! publishing what it knows as [`WorkerFacts`] on a `tokio::sync::watch` channel.
+//! `activeDeadlineSeconds`, serving `wasi:http` components, running probes, writing
+//! per-container CRI logs, stopping with a grace period, and publishing what it knows (with
+//! the kubelet's events) as [`WorkerFacts`] on a `tokio::sync::watch` channel.
 //!
 //! It must not know about registries, the content store, the Kubernetes API or the terminal:
 //! the caller resolves images, computes the pod status from the facts with
@@ -56,6 +57,69 @@
 //!   deadline passed, an init container failed for good, or every regular container ended
 //!   for good, and nothing runs any more (sidecars are stopped last).
 //!
+//! # Events
+//! [`WorkerFacts::events`] holds the most recent [`WorkerEvent`]s (the last
+//! [`events::KEPT_EVENTS`]), numbered from 1 per worker: a consumer emits, as Kubernetes
+//! Events, those with a `seq` above the last one it emitted. They are the kubelet's, in its
+//! words:
+//! - `Pulling` (`Pulling image "X"`) before resolving an image under `Always`, or under
+//!   `IfNotPresent` unless [`ImageResolver::is_present`] says it is there; then `Pulled`:
+//!   `Successfully pulled image "X" in 1.2s (1.3s including waiting). Image size: N bytes.`
+//!   when the resolver pulled ([`ResolvedImage::pulled`]), else `Container image "X" already
+//!   present on machine` (also on every later start, since the worker keeps images).
+//! - Image failures: `Failed` (`Failed to pull image "X": ...`), `ErrImageNeverPull` or
+//!   `InspectFailed`, then `Failed` `Error: ErrImagePull` (the reason, for image problems);
+//!   `BackOff` `Back-off pulling image "X"` and `Error: ImagePullBackOff` once per back-off.
+//!   Other set-up failures: `Failed` `Error: <the error>` (the config error, the bind error).
+//! - `Created` (`Created container: NAME`), `Started` (`Started container NAME`), `Killing`
+//!   (`Stopping container NAME`, once per run, whenever a running container is stopped: pod
+//!   stop, deadline, end of the sidecars), `BackOff` (a warning, `Back-off restarting failed
+//!   container NAME in pod NAME_NAMESPACE(UID)`, once per CrashLoopBackOff wait).
+//! - On the pod (`container: None`): `FailedMount` with the volume error at each failed
+//!   attempt, `DeadlineExceeded` when `activeDeadlineSeconds` passes.
+//! - Probes: `Unhealthy` (`Readiness probe failed: ...`) for every failed check, `Killing`
+//!   (`Container NAME failed liveness probe, will be restarted`) for the kill it causes, and
+//!   `Unhealthy` (`Readiness probe errored: exec probes are not supported for wasm
+//!   containers; use httpGet or tcpSocket`) once per container for a probe that cannot run.
+//!
+//! # wasi:http containers
+//! A container whose program is a `wasi:http/incoming-handler` component is served, one
+//! instance per request, on the pod IP ([`wasmlet_pod::NodeFacts::pod_ips`]`[0]`, else the
+//! first host IP, else `127.0.0.1`) at its first TCP `containerPort`
+//! ([`serving::DEFAULT_HTTP_PORT`], 8080, when it declares none), and on `hostIP` (default
+//! `0.0.0.0`) at each `hostPort`. It runs while it serves; a stop ends it at once with exit
+//! code 0 (`Completed`): requests in flight finish, nothing new is accepted. A port that
+//! cannot be bound is a `RunContainerError` saying so (`listen tcp 10.0.0.7:8080: bind:
+//! address already in use (...: change the container's ports[].containerPort ...)`), retried
+//! with back-off. The instances' output goes to the container's CRI log.
+//!
+//! # Probes
+//! `startupProbe`, `livenessProbe` and `readinessProbe` with `httpGet` (plain HTTP to the pod
+//! IP or `host`, the port a number or a named `containerPort`, `httpHeaders`, success on 200
+//! to 399, User-Agent [`PROBE_USER_AGENT`]) or `tcpSocket`, with the kubelet's
+//! `initialDelaySeconds` (0), `periodSeconds` (10), `timeoutSeconds` (1),
+//! `successThreshold` (1) and `failureThreshold` (3). Each probe of a run is a tokio task
+//! reporting every check to the worker. The first check comes right after the initial delay.
+//! - Readiness decides [`wasmlet_pod::ContainerFacts::ready`]: without a readiness probe a
+//!   running container is ready; with one it is not until the probe succeeds.
+//! - Liveness failing `failureThreshold` times in a row stops the container (its
+//!   `terminationGracePeriodSeconds`, else the pod's) and it is restarted unless the pod's
+//!   `restartPolicy` is `Never` (under `OnFailure` too, whatever its exit code), with the
+//!   usual back-off.
+//! - A startup probe holds the other two back and keeps
+//!   [`wasmlet_pod::ContainerFacts::started`] at `Some(false)` (and the container unready)
+//!   until it succeeds, then stops; failing kills the container as liveness does. A sidecar
+//!   that has not started holds back the next init container. Without a startup probe
+//!   `started` is `None` (started once running).
+//! - `exec` and `grpc` probes cannot run for a wasm container (nothing to exec into, no gRPC
+//!   health service), nor can an `HTTPS` httpGet or one naming an unknown port: such a probe
+//!   is never run, is told once per container as errored, and can never succeed: an exec
+//!   readiness probe keeps the container unready for good, an exec startup probe keeps it
+//!   unstarted (and so unready) for good. An exec liveness probe never kills (it says nothing
+//!   about liveness).
+//! - Redirects are not followed (a 3xx is a success, as the kubelet counts one it does not
+//!   follow).
+//!
 //! # Volumes
 //! - `emptyDir`: a directory under the pod directory; `medium: Memory` is a plain directory
 //!   too (no tmpfs), `sizeLimit` is not enforced.
@@ -69,14 +133,21 @@
 #![deny(missing_docs)]
 
 mod clock;
+pub mod events;
 pub mod image;
+mod net;
 pub mod paths;
+mod probe;
+pub mod serving;
 pub mod volumes;
 mod worker;
 
+pub use events::WorkerEvent;
 pub use image::{
-    ImageError, ImageRequest, ImageResolver, PullPolicy, ResolveFuture, ResolvedImage, WasmSource,
+    ImageError, ImageRequest, ImageResolver, PullInfo, PullPolicy, ResolveFuture, ResolvedImage,
+    WasmSource,
 };
 pub use paths::PodDir;
+pub use probe::PROBE_USER_AGENT;
 pub use wasmlet_runtime::log::Stream;
 pub use worker::{Error, OutputFactory, PodWorker, WorkerConfig, WorkerFacts};

@@ -2,7 +2,8 @@
 //! a level-triggered sync: every pass looks at what is known of each container and does the
 //! next thing (set up volumes, start the next init container, restart or leave an exited
 //! container, stop everything), then publishes the facts and sleeps until a container exits,
-//! a timer (back-off, deadline) fires, or a stop is requested.
+//! a probe reports, a timer (back-off, deadline) fires, or a stop is requested. Events are
+//! recorded where the thing they tell of happens.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use wasmlet_pod::k8s_openapi::api::core::v1::{Container, Pod};
 use wasmlet_pod::k8s_openapi::jiff::{SignedDuration, Timestamp};
 use wasmlet_pod::plan::CREATE_CONTAINER_CONFIG_ERROR;
@@ -21,12 +23,23 @@ use wasmlet_pod::{
     termination_grace_period,
 };
 use wasmlet_runtime::log::Stream;
-use wasmlet_runtime::{ContainerSpec, ExitStatus, Limits, LogConfig, Program, Runtime, Stdio};
+use wasmlet_runtime::{
+    ContainerSpec, ExitStatus, Limits, LogConfig, Program, ProgramKind, Runtime, Stdio,
+};
 
 use crate::clock::Clock;
+use crate::events::{self, EventLog, WorkerEvent};
 use crate::image::{ImageRequest, ImageResolver, PullPolicy, WasmSource};
+use crate::net;
 use crate::paths::{self, PodDir};
+use crate::probe::{ProbeKind, ProbeReport, Probing, ReportTo, Verdict};
+use crate::serving;
 use crate::volumes::{self, Volumes};
+
+/// The waiting reason of a container that could not be started.
+const RUN_CONTAINER_ERROR: &str = "RunContainerError";
+/// The waiting reason of a container not created yet.
+const CONTAINER_CREATING: &str = wasmlet_pod::status::CONTAINER_CREATING;
 
 /// Why a pod worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +83,9 @@ pub struct WorkerFacts {
     /// `MountVolume.SetUp failed for volume "config" : configmap "app" not found`); the
     /// worker retries with back-off while it is set.
     pub mount_error: Option<String>,
+    /// The most recent events (the last [`KEPT_EVENTS`](crate::events::KEPT_EVENTS)),
+    /// oldest first; emit those whose `seq` is above the last one already emitted.
+    pub events: Vec<WorkerEvent>,
 }
 
 /// A handle on a running pod worker. Dropping it leaves the worker running until the pod
@@ -163,6 +179,21 @@ fn setup_failure(reason: &str, message: impl ToString) -> SetupFailure {
     }
 }
 
+impl SetupFailure {
+    /// What the `Failed` event says after `Error: `: the waiting reason for an image
+    /// problem, else the error's text, as the kubelet words it; nothing when the start was
+    /// only given up because the pod is stopping.
+    fn event_detail(&self) -> Option<&str> {
+        match self.reason.as_str() {
+            CONTAINER_CREATING => None,
+            wasmlet_pod::status::ERR_IMAGE_PULL | "ErrImageNeverPull" | "InvalidImageName" => {
+                Some(&self.reason)
+            }
+            _ => Some(&self.message),
+        }
+    }
+}
+
 /// An image ready to run.
 #[derive(Clone)]
 struct Prepared {
@@ -191,6 +222,18 @@ struct Record {
     setup_back_off: BackOff,
     image_id: String,
     container_id: Option<String>,
+    /// The current run's probes (none for init containers).
+    probing: Option<Probing>,
+    /// The current run is being stopped (its `Killing` event is out).
+    killing: bool,
+    /// The current run was killed for failing a liveness or startup probe.
+    killed_by_probe: bool,
+    /// Probes that cannot run were reported (once per container).
+    probe_errors_told: bool,
+    /// The exit whose CrashLoopBackOff was reported.
+    back_off_told: Option<Timestamp>,
+    /// The set-up failure whose back-off was reported.
+    setup_back_off_told: Option<Timestamp>,
 }
 
 impl Record {
@@ -212,11 +255,19 @@ impl Record {
             setup_back_off: BackOff::default(),
             image_id: String::new(),
             container_id: None,
+            probing: None,
+            killing: false,
+            killed_by_probe: false,
+            probe_errors_told: false,
+            back_off_told: None,
+            setup_back_off_told: None,
         }
     }
 
     fn init_run(&self) -> InitRun {
+        let starting = self.probing.as_ref().and_then(Probing::started) == Some(false);
         match (&self.running, &self.exit) {
+            (Some(_), _) if starting => InitRun::Starting,
             (Some(_), _) => InitRun::Running,
             (None, Some(exit)) => InitRun::Exited(exit.exit_code),
             (None, None) => InitRun::NotStarted,
@@ -236,8 +287,8 @@ impl Record {
             image: self.spec.image.clone().unwrap_or_default(),
             image_id: self.image_id.clone(),
             container_id: self.container_id.clone(),
-            ready: self.running.is_some(),
-            started: None,
+            ready: self.running.is_some() && self.probing.as_ref().is_none_or(Probing::ready),
+            started: self.probing.as_ref().and_then(Probing::started),
         }
     }
 }
@@ -272,6 +323,9 @@ struct Worker {
     images: HashMap<String, Prepared>,
     exits_tx: mpsc::UnboundedSender<Exit>,
     exits_rx: mpsc::UnboundedReceiver<Exit>,
+    probes_tx: mpsc::UnboundedSender<ProbeReport>,
+    probes_rx: mpsc::UnboundedReceiver<ProbeReport>,
+    events: EventLog,
     stop_rx: watch::Receiver<Option<Duration>>,
     stop_open: bool,
     stop_grace: Option<Duration>,
@@ -300,6 +354,7 @@ impl Worker {
         let records = records(&pod);
         let clock = Clock::new();
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let (probes_tx, probes_rx) = mpsc::unbounded_channel();
         let worker = Worker {
             runtime,
             resolver,
@@ -320,6 +375,9 @@ impl Worker {
             images: HashMap::new(),
             exits_tx,
             exits_rx,
+            probes_tx,
+            probes_rx,
+            events: EventLog::default(),
             stop_rx,
             stop_open: true,
             stop_grace: None,
@@ -345,6 +403,7 @@ impl Worker {
             let sleep = wake.0.map(|t| self.clock.instant(t));
             tokio::select! {
                 Some(exit) = self.exits_rx.recv() => self.on_exit(exit),
+                Some(report) = self.probes_rx.recv() => self.on_probe(report),
                 () = sleep_until(sleep) => {}
                 changed = self.stop_rx.changed(), if self.stop_open => match changed {
                     Ok(()) => self.stop_grace = *self.stop_rx.borrow_and_update(),
@@ -392,6 +451,10 @@ impl Worker {
         }
         let now = self.clock.now();
         self.failure = active_deadline_exceeded(&self.pod, Some(self.start_time), now);
+        if let Some(failure) = &self.failure {
+            self.events
+                .push(None, events::deadline_exceeded(&failure.message));
+        }
         let seconds = self
             .pod
             .spec
@@ -417,7 +480,15 @@ impl Worker {
             return;
         }
         self.stop_sent = Some(grace);
-        for running in self.records.iter().filter_map(|r| r.running.as_ref()) {
+        for record in self.records.iter_mut() {
+            let Some(running) = &record.running else {
+                continue;
+            };
+            if !record.killing {
+                record.killing = true;
+                let name = &record.spec.name;
+                self.events.push(Some(name), events::killing(name, None));
+            }
             running.stop(grace);
         }
     }
@@ -442,6 +513,8 @@ impl Worker {
             }
             Err(err) => {
                 tracing::warn!(pod = %self.label, "{err}");
+                self.events
+                    .push(None, events::failed_mount(&err.to_string()));
                 self.mount_error = Some(err.to_string());
                 self.mount_back_off = self.mount_back_off.after_restart(now, now);
                 self.mount_failed_at = Some(now);
@@ -490,7 +563,10 @@ impl Worker {
                     self.start(index, wake).await;
                 }
                 (true, Some(exit)) => {
-                    let wanted = self.policy.restarts_container(exit.exit_code);
+                    let wanted = match record.killed_by_probe {
+                        true => self.policy != RestartPolicy::Never,
+                        false => self.policy.restarts_container(exit.exit_code),
+                    };
                     self.restart(index, wanted, wake).await;
                 }
                 (true, None) => {}
@@ -513,6 +589,11 @@ impl Worker {
             }
             RestartDecision::Wait { until, message } => {
                 record.state = RunState::crash_loop_back_off(&message);
+                if record.back_off_told != Some(exit.finished_at) {
+                    record.back_off_told = Some(exit.finished_at);
+                    let event = events::crash_loop_back_off(&name, &self.label);
+                    self.events.push(Some(&name), event);
+                }
                 wake.at(until);
                 false
             }
@@ -527,12 +608,7 @@ impl Worker {
     /// is running.
     async fn start(&mut self, index: usize, wake: &mut Wake) -> bool {
         let now = self.clock.now();
-        let record = &mut self.records[index];
-        if let Some((at, failure)) = &record.setup_failed_at
-            && let Some(until) = record.setup_back_off.waiting_until(*at, now)
-        {
-            record.state = backing_off(failure, record.spec.image.as_deref());
-            wake.at(until);
+        if self.setup_backing_off(index, now, wake) {
             return false;
         }
         match self.launch(index).await {
@@ -543,15 +619,48 @@ impl Worker {
             Err(failure) => {
                 let record = &mut self.records[index];
                 tracing::warn!(container = %record.spec.name, "{}: {}", failure.reason, failure.message);
+                if let Some(detail) = failure.event_detail() {
+                    self.events
+                        .push(Some(&record.spec.name), events::failed(detail));
+                }
                 record.state = RunState::waiting(&failure.reason, Some(failure.message.clone()));
                 record.setup_back_off = record.setup_back_off.after_restart(now, now);
                 if let Some(until) = record.setup_back_off.waiting_until(now, now) {
                     wake.at(until);
                 }
+                // A pass soon after shows the back-off (`ImagePullBackOff` after
+                // `ErrImagePull`), as the kubelet's next sync of the pod does.
+                if let Ok(soon) = now.checked_add(SignedDuration::from_secs(1)) {
+                    wake.at(soon);
+                }
                 record.setup_failed_at = Some((now, failure));
                 false
             }
         }
+    }
+
+    /// Whether the container's last set-up failure is still in back-off (then it shows the
+    /// back-off, told once per failure for an image pull).
+    fn setup_backing_off(&mut self, index: usize, now: Timestamp, wake: &mut Wake) -> bool {
+        let record = &mut self.records[index];
+        let Some((at, failure)) = &record.setup_failed_at else {
+            return false;
+        };
+        let Some(until) = record.setup_back_off.waiting_until(*at, now) else {
+            return false;
+        };
+        let image = record.spec.image.as_deref().unwrap_or_default();
+        record.state = backing_off(failure, image);
+        wake.at(until);
+        let pull = failure.reason == wasmlet_pod::status::ERR_IMAGE_PULL;
+        if pull && record.setup_back_off_told != Some(*at) {
+            record.setup_back_off_told = Some(*at);
+            let name = Some(record.spec.name.as_str());
+            self.events.push(name, events::pull_back_off(image));
+            let back_off = events::failed(wasmlet_pod::status::IMAGE_PULL_BACK_OFF);
+            self.events.push(name, back_off);
+        }
+        true
     }
 
     /// Resolves, plans and starts one run of a container.
@@ -587,13 +696,32 @@ impl Worker {
                 ..Limits::default()
             },
         };
-        let container = self
-            .runtime
-            .start(&prepared.program, spec)
-            .map_err(|e| setup_failure("RunContainerError", e))?;
-        self.dir.prune_logs(&record.spec.name, count - 1);
+        let name = record.spec.name.clone();
+        self.events.push(Some(&name), events::created(&name));
+        let container = self.run_container(&prepared.program, spec, index).await?;
+        self.dir.prune_logs(&name, count - 1);
         self.started(index, container, count, prepared.image_id);
         Ok(())
+    }
+
+    /// Starts a command, or serves a `wasi:http` component on the container's addresses.
+    async fn run_container(
+        &self,
+        program: &Program,
+        spec: ContainerSpec,
+        index: usize,
+    ) -> Result<wasmlet_runtime::Container, SetupFailure> {
+        let run_error = |e: &dyn std::fmt::Display| setup_failure(RUN_CONTAINER_ERROR, e);
+        if program.kind() != ProgramKind::HttpComponent {
+            return self.runtime.start(program, spec).map_err(|e| run_error(&e));
+        }
+        let container = &self.records[index].spec;
+        let listeners = serving::listen(container, net::pod_ip(&self.node))
+            .await
+            .map_err(|e| run_error(&e))?;
+        self.runtime
+            .start_http(program, spec, listeners)
+            .map_err(|e| run_error(&e))
     }
 
     /// Records a started run and spawns the task that reports its exit.
@@ -619,14 +747,87 @@ impl Worker {
             "wasmlet://{}/{}/{count}",
             self.uid, record.spec.name
         ));
+        record.killing = false;
+        record.killed_by_probe = false;
         let container = Arc::new(container);
         record.running = Some(container.clone());
+        let name = record.spec.name.clone();
+        self.events.push(Some(&name), events::started(&name));
+        self.start_probes(index);
         let exits = self.exits_tx.clone();
-        let run = record.run;
+        let run = self.records[index].run;
         tokio::spawn(async move {
             let status = container.wait().await;
             let _ = exits.send(Exit { index, run, status });
         });
+    }
+
+    /// Starts probing a new run (not of init containers); probes that cannot run are told
+    /// once per container.
+    fn start_probes(&mut self, index: usize) {
+        let record = &mut self.records[index];
+        if record.kind == ContainerKind::Init {
+            return;
+        }
+        let report_to = ReportTo {
+            reports: self.probes_tx.clone(),
+            index,
+            run: record.run,
+        };
+        let probing = Probing::start(&record.spec, net::pod_ip(&self.node), report_to);
+        if !record.probe_errors_told {
+            record.probe_errors_told = true;
+            for (kind, error) in probing.errors() {
+                let event = events::probe_errored(kind.name(), error);
+                self.events.push(Some(&record.spec.name), event);
+            }
+        }
+        record.probing = Some(probing);
+    }
+
+    /// Counts a probe's result: an `Unhealthy` event for a failure, and a kill when a
+    /// liveness or startup probe has failed enough.
+    fn on_probe(&mut self, report: ProbeReport) {
+        let record = &mut self.records[report.index];
+        let Some(probing) = record.probing.as_mut().filter(|_| record.run == report.run) else {
+            return;
+        };
+        if !probing.expects(report.kind) {
+            return;
+        }
+        if let Err(output) = &report.outcome {
+            let event = events::probe_failed(report.kind.name(), output);
+            self.events.push(Some(&record.spec.name), event);
+        }
+        if probing.observe(report.kind, report.outcome.is_ok()) == Verdict::Kill {
+            self.kill_for_probe(report.index, report.kind);
+        }
+    }
+
+    /// Stops a run that failed its liveness or startup probe; it is restarted unless the
+    /// pod's `restartPolicy` is `Never`.
+    fn kill_for_probe(&mut self, index: usize, kind: ProbeKind) {
+        let restarts = self.policy != RestartPolicy::Never
+            || self.records[index].kind == ContainerKind::Sidecar;
+        let record = &mut self.records[index];
+        let probe_grace = record.probing.as_ref().and_then(|p| p.grace(kind));
+        let grace = termination_grace_period(&self.pod, probe_grace);
+        let Some(running) = &record.running else {
+            return;
+        };
+        let name = &record.spec.name;
+        let mut message = format!(
+            "Container {name} failed {} probe",
+            kind.name().to_lowercase()
+        );
+        if restarts {
+            message.push_str(", will be restarted");
+        }
+        self.events
+            .push(Some(name), events::killing(name, Some(message)));
+        record.killing = true;
+        record.killed_by_probe = true;
+        running.stop(Duration::try_from(grace).unwrap_or_default());
     }
 
     fn on_exit(&mut self, exit: Exit) {
@@ -650,6 +851,7 @@ impl Worker {
             container_id: record.container_id.clone(),
         };
         record.running = None;
+        record.probing = None;
         record.exit = Some(ExitFacts {
             exit_code: status.code,
             finished_at: now,
@@ -658,25 +860,21 @@ impl Worker {
         record.terminated = Some(termination);
     }
 
-    /// The image of a container, resolved and compiled once per worker.
+    /// The image of a container, resolved and compiled once per worker (a later start of the
+    /// same image finds it present).
     async fn prepare_image(&mut self, index: usize) -> Result<Prepared, SetupFailure> {
         let spec = &self.records[index].spec;
-        let image = spec.image.clone().unwrap_or_default();
+        let (name, image) = (spec.name.clone(), spec.image.clone().unwrap_or_default());
         if let Some(prepared) = self.images.get(&image) {
+            let event = events::pulled(&image, None, Duration::ZERO);
+            self.events.push(Some(&name), event);
             return Ok(prepared.clone());
         }
         let request = ImageRequest {
             image: image.clone(),
             pull_policy: PullPolicy::of_container(spec),
         };
-        let mut stop = self.stop_rx.clone();
-        let resolved = tokio::select! {
-            resolved = self.resolver.resolve(&request) => resolved,
-            _ = stop.wait_for(Option::is_some) => {
-                return Err(setup_failure("ContainerCreating", "the pod is stopping"));
-            }
-        }
-        .map_err(|e| setup_failure(e.reason(), e))?;
+        let resolved = self.resolve(&name, &request).await?;
         let program = load(&self.runtime, resolved.wasm).await?;
         let prepared = Prepared {
             program,
@@ -685,6 +883,44 @@ impl Worker {
         };
         self.images.insert(image, prepared.clone());
         Ok(prepared)
+    }
+
+    /// Resolves an image (unless the pod stops meanwhile), with the `Pulling` and `Pulled`
+    /// events, or the failure's.
+    async fn resolve(
+        &mut self,
+        name: &str,
+        request: &ImageRequest,
+    ) -> Result<crate::ResolvedImage, SetupFailure> {
+        let image = request.image.as_str();
+        let pulls = match request.pull_policy {
+            PullPolicy::Always => true,
+            PullPolicy::IfNotPresent => !self.resolver.is_present(request),
+            PullPolicy::Never => false,
+        };
+        if pulls {
+            self.events.push(Some(name), events::pulling(image));
+        }
+        let began = Instant::now();
+        let mut stop = self.stop_rx.clone();
+        let resolved = tokio::select! {
+            resolved = self.resolver.resolve(request) => resolved,
+            _ = stop.wait_for(Option::is_some) => {
+                return Err(setup_failure(CONTAINER_CREATING, "the pod is stopping"));
+            }
+        };
+        match resolved {
+            Ok(resolved) => {
+                let event = events::pulled(image, resolved.pulled.as_ref(), began.elapsed());
+                self.events.push(Some(name), event);
+                Ok(resolved)
+            }
+            Err(err) => {
+                self.events
+                    .push(Some(name), events::image_failed(image, &err));
+                Err(setup_failure(err.reason(), err))
+            }
+        }
     }
 
     fn stdio(&self, name: &str, count: i32) -> Stdio {
@@ -709,6 +945,7 @@ impl Worker {
                 now: self.clock.now(),
             },
             mount_error: self.mount_error.clone(),
+            events: self.events.recent(),
         }
     }
 
@@ -755,9 +992,9 @@ fn records(pod: &Pod) -> Vec<Record> {
 
 /// The waiting state while a set-up failure is in back-off (`ImagePullBackOff` after
 /// `ErrImagePull`, as the kubelet shows it; other reasons stay as they were).
-fn backing_off(failure: &SetupFailure, image: Option<&str>) -> RunState {
+fn backing_off(failure: &SetupFailure, image: &str) -> RunState {
     if failure.reason == wasmlet_pod::status::ERR_IMAGE_PULL {
-        let message = format!("Back-off pulling image \"{}\"", image.unwrap_or_default());
+        let message = format!("Back-off pulling image \"{image}\"");
         return RunState::waiting(wasmlet_pod::status::IMAGE_PULL_BACK_OFF, Some(message));
     }
     RunState::waiting(&failure.reason, Some(failure.message.clone()))
@@ -798,5 +1035,6 @@ fn placeholder_facts(now: Timestamp) -> WorkerFacts {
             now,
         },
         mount_error: None,
+        events: Vec::new(),
     }
 }

@@ -1,143 +1,13 @@
 //! The pod worker running fixture programs: init order, restart policies and back-off, exit
-//! codes, limits, volumes, deadlines and stops. Images come from a resolver serving the
-//! fixtures by name (it stands for our own store-backed resolver).
+//! codes, limits, volumes, deadlines and stops, and the events that tell of them. Images come
+//! from a resolver serving the fixtures by name (it stands for our own store-backed resolver).
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use wasmlet_pod::k8s_openapi::api::core::v1::PodStatus;
-use wasmlet_pod::{ContainerFacts, ImageConfig, NodeFacts, RunState, load_manifest, pod_status};
-use wasmlet_runtime::{AllocatorChoice, Runtime, RuntimeConfig};
-use wasmlet_worker::{
-    ImageError, ImageRequest, ImageResolver, PodWorker, ResolveFuture, ResolvedImage, WasmSource,
-    WorkerConfig, WorkerFacts,
-};
-
-/// Serves `wasmlet_fixtures` programs as images named after them.
-struct Fixtures;
-
-impl ImageResolver for Fixtures {
-    fn resolve<'a>(&'a self, request: &'a ImageRequest) -> ResolveFuture<'a> {
-        Box::pin(async move {
-            let name = request.image.as_str();
-            let bytes = match name {
-                "hello" => wasmlet_fixtures::hello(),
-                "exit" => wasmlet_fixtures::exit(),
-                "trap" => wasmlet_fixtures::trap(),
-                "spin" => wasmlet_fixtures::spin(),
-                "membomb" => wasmlet_fixtures::membomb(),
-                "env" => wasmlet_fixtures::env(),
-                "sleep" => wasmlet_fixtures::sleep(),
-                "fs" => wasmlet_fixtures::fs(),
-                _ => return Err(ImageError::Pull(format!("pull access denied for {name}"))),
-            };
-            Ok(ResolvedImage {
-                wasm: WasmSource::Bytes(bytes.to_vec()),
-                config: ImageConfig {
-                    entrypoint: vec![format!("{name}.wasm")],
-                    ..ImageConfig::default()
-                },
-                image_id: format!("fixtures/{name}@sha256:0"),
-            })
-        })
-    }
-}
-
-struct Pod {
-    worker: PodWorker,
-    pod: wasmlet_pod::k8s_openapi::api::core::v1::Pod,
-    _root: tempfile::TempDir,
-}
-
-fn runtime() -> Runtime {
-    Runtime::new(RuntimeConfig {
-        allocator: AllocatorChoice::OnDemand,
-        ..RuntimeConfig::default()
-    })
-    .unwrap()
-}
-
-/// Starts the pod of a manifest (a Pod named `p` with uid `u1`, plus whatever `extra` holds).
-fn start(spec: &str, extra: &str) -> Pod {
-    let text =
-        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p, uid: u1}}\nspec:\n{spec}{extra}");
-    let manifest = load_manifest(&text).unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let config = WorkerConfig {
-        root: root.path().into(),
-        node: NodeFacts {
-            node_name: "test-node".into(),
-            ..NodeFacts::default()
-        },
-        output: None,
-    };
-    let objects = manifest.config_objects();
-    let pod = manifest.pod.clone();
-    let worker =
-        PodWorker::start(runtime(), Arc::new(Fixtures), config, manifest.pod, objects).unwrap();
-    Pod {
-        worker,
-        pod,
-        _root: root,
-    }
-}
-
-impl Pod {
-    async fn finish(&self) -> WorkerFacts {
-        tokio::time::timeout(Duration::from_secs(60), self.worker.wait())
-            .await
-            .expect("the pod did not finish within a minute")
-    }
-
-    fn status(&self, facts: &WorkerFacts) -> PodStatus {
-        pod_status(&self.pod, &facts.pod, None)
-    }
-
-    /// The text of a container's log lines (CRI prefix removed).
-    fn log(&self, container: &str, run: i32) -> Vec<String> {
-        log_lines(&self.worker.dir().log(container, run))
-    }
-
-    /// Waits until the facts satisfy `done`.
-    async fn until(&self, done: impl FnMut(&WorkerFacts) -> bool) -> WorkerFacts {
-        let mut facts = self.worker.facts();
-        let found = tokio::time::timeout(Duration::from_secs(60), facts.wait_for(done)).await;
-        found.expect("timed out waiting for facts").unwrap().clone()
-    }
-}
-
-fn log_lines(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default().to_owned())
-        .collect()
-}
-
-fn container<'a>(facts: &'a WorkerFacts, name: &str) -> &'a ContainerFacts {
-    facts
-        .pod
-        .containers
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap()
-}
-
-fn terminated(facts: &WorkerFacts, name: &str) -> wasmlet_pod::Termination {
-    match &container(facts, name).state {
-        RunState::Terminated(t) => t.clone(),
-        other => panic!("{name} is not terminated: {other:?}"),
-    }
-}
-
-fn waiting_reason(facts: &WorkerFacts, name: &str) -> Option<(String, String)> {
-    match &container(facts, name).state {
-        RunState::Waiting { reason, message } => {
-            Some((reason.clone(), message.clone().unwrap_or_default()))
-        }
-        _ => None,
-    }
-}
+use common::{PULL_TIME, container, events_of, has_event, start, terminated, waiting_reason};
+use wasmlet_pod::RunState;
 
 #[tokio::test]
 async fn runs_init_containers_in_order_then_shares_an_empty_dir() {
@@ -240,6 +110,15 @@ async fn crash_loops(policy: &str, code: &str) {
             messages.push(message);
         }
         if container(&current, "c").restart_count >= 3 {
+            let told = "Back-off restarting failed container c in pod p_default(u1)";
+            let back_offs = current.events.iter().filter(|e| e.message == told);
+            assert!(
+                back_offs
+                    .clone()
+                    .all(|e| e.warning && e.reason == "BackOff")
+            );
+            let count = back_offs.count();
+            assert!((2..=3).contains(&count), "one per back-off: {count}");
             break;
         }
         facts.changed().await.unwrap();
@@ -365,6 +244,60 @@ async fn the_active_deadline_stops_the_pod() {
     let status = pod.status(&facts);
     assert_eq!(status.phase.as_deref(), Some("Failed"));
     assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+    let told = events_of(&facts, None);
+    let deadline = "Pod was active on the node longer than the specified deadline";
+    assert_eq!(told, [("DeadlineExceeded".to_owned(), deadline.to_owned())]);
+    assert!(has_event(&facts, "Killing", "Stopping container c"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_tell_pulls_creations_and_starts_in_order() {
+    let pod = start(
+        "  restartPolicy: Never
+  containers:
+  - {name: a, image: hello}
+  \
+         - {name: b, image: hello}
+  - {name: c, image: \"exit:v1\"}
+  \
+         - {name: d, image: exit, imagePullPolicy: Never}
+",
+        "",
+    );
+    let facts = pod.finish().await;
+    let seqs: Vec<u64> = facts.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert!(
+        facts.events.iter().all(|e| !e.warning),
+        "{:?}",
+        facts.events
+    );
+    let pulled = format!(
+        "Successfully pulled image \"hello\" in {}s ({}s including waiting). Image size: {} bytes.",
+        PULL_TIME.as_secs_f32(),
+        PULL_TIME.as_secs_f32(),
+        wasmlet_fixtures::hello().len()
+    );
+    let present = |image: &str| format!("Container image \"{image}\" already present on machine");
+    let cases = [
+        (
+            "a",
+            vec![
+                ("Pulling", "Pulling image \"hello\"".to_owned()),
+                ("Pulled", pulled),
+            ],
+        ),
+        ("b", vec![("Pulled", present("hello"))]),
+        ("c", vec![("Pulled", present("exit:v1"))]),
+        ("d", vec![("Pulled", present("exit"))]),
+    ];
+    for (name, pulls) in cases {
+        let mut expected: Vec<(String, String)> =
+            pulls.into_iter().map(|(r, m)| (r.to_owned(), m)).collect();
+        expected.push(("Created".into(), format!("Created container: {name}")));
+        expected.push(("Started".into(), format!("Started container {name}")));
+        assert_eq!(events_of(&facts, Some(name)), expected, "{name}");
+    }
 }
 
 #[tokio::test]
@@ -398,6 +331,8 @@ async fn stop_kills_after_the_grace_period() {
     assert_eq!(short.exit_code, 0, "finished within the grace period");
     assert_eq!(pod.log("short", 0), ["slept"]);
     assert!(facts.pod.terminal);
+    assert!(has_event(&facts, "Killing", "Stopping container long"));
+    assert!(has_event(&facts, "Killing", "Stopping container short"));
 }
 
 #[tokio::test]
@@ -408,6 +343,23 @@ async fn an_unknown_image_is_err_image_pull() {
         .await;
     let (_, message) = waiting_reason(&facts, "c").unwrap();
     assert_eq!(message, "pull access denied for nowhere");
+    let told = events_of(&facts, Some("c"));
+    let expected = [
+        ("Pulling", "Pulling image \"nowhere\""),
+        (
+            "Failed",
+            "Failed to pull image \"nowhere\": pull access denied for nowhere",
+        ),
+        ("Failed", "Error: ErrImagePull"),
+    ];
+    assert_eq!(
+        told[..3],
+        expected.map(|(r, m)| (r.to_owned(), m.to_owned()))
+    );
+    assert!(facts.events[1].warning && facts.events[2].warning);
+    let back_off = "Back-off pulling image \"nowhere\"";
+    let facts = pod.until(|f| has_event(f, "BackOff", back_off)).await;
+    assert!(has_event(&facts, "Failed", "Error: ImagePullBackOff"));
     pod.worker.stop(Duration::ZERO);
     assert!(pod.finish().await.pod.terminal);
 }
@@ -419,10 +371,10 @@ async fn a_missing_config_map_is_a_mount_error() {
         "",
     );
     let facts = pod.until(|f| f.mount_error.is_some()).await;
-    assert_eq!(
-        facts.mount_error.as_deref(),
-        Some("MountVolume.SetUp failed for volume \"cfg\" : configmap \"absent\" not found")
-    );
+    let error = "MountVolume.SetUp failed for volume \"cfg\" : configmap \"absent\" not found";
+    assert_eq!(facts.mount_error.as_deref(), Some(error));
+    let told = events_of(&facts, None);
+    assert_eq!(told[0], ("FailedMount".to_owned(), error.to_owned()));
     assert_eq!(
         waiting_reason(&facts, "c").map(|w| w.0).as_deref(),
         Some("ContainerCreating")
