@@ -45,6 +45,15 @@ pub struct NodeArgs {
     /// (the kubelet's defaults; unnamed signals keep theirs).
     #[arg(long, default_value = "")]
     eviction_hard: String,
+    /// The range pod IPs are taken from (each pod gets one; wasi:http pods listen on it).
+    #[arg(long, default_value = wasmlet_node::config::DEFAULT_POD_CIDR)]
+    pod_cidr: String,
+    /// Extra PEM CA certificate to trust for registries (repeatable).
+    #[arg(long)]
+    registry_ca_file: Vec<PathBuf>,
+    /// A registry (host:port) to reach over plain HTTP; loopback registries always may be.
+    #[arg(long)]
+    insecure_registry: Vec<String>,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -76,6 +85,9 @@ fn config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     config.port = args.port;
     config.max_pods = args.max_pods;
     config.eviction_hard = EvictionHard::parse(&args.eviction_hard)?;
+    config.pod_cidr = args.pod_cidr.parse()?;
+    config.registry.ca_files = args.registry_ca_file.clone();
+    config.registry.insecure = args.insecure_registry.clone();
     Ok(config)
 }
 

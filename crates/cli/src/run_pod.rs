@@ -29,14 +29,15 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use tokio::signal::unix::{SignalKind, signal};
+use wasmlet_node::images;
 use wasmlet_oci::store::{Image, Store};
 use wasmlet_oci::{Digest, Reference, pull};
 use wasmlet_pod::k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use wasmlet_pod::{ImageConfig, Manifest, NodeAllocatable, NodeFacts, load_manifest, pod_status};
 use wasmlet_runtime::{ContainerSpec, Runtime, RuntimeConfig};
 use wasmlet_worker::{
-    ImageError, ImageRequest, ImageResolver, OutputFactory, PodWorker, PullInfo, PullPolicy,
-    ResolveFuture, ResolvedImage, Stream, WasmSource, WorkerConfig, WorkerFacts,
+    ImageError, ImageRequest, ImageResolver, OutputFactory, PodWorker, PullPolicy, ResolveFuture,
+    ResolvedImage, Stream, WasmSource, WorkerConfig, WorkerFacts,
 };
 
 use crate::images::RegistryArgs;
@@ -373,11 +374,7 @@ impl ImageResolver for StoreResolver {
     }
 
     fn is_present(&self, request: &ImageRequest) -> bool {
-        if self.local_file(&request.image).is_some() {
-            return true;
-        }
-        let reference = request.image.parse::<Reference>();
-        reference.is_ok_and(|r| self.store.image(&r.to_string()).is_ok())
+        self.local_file(&request.image).is_some() || images::is_present(&self.store, request)
     }
 }
 
@@ -386,40 +383,7 @@ impl StoreResolver {
         if let Some(path) = self.local_file(&request.image) {
             return local_image(&path);
         }
-        let reference: Reference =
-            request
-                .image
-                .parse()
-                .map_err(|e: wasmlet_oci::reference::Error| ImageError::InvalidName {
-                    image: request.image.clone(),
-                    message: e.to_string(),
-                })?;
-        let stored = self.store.image(&reference.to_string()).ok();
-        let (image, pulled) = match (request.pull_policy, stored) {
-            (PullPolicy::Never, None) => {
-                return Err(ImageError::NeverPull(request.image.clone()));
-            }
-            (PullPolicy::Never | PullPolicy::IfNotPresent, Some(image)) => (image, None),
-            _ => {
-                let began = std::time::Instant::now();
-                let image = self.pull(&reference).await?;
-                let info = PullInfo {
-                    duration: began.elapsed(),
-                    size: self.size(&image),
-                };
-                (image, Some(info))
-            }
-        };
-        let mut resolved = self.stored_image(&reference, image);
-        resolved.pulled = pulled;
-        Ok(resolved)
-    }
-
-    /// The bytes an image takes in the store: its blobs' sizes (at least the wasm's).
-    fn size(&self, image: &Image) -> u64 {
-        let blob_size = |d| std::fs::metadata(self.store.blob_path(d)).map_or(0, |m| m.len());
-        let blobs: u64 = image.blobs.iter().map(blob_size).sum();
-        blobs.max(image.wasm_size)
+        images::resolve_in_store(&self.store, request, |r| self.pull(r)).await
     }
 
     fn local_file(&self, image: &str) -> Option<PathBuf> {
@@ -431,45 +395,16 @@ impl StoreResolver {
             .find(|p| p.is_file())
     }
 
-    async fn pull(&self, reference: &Reference) -> Result<Image, ImageError> {
+    async fn pull(&self, reference: Reference) -> Result<Image, ImageError> {
         let pull_error = |e: String| ImageError::Pull(format!("pulling {reference}: {e}"));
         let client = self
             .registry
-            .client(reference)
+            .client(&reference)
             .map_err(|e| pull_error(format!("{e:#}")))?;
         let progress = Reporter::for_stderr(self.registry.quiet);
-        pull::pull(&client, &self.store, reference, &progress)
+        pull::pull(&client, &self.store, &reference, &progress)
             .await
             .map_err(|e| pull_error(e.to_string()))
-    }
-
-    fn stored_image(&self, reference: &Reference, image: Image) -> ResolvedImage {
-        let program = reference
-            .repository()
-            .rsplit('/')
-            .next()
-            .unwrap_or("module")
-            .to_owned();
-        let entrypoint = match image.argv.is_empty() {
-            true => vec![program],
-            false => image.argv.clone(),
-        };
-        ResolvedImage {
-            wasm: WasmSource::File(self.store.blob_path(&image.wasm)),
-            config: ImageConfig {
-                entrypoint,
-                cmd: Vec::new(),
-                env: ImageConfig::env_from_oci(&image.env),
-                working_dir: image.working_dir.clone(),
-            },
-            image_id: format!(
-                "{}/{}@{}",
-                reference.registry(),
-                reference.repository(),
-                image.digest
-            ),
-            pulled: None,
-        }
     }
 }
 

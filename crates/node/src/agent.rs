@@ -7,8 +7,18 @@ use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector;
+use wasmlet_oci::store::Store;
+use wasmlet_runtime::{Runtime, RuntimeConfig};
+
 use crate::config::NodeConfig;
-use crate::{bootstrap, certs, heartbeat, server};
+use crate::images::RegistryResolver;
+use crate::ips::IpPool;
+use crate::pods::{self, NodeContext};
+use crate::{bootstrap, certs, heartbeat, machine, server, status};
 
 /// Errors starting the agent.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +40,9 @@ pub enum Error {
     /// Neither a kubeconfig nor a bootstrap kubeconfig was given.
     #[error("no kubeconfig: give --kubeconfig (or --bootstrap-kubeconfig)")]
     NoKubeconfig,
+    /// What runs pods (the runtime, the image store) could not be set up.
+    #[error("{0}")]
+    Pods(String),
     /// The data directory could not be created.
     #[error("data directory {path}: {source}")]
     DataDir {
@@ -77,6 +90,7 @@ pub async fn run(
         config.clone(),
         cancel.clone(),
     ));
+    let pods = tokio::spawn(run_pods(client.clone(), config.clone(), cancel.clone()));
     let api = tokio::spawn(run_api(
         client.clone(),
         config.clone(),
@@ -84,8 +98,46 @@ pub async fn run(
         cancel.clone(),
     ));
     cancel.cancelled().await;
-    let _ = tokio::join!(lease, status, api);
+    let _ = tokio::join!(pods, lease, status, api);
     Ok(())
+}
+
+/// Runs the node's pods until cancelled, then stops them within their grace periods.
+async fn run_pods(client: Client, config: NodeConfig, cancel: CancellationToken) {
+    let context = match node_context(client, &config) {
+        Ok(context) => Arc::new(context),
+        Err(err) => return tracing::error!(%err, "cannot run pods"),
+    };
+    let (_store, writer) = reflector::store();
+    pods::run(context, writer, cancel).await;
+}
+
+/// What the pod tasks share: the runtime, the image store, the IP pool, the recorder.
+fn node_context(client: Client, config: &NodeConfig) -> Result<NodeContext> {
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(config.data_dir.join("cache")),
+        max_instances: config.max_pods.max(1000),
+        ..RuntimeConfig::default()
+    })
+    .map_err(|e| Error::Pods(format!("the wasm runtime: {e}")))?;
+    let store = Store::open(config.data_dir.join("images"))
+        .map_err(|e| Error::Pods(format!("the image store: {e}")))?;
+    let readings = machine::read(&config.data_dir).unwrap_or_default();
+    let reporter = Reporter {
+        controller: "kubelet".into(),
+        instance: Some(config.node_name.clone()),
+    };
+    Ok(NodeContext {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        node_name: config.node_name.clone(),
+        node_ip: config.node_ip,
+        data_dir: config.data_dir.clone(),
+        runtime,
+        images: RegistryResolver::new(store, config.registry.clone()),
+        ips: IpPool::new(config.pod_cidr),
+        allocatable: status::node_allocatable(config, &readings),
+    })
 }
 
 /// The node's kubeconfig: `--kubeconfig` when it exists; else one written by TLS bootstrap

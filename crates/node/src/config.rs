@@ -5,6 +5,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Taint;
+use wasmlet_oci::client::ClientConfig;
+
+use crate::ips::Cidr;
 
 /// Errors in the agent's configuration.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +54,14 @@ pub struct NodeConfig {
     pub taints: Vec<Taint>,
     /// The hard eviction thresholds: below them the node reports pressure.
     pub eviction_hard: EvictionHard,
+    /// The range pod IPs are taken from.
+    pub pod_cidr: Cidr,
+    /// Registry settings for image pulls (CA files, insecure registries, node credentials).
+    pub registry: ClientConfig,
 }
+
+/// The default pod CIDR: a loopback range, reachable on this machine without any set-up.
+pub const DEFAULT_POD_CIDR: &str = "127.64.0.0/16";
 
 /// Hard eviction thresholds, as the kubelet's `--eviction-hard`.
 ///
@@ -140,6 +150,10 @@ impl NodeConfig {
             labels,
             taints,
             eviction_hard: EvictionHard::default(),
+            pod_cidr: DEFAULT_POD_CIDR
+                .parse()
+                .expect("the default pod CIDR parses"),
+            registry: ClientConfig::default(),
         }
     }
 

@@ -14,6 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::config::{EvictionHard, NodeConfig};
 use crate::machine::{Readings, SystemInfo};
+use wasmlet_pod::NodeAllocatable;
 
 /// The kubelet version reported in nodeInfo: the Kubernetes API level the agent implements
 /// (so version-skew checks parse it as 1.37.2), with wasmlet and its version as semver build
@@ -99,12 +100,30 @@ pub fn capacity(config: &NodeConfig, readings: &Readings) -> BTreeMap<String, Qu
 
 /// Capacity less the kubelet's default hard eviction thresholds (no kube/system reserved).
 pub fn allocatable(config: &NodeConfig, readings: &Readings) -> BTreeMap<String, Quantity> {
+    let (memory, storage) = allocatable_bytes(config, readings);
+    resources(readings.cpus, memory, storage, config.max_pods)
+}
+
+/// The allocatable resources in the numbers pods' downward API reads (the defaults of unset
+/// limits).
+pub fn node_allocatable(config: &NodeConfig, readings: &Readings) -> NodeAllocatable {
+    let (memory, storage) = allocatable_bytes(config, readings);
+    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    NodeAllocatable {
+        cpu_millis: signed(readings.cpus.saturating_mul(1000)),
+        memory_bytes: signed(memory),
+        ephemeral_storage_bytes: signed(storage),
+    }
+}
+
+/// Allocatable memory and ephemeral storage in bytes.
+fn allocatable_bytes(config: &NodeConfig, readings: &Readings) -> (u64, u64) {
     let eviction = &config.eviction_hard;
     let memory = readings
         .memory_total
         .saturating_sub(eviction.memory_available);
     let storage = readings.fs_total - readings.fs_total * eviction.nodefs_available_percent / 100;
-    resources(readings.cpus, memory, storage, config.max_pods)
+    (memory, storage)
 }
 
 fn resources(cpus: u64, memory: u64, storage: u64, pods: u32) -> BTreeMap<String, Quantity> {

@@ -30,7 +30,7 @@ async fn kubelet_api_serves_logs_to_the_api_server_only() -> Result<()> {
 
     // The admin approves the node's serving certificate request, as in a real cluster.
     let csr = eventually(Duration::from_secs(30), "the serving CSR", || {
-        serving_csr(&cluster)
+        cluster::serving_csr(&cluster, NODE)
     })
     .await?;
     cluster.kubectl(&["certificate", "approve", &csr])?;
@@ -106,16 +106,6 @@ async fn kubelet_api_serves_logs_to_the_api_server_only() -> Result<()> {
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(15), agent).await???;
     Ok(())
-}
-
-fn serving_csr(cluster: &Cluster) -> Option<String> {
-    let list = cluster.kubectl_json(&["get", "csr"]).ok()?;
-    let items = list["items"].as_array()?;
-    let csr = items.iter().find(|csr| {
-        csr["spec"]["signerName"] == "kubernetes.io/kubelet-serving"
-            && csr["spec"]["username"] == format!("system:node:{NODE}")
-    })?;
-    csr["metadata"]["name"].as_str().map(str::to_string)
 }
 
 fn curl(port: u16, extra: &[&str]) -> Result<String> {

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Volume};
 
 /// The content of one ConfigMap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,8 +78,140 @@ impl ConfigObjects {
     }
 }
 
+/// The names of the ConfigMaps and Secrets a pod reads (through `env`, `envFrom` and
+/// volumes), which a node must fetch one by one before it runs the pod. Image pull secrets
+/// are not among them: they are credentials for the node, not content for the pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct References {
+    /// ConfigMap names.
+    pub config_maps: BTreeSet<String>,
+    /// Secret names.
+    pub secrets: BTreeSet<String>,
+}
+
+impl References {
+    /// Every ConfigMap and Secret `pod` references, in all its containers and volumes.
+    pub fn of_pod(pod: &Pod) -> References {
+        let mut refs = References::default();
+        let Some(spec) = &pod.spec else {
+            return refs;
+        };
+        let init = spec.init_containers.iter().flatten();
+        for container in init.chain(&spec.containers) {
+            refs.add_container(container);
+        }
+        for volume in spec.volumes.iter().flatten() {
+            refs.add_volume(volume);
+        }
+        refs
+    }
+
+    fn add_container(&mut self, container: &Container) {
+        for source in container.env_from.iter().flatten() {
+            self.add(source.config_map_ref.as_ref().map(|r| &r.name), None);
+            self.add(None, source.secret_ref.as_ref().map(|r| &r.name));
+        }
+        let value_from = container.env.iter().flatten();
+        for from in value_from.filter_map(|e| e.value_from.as_ref()) {
+            self.add(from.config_map_key_ref.as_ref().map(|r| &r.name), None);
+            self.add(None, from.secret_key_ref.as_ref().map(|r| &r.name));
+        }
+    }
+
+    fn add_volume(&mut self, volume: &Volume) {
+        self.add(volume.config_map.as_ref().map(|c| &c.name), None);
+        let secret = volume.secret.as_ref().and_then(|s| s.secret_name.as_ref());
+        self.add(None, secret);
+        let sources = volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten());
+        for source in sources {
+            self.add(source.config_map.as_ref().map(|c| &c.name), None);
+            self.add(None, source.secret.as_ref().map(|s| &s.name));
+        }
+    }
+
+    fn add(&mut self, config_map: Option<&String>, secret: Option<&String>) {
+        if let Some(name) = config_map.filter(|n| !n.is_empty()) {
+            self.config_maps.insert(name.clone());
+        }
+        if let Some(name) = secret.filter(|n| !n.is_empty()) {
+            self.secrets.insert(name.clone());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::{
+        ConfigMapEnvSource, ConfigMapVolumeSource, EnvFromSource, EnvVar, EnvVarSource, PodSpec,
+        ProjectedVolumeSource, SecretKeySelector, SecretProjection, VolumeProjection,
+    };
+
+    #[test]
+    fn finds_every_reference_of_a_pod() {
+        let container = Container {
+            name: "app".into(),
+            env_from: Some(vec![EnvFromSource {
+                config_map_ref: Some(ConfigMapEnvSource {
+                    name: "settings".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            env: Some(vec![EnvVar {
+                name: "TOKEN".into(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: "api".into(),
+                        key: "token".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let volumes = vec![
+            Volume {
+                name: "cfg".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: "files".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "all".into(),
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(vec![VolumeProjection {
+                        secret: Some(SecretProjection {
+                            name: "tls".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ];
+        let pod = Pod {
+            spec: Some(PodSpec {
+                init_containers: Some(vec![container]),
+                volumes: Some(volumes),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let refs = References::of_pod(&pod);
+        let names = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>();
+        assert_eq!(names(&refs.config_maps), ["files", "settings"]);
+        assert_eq!(names(&refs.secrets), ["api", "tls"]);
+    }
+
     use super::*;
     use k8s_openapi::ByteString;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

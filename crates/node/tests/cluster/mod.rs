@@ -68,6 +68,46 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Stops the API server, leaves it down for `down_for`, and starts it again with the
+    /// same command line; returns once it is ready.
+    #[allow(dead_code)]
+    pub fn restart_apiserver(&self, down_for: Duration) -> Result<()> {
+        let pid_file = self.state.join("run/kube-apiserver.pid");
+        let pid = std::fs::read_to_string(&pid_file)?.trim().to_string();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+        let argv: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        Command::new("kill").arg(&pid).status()?;
+        let gone = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && gone.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(down_for);
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.state.join("logs/kube-apiserver.log"))?;
+        let child = Command::new("setsid")
+            .args(&argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        std::fs::write(&pid_file, child.id().to_string())?;
+        let start = Instant::now();
+        while self.kubectl(&["get", "--raw", "/readyz"]).is_err() {
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("the API server did not come back");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(())
+    }
+
     /// kubectl with `-o json`, parsed.
     pub fn kubectl_json(&self, args: &[&str]) -> Result<serde_json::Value> {
         let mut args = args.to_vec();
@@ -121,10 +161,24 @@ fn cache_bin() -> PathBuf {
     Path::new(&cache).join("bin")
 }
 
+#[allow(dead_code)]
 /// A node config on 127.0.0.1 for the tests. Shared build machines run with little free
 /// disk: DiskPressure is reported only below 1%.
 pub fn node_config(name: &str, data: &Path) -> Result<wasmlet_node::config::NodeConfig> {
     let mut config = wasmlet_node::config::NodeConfig::new(name, "127.0.0.1".parse()?, data.into());
     config.eviction_hard = wasmlet_node::config::EvictionHard::parse("nodefs.available<1%")?;
     Ok(config)
+}
+
+/// The name of the pending serving-certificate CSR of node `node`, if any.
+#[allow(dead_code)]
+pub fn serving_csr(cluster: &Cluster, node: &str) -> Option<String> {
+    let list = cluster.kubectl_json(&["get", "csr"]).ok()?;
+    let items = list["items"].as_array()?;
+    let csr = items.iter().find(|csr| {
+        csr["spec"]["signerName"] == "kubernetes.io/kubelet-serving"
+            && csr["spec"]["username"] == format!("system:node:{node}")
+            && csr["status"]["certificate"].is_null()
+    })?;
+    csr["metadata"]["name"].as_str().map(str::to_string)
 }

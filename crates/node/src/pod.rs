@@ -1,0 +1,437 @@
+//! One pod's task: runs the pod through a [`PodWorker`], writes its status to the API server
+//! whenever it changes, and finishes its deletion.
+//!
+//! - A pod already `Succeeded` or `Failed` is never run again (e.g. after the agent
+//!   restarts).
+//! - Deletion (`deletionTimestamp` set): the containers get `deletionGracePeriodSeconds`,
+//!   then the final status is written and the object deleted with grace 0 (the kubelet's
+//!   last word on a pod), preconditioned on its UID.
+//! - A pod removed from the API behind the agent's back is stopped at once.
+//! - The agent shutting down (the update channel closed) stops the containers within their
+//!   grace periods and leaves the status as it was: the node goes NotReady, and the next
+//!   start of the agent runs the pod again.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, PodStatus, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use wasmlet_oci::auth::Keyring;
+use wasmlet_pod::{ConfigObjects, NodeFacts, References, pod_status, termination_grace_period};
+use wasmlet_worker::{PodWorker, WorkerConfig, WorkerEvent, WorkerFacts};
+
+use crate::pods::NodeContext;
+
+/// How long a failed status write waits before it is tried again.
+const STATUS_RETRY: Duration = Duration::from_secs(2);
+
+/// Runs one pod until it is deleted, removed, or the agent shuts down.
+pub async fn run(
+    context: Arc<NodeContext>,
+    mut updates: watch::Receiver<Pod>,
+    gone: CancellationToken,
+) {
+    let pod = updates.borrow_and_update().clone();
+    let mut task = PodTask::new(context, pod);
+    if task.is_terminal() || task.deleting() {
+        task.idle(&mut updates, &gone).await;
+        return;
+    }
+    let Some(worker) = task.start_worker().await else {
+        task.idle(&mut updates, &gone).await;
+        return;
+    };
+    let outcome = task.supervise(&worker, &mut updates, &gone).await;
+    let facts = worker.wait().await;
+    task.context.ips.release(&task.uid);
+    match outcome {
+        Outcome::ShuttingDown => {}
+        Outcome::Gone => task.clean_up(),
+        Outcome::Ended | Outcome::Deleting => {
+            task.report(&facts).await;
+            task.idle(&mut updates, &gone).await;
+        }
+    }
+}
+
+/// How supervision of a running pod ended.
+enum Outcome {
+    /// Every container is done for good.
+    Ended,
+    /// Deletion was requested: the worker was told to stop with the grace period.
+    Deleting,
+    /// The object is gone from the API.
+    Gone,
+    /// The agent is shutting down.
+    ShuttingDown,
+}
+
+struct PodTask {
+    context: Arc<NodeContext>,
+    pod: Pod,
+    uid: String,
+    api: Api<Pod>,
+    /// The status last written (or read from the API at first).
+    reported: Option<PodStatus>,
+    /// Whether the latest status still has to be written.
+    dirty: bool,
+    /// The sequence number of the last worker event published.
+    events_seen: u64,
+}
+
+impl PodTask {
+    fn new(context: Arc<NodeContext>, pod: Pod) -> PodTask {
+        let namespace = wasmlet_pod::downward::pod_namespace(&pod).to_owned();
+        PodTask {
+            api: Api::namespaced(context.client.clone(), &namespace),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            reported: pod.status.clone(),
+            dirty: false,
+            events_seen: 0,
+            context,
+            pod,
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.pod.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    fn is_terminal(&self) -> bool {
+        let phase = self.pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        matches!(phase, Some("Succeeded" | "Failed"))
+    }
+
+    fn deleting(&self) -> bool {
+        self.pod.metadata.deletion_timestamp.is_some()
+    }
+
+    /// Fetches what the pod needs, takes its IP and starts its worker.
+    async fn start_worker(&mut self) -> Option<PodWorker> {
+        let objects = self.config_objects().await;
+        let keyring = self.pull_secrets().await;
+        let ip = match self.pod_ip() {
+            Ok(ip) => ip,
+            Err(err) => {
+                tracing::error!(pod = %self.name(), %err, "no pod IP");
+                return None;
+            }
+        };
+        let config = WorkerConfig {
+            root: self.context.data_dir.clone(),
+            node: NodeFacts {
+                node_name: self.context.node_name.clone(),
+                host_ips: vec![self.context.node_ip.to_string()],
+                pod_ips: vec![ip.to_string()],
+                pod_uid: self.uid.clone(),
+                allocatable: self.context.allocatable,
+            },
+            output: None,
+        };
+        let resolver = Arc::new(self.context.images.with_keyring(keyring));
+        let runtime = self.context.runtime.clone();
+        match PodWorker::start(runtime, resolver, config, self.pod.clone(), objects) {
+            Ok(worker) => Some(worker),
+            Err(err) => {
+                tracing::error!(pod = %self.name(), %err, "cannot run the pod");
+                None
+            }
+        }
+    }
+
+    /// The pod's IP: the node's for `hostNetwork` pods, else one of the pod CIDR (the one
+    /// reported before when the agent restarted).
+    fn pod_ip(&self) -> Result<IpAddr, crate::ips::Error> {
+        let spec = self.pod.spec.as_ref();
+        if spec.and_then(|s| s.host_network).unwrap_or(false) {
+            return Ok(self.context.node_ip);
+        }
+        let previous = self
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
+        self.context
+            .ips
+            .allocate(&self.uid, previous)
+            .map(IpAddr::V4)
+    }
+
+    /// The ConfigMaps and Secrets the pod references, fetched one by one (the Node
+    /// authorizer lets a node read those of its pods, never list them). Missing ones stay
+    /// missing: the worker reports them as the kubelet does.
+    async fn config_objects(&self) -> ConfigObjects {
+        let refs = References::of_pod(&self.pod);
+        let namespace = wasmlet_pod::downward::pod_namespace(&self.pod);
+        let client = &self.context.client;
+        let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let mut found_maps = Vec::new();
+        for name in &refs.config_maps {
+            found_maps.extend(fetch(&config_maps, name).await);
+        }
+        let mut found_secrets = Vec::new();
+        for name in &refs.secrets {
+            found_secrets.extend(fetch(&secrets, name).await);
+        }
+        ConfigObjects::from_objects(&found_maps, &found_secrets)
+    }
+
+    /// The credentials of the pod's `imagePullSecrets` (docker config JSON secrets).
+    async fn pull_secrets(&self) -> Keyring {
+        let namespace = wasmlet_pod::downward::pod_namespace(&self.pod);
+        let secrets: Api<Secret> = Api::namespaced(self.context.client.clone(), namespace);
+        let names = self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.image_pull_secrets.iter().flatten());
+        let mut keyring = Keyring::default();
+        for name in names.map(|r| r.name.as_str()) {
+            let Some(secret) = fetch(&secrets, name).await else {
+                tracing::warn!(pod = %self.name(), secret = name, "image pull secret not found");
+                continue;
+            };
+            keyring.extend(docker_keyring(&secret, name));
+        }
+        keyring
+    }
+
+    /// Writes the status on every change of the worker's facts and follows the pod's
+    /// updates, until the pod ends, is deleted or removed, or the agent shuts down.
+    async fn supervise(
+        &mut self,
+        worker: &PodWorker,
+        updates: &mut watch::Receiver<Pod>,
+        gone: &CancellationToken,
+    ) -> Outcome {
+        let mut facts = worker.facts();
+        let mut outcome = None;
+        loop {
+            let latest = facts.borrow_and_update().clone();
+            if latest.pod.terminal {
+                return outcome.unwrap_or(Outcome::Ended);
+            }
+            self.write_status(&latest).await;
+            self.publish_events(&latest).await;
+            let retry = self.dirty.then(|| tokio::time::sleep(STATUS_RETRY));
+            tokio::select! {
+                _ = facts.changed() => {}
+                () = optional(retry) => {}
+                changed = updates.changed(), if outcome.is_none() => match changed {
+                    Ok(()) => {
+                        self.pod = updates.borrow_and_update().clone();
+                        if self.deleting() {
+                            worker.stop(self.deletion_grace());
+                            outcome = Some(Outcome::Deleting);
+                        }
+                    }
+                    Err(_) => {
+                        worker.stop(self.grace());
+                        outcome = Some(Outcome::ShuttingDown);
+                    }
+                },
+                () = gone.cancelled(), if !matches!(outcome, Some(Outcome::Gone)) => {
+                    worker.stop(Duration::ZERO);
+                    outcome = Some(Outcome::Gone);
+                }
+            }
+        }
+    }
+
+    /// The grace period of a deletion: `deletionGracePeriodSeconds`, else the pod's.
+    fn deletion_grace(&self) -> Duration {
+        match self.pod.metadata.deletion_grace_period_seconds {
+            Some(seconds) => Duration::from_secs(u64::try_from(seconds).unwrap_or(0)),
+            None => self.grace(),
+        }
+    }
+
+    fn grace(&self) -> Duration {
+        let grace = termination_grace_period(&self.pod, None);
+        Duration::try_from(grace).unwrap_or_default()
+    }
+
+    /// Computes the status from the facts and writes it when it changed.
+    async fn write_status(&mut self, facts: &WorkerFacts) {
+        let status = pod_status(&self.pod, &facts.pod, self.reported.as_ref());
+        if !self.dirty && self.reported.as_ref() == Some(&status) {
+            return;
+        }
+        self.dirty = true;
+        let patch = json!({"metadata": {"uid": self.uid}, "status": status});
+        let params = PatchParams::default();
+        match self
+            .api
+            .patch_status(self.name(), &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => self.dirty = false,
+            Err(err) => {
+                tracing::warn!(pod = %self.name(), %err, "writing the pod status failed; retrying")
+            }
+        }
+        self.reported = Some(status);
+    }
+
+    /// Publishes the worker's events not published yet, as Events about the pod (or one of
+    /// its containers) from `kubelet` on this node.
+    async fn publish_events(&mut self, facts: &WorkerFacts) {
+        let fresh: Vec<&WorkerEvent> = facts
+            .events
+            .iter()
+            .filter(|e| e.seq > self.events_seen)
+            .collect();
+        for event in fresh {
+            self.events_seen = event.seq;
+            let reference = self.reference(event.container.as_deref());
+            let published = Event {
+                type_: if event.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: event.reason.clone(),
+                note: Some(event.message.clone()),
+                action: event.reason.clone(),
+                secondary: None,
+            };
+            if let Err(err) = self.context.recorder.publish(&published, &reference).await {
+                tracing::warn!(pod = %self.name(), %err, reason = %event.reason, "publishing an event failed");
+            }
+        }
+    }
+
+    /// The pod, or one of its containers (`fieldPath`), as an event's subject.
+    fn reference(&self, container: Option<&str>) -> ObjectReference {
+        let field_path = container.map(|name| {
+            let spec = self.pod.spec.as_ref();
+            let init = spec.and_then(|s| s.init_containers.as_ref());
+            match init.is_some_and(|i| i.iter().any(|c| c.name == name)) {
+                true => format!("spec.initContainers{{{name}}}"),
+                false => format!("spec.containers{{{name}}}"),
+            }
+        });
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: self.pod.metadata.name.clone(),
+            namespace: Some(wasmlet_pod::downward::pod_namespace(&self.pod).to_owned()),
+            uid: Some(self.uid.clone()),
+            resource_version: self.pod.metadata.resource_version.clone(),
+            field_path,
+        }
+    }
+
+    /// Writes the final status, retrying until it is written or the pod is gone.
+    async fn report(&mut self, facts: &WorkerFacts) {
+        self.publish_events(facts).await;
+        for _ in 0..30 {
+            self.write_status(facts).await;
+            if !self.dirty {
+                return;
+            }
+            tokio::time::sleep(STATUS_RETRY).await;
+        }
+    }
+
+    /// After the pod ran: waits for its deletion (deleting the object with grace 0 when
+    /// asked) or removal, then removes its directory.
+    async fn idle(&mut self, updates: &mut watch::Receiver<Pod>, gone: &CancellationToken) {
+        loop {
+            if self.deleting() && self.finish_deletion().await {
+                break;
+            }
+            tokio::select! {
+                changed = updates.changed() => match changed {
+                    Ok(()) => self.pod = updates.borrow_and_update().clone(),
+                    Err(_) => return,
+                },
+                () = gone.cancelled() => break,
+                () = tokio::time::sleep(STATUS_RETRY), if self.deleting() => {}
+            }
+        }
+        self.clean_up();
+    }
+
+    /// Deletes the object with grace 0 (the containers have stopped); whether it is gone.
+    async fn finish_deletion(&self) -> bool {
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api.delete(self.name(), &params).await {
+            Ok(_) => true,
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => true,
+            Err(err) => {
+                tracing::warn!(pod = %self.name(), %err, "deleting the pod failed; retrying");
+                false
+            }
+        }
+    }
+
+    /// Removes the pod's directory (volumes and logs) once the pod is gone.
+    fn clean_up(&self) {
+        let dir = self.context.data_dir.join("pods").join(&self.uid);
+        if let Err(err) = std::fs::remove_dir_all(&dir)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), %err, "removing the pod directory failed");
+        }
+    }
+}
+
+/// GETs one object; `None` when it does not exist or cannot be read (logged).
+async fn fetch<K>(api: &Api<K>, name: &str) -> Option<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_opt(name).await {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::warn!(name, %err, "reading an object the pod needs failed");
+            None
+        }
+    }
+}
+
+/// The credentials in a `kubernetes.io/dockerconfigjson` (or legacy `dockercfg`) secret.
+fn docker_keyring(secret: &Secret, name: &str) -> Keyring {
+    let data: BTreeMap<&str, &[u8]> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.0.as_slice()))
+        .collect();
+    let origin = format!("secret {name}");
+    let parsed = match (data.get(".dockerconfigjson"), data.get(".dockercfg")) {
+        (Some(json), _) => Keyring::from_docker_config_json(json, &origin),
+        (None, Some(legacy)) => {
+            let wrapped = format!("{{\"auths\":{}}}", String::from_utf8_lossy(legacy));
+            Keyring::from_docker_config_json(wrapped.as_bytes(), &origin)
+        }
+        (None, None) => return Keyring::default(),
+    };
+    parsed.unwrap_or_else(|err| {
+        tracing::warn!(secret = name, %err, "unusable image pull secret");
+        Keyring::default()
+    })
+}
+
+async fn optional(sleep: Option<tokio::time::Sleep>) {
+    match sleep {
+        Some(sleep) => sleep.await,
+        None => std::future::pending().await,
+    }
+}

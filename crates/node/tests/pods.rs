@@ -1,0 +1,338 @@
+//! End to end against the real control plane, the scheduler and a real registry behind a
+//! Harbor-shaped token server: pods scheduled to `wasmlet node` run as a kubelet runs them,
+//! and `kubectl` (get, logs, delete) reads them as it reads any pod.
+
+mod cluster;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use cluster::{Cluster, eventually};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use wasmlet_node::agent::{self, Credentials};
+use wasmlet_oci::auth::{Credential, Keyring};
+use wasmlet_oci::client::{Client, ClientConfig, NoProgress};
+use wasmlet_oci::format::Format;
+use wasmlet_oci::push::{self, Artifact};
+use wasmlet_testkit::{Registry, TokenServer, TokenShape};
+
+const NODE: &str = "wasm-pods";
+const USER: (&str, &str) = ("bob", "s3cret");
+
+/// The seed's pod, with a pull secret for the private registry.
+fn seed_pod(name: &str, image: &str, restart: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  \
+         restartPolicy: {restart}\n  imagePullSecrets: [{{name: regcred}}]\n  \
+         containers: [{{name: {name}, image: '{image}'}}]\n  \
+         tolerations:\n  - {{key: kubernetes.io/arch, operator: Equal, value: wasm32-wasi, effect: NoExecute}}\n  \
+         - {{key: kubernetes.io/arch, operator: Equal, value: wasm32-wasi, effect: NoSchedule}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_pods_run_as_a_kubelet_runs_them() -> Result<()> {
+    let cluster = Cluster::start(NODE)?;
+    let tokens = TokenServer::start(TokenShape::Harbor, Some(USER), 300);
+    let registry = Registry::start(tokens.registry_auth());
+    let host = registry.host();
+    push(&host, "bifrost/hello-wasm:v1", wasmlet_fixtures::hello()).await?;
+    push(&host, "bifrost/exit:v1", wasmlet_fixtures::exit()).await?;
+    push(&host, "bifrost/sleep:v1", wasmlet_fixtures::sleep()).await?;
+    push(&host, "bifrost/env:v1", wasmlet_fixtures::env()).await?;
+    cluster.kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={host}"),
+        &format!("--docker-username={}", USER.0),
+        &format!("--docker-password={}", USER.1),
+    ])?;
+
+    let data = tempfile::tempdir()?;
+    let cancel = CancellationToken::new();
+    let _agent = start_agent(&cluster, data.path(), cancel.clone()).await?;
+    let hello = format!("{host}/bifrost/hello-wasm:v1");
+
+    // Never: runs once, Succeeded, exit code 0, the three lines in `kubectl logs`.
+    apply(
+        &cluster,
+        data.path(),
+        &seed_pod("wasm-hello", &hello, "Never"),
+    )?;
+    let pod = wait_for_phase(&cluster, "wasm-hello", "Succeeded").await?;
+    assert_eq!(pod["spec"]["nodeName"], NODE, "scheduled by kube-scheduler");
+    let state = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(state["exitCode"], 0, "{pod:#}");
+    assert_eq!(state["reason"], "Completed", "{pod:#}");
+    assert!(
+        pod["status"]["podIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("127.64.")),
+        "{pod:#}"
+    );
+    let logs = cluster.kubectl(&["logs", "wasm-hello"])?;
+    assert_eq!(
+        logs.lines().collect::<Vec<_>>(),
+        ["hello from stdout!", "hello from stderr!", "Args are: []"],
+        "{logs}"
+    );
+
+    // `kubectl describe` tells the story in the kubelet's words.
+    let described = cluster.kubectl(&["describe", "pod", "wasm-hello"])?;
+    for wanted in [
+        "Successfully assigned default/wasm-hello to wasm-pods",
+        "Pulling image",
+        "Successfully pulled image",
+        "Created container: wasm-hello",
+        "Started container wasm-hello",
+    ] {
+        assert!(
+            described.contains(wanted),
+            "{wanted:?} missing from:\n{described}"
+        );
+    }
+
+    // Exit codes are shown exactly.
+    let exit = seed_pod("exit-42", &format!("{host}/bifrost/exit:v1"), "Never")
+        .replace("image: ", "args: ['42'], image: ");
+    apply(&cluster, data.path(), &exit)?;
+    let pod = wait_for_phase(&cluster, "exit-42", "Failed").await?;
+    let state = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(state["exitCode"], 42, "{pod:#}");
+    assert_eq!(state["reason"], "Error", "{pod:#}");
+
+    // Always: the container is restarted, with the kubelet's back-off.
+    apply(
+        &cluster,
+        data.path(),
+        &seed_pod("wasm-hello-always", &hello, "Always"),
+    )?;
+    let restarted = eventually(Duration::from_secs(90), "a restart", || {
+        let pod = cluster
+            .kubectl_json(&["get", "pod", "wasm-hello-always"])
+            .ok()?;
+        let count = pod["status"]["containerStatuses"][0]["restartCount"].as_i64()?;
+        (count >= 1).then_some(pod)
+    })
+    .await?;
+    assert_eq!(restarted["status"]["phase"], "Running", "{restarted:#}");
+
+    // A ConfigMap read through envFrom.
+    cluster.kubectl(&[
+        "create",
+        "configmap",
+        "greeting",
+        "--from-literal=GREETING=hi",
+    ])?;
+    let env = seed_pod("env", &format!("{host}/bifrost/env:v1"), "Never").replace(
+        "image: ",
+        "envFrom: [{configMapRef: {name: greeting}}], image: ",
+    );
+    apply(&cluster, data.path(), &env)?;
+    wait_for_phase(&cluster, "env", "Succeeded").await?;
+    let logs = cluster.kubectl(&["logs", "env"])?;
+    assert!(logs.lines().any(|l| l == "env=GREETING=hi"), "{logs}");
+
+    // Deletion honours the grace period, then the object is gone.
+    let sleeper = seed_pod("sleeper", &format!("{host}/bifrost/sleep:v1"), "Always")
+        .replace("image: ", "args: ['600000'], image: ")
+        .replace(
+            "  restartPolicy",
+            "  terminationGracePeriodSeconds: 3\n  restartPolicy",
+        );
+    apply(&cluster, data.path(), &sleeper)?;
+    wait_for_phase(&cluster, "sleeper", "Running").await?;
+    let started = Instant::now();
+    cluster.kubectl(&["delete", "pod", "sleeper", "--wait=true", "--timeout=60s"])?;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "deleted before its grace period: {took:?}"
+    );
+    assert!(
+        cluster.kubectl(&["get", "pod", "sleeper"]).is_err(),
+        "the pod object remains"
+    );
+
+    // A pull that cannot succeed shows ErrImagePull, then ImagePullBackOff.
+    let missing = seed_pod("missing", &format!("{host}/bifrost/nothing:v1"), "Never");
+    apply(&cluster, data.path(), &missing)?;
+    let reasons = eventually(Duration::from_secs(60), "ImagePullBackOff", || {
+        let pod = cluster.kubectl_json(&["get", "pod", "missing"]).ok()?;
+        let reason = pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].clone();
+        (reason == "ImagePullBackOff").then_some(pod)
+    })
+    .await?;
+    assert_eq!(reasons["status"]["phase"], "Pending", "{reasons:#}");
+
+    cancel.cancel();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_on_one_machine_share_a_deployment() -> Result<()> {
+    const OTHER: &str = "wasm-pods-b";
+    let cluster = Cluster::start(NODE)?;
+    let tokens = TokenServer::start(TokenShape::Both, Some(USER), 300);
+    let registry = Registry::start(tokens.registry_auth());
+    let host = registry.host();
+    push(&host, "demo/sleep:v1", wasmlet_fixtures::sleep()).await?;
+    cluster.kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={host}"),
+        &format!("--docker-username={}", USER.0),
+        &format!("--docker-password={}", USER.1),
+    ])?;
+    let data = tempfile::tempdir()?;
+    let cancel = CancellationToken::new();
+    let _first = start_agent(&cluster, &data.path().join("a"), cancel.clone()).await?;
+    // The second joins through TLS bootstrap, with its own name, port and pod range.
+    let mut config = cluster::node_config(OTHER, &data.path().join("b"))?;
+    config.port = wasmlet_testkit::free_port();
+    config.pod_cidr = "127.65.0.0/16".parse()?;
+    let credentials = Credentials {
+        bootstrap_kubeconfig: Some(cluster.var("WASMLET_BOOTSTRAP_KUBECONFIG").into()),
+        ..Default::default()
+    };
+    let _second = tokio::spawn(agent::run(config, credentials, cancel.clone()));
+    let csr = eventually(Duration::from_secs(60), "the second serving CSR", || {
+        cluster::serving_csr(&cluster, OTHER)
+    })
+    .await?;
+    cluster.kubectl(&["certificate", "approve", &csr])?;
+
+    let deployment = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: sleepers, namespace: default}}\n\
+         spec:\n  replicas: 6\n  selector: {{matchLabels: {{app: sleepers}}}}\n  template:\n    \
+         metadata: {{labels: {{app: sleepers}}}}\n    spec:\n      imagePullSecrets: [{{name: regcred}}]\n      \
+         terminationGracePeriodSeconds: 1\n      tolerations: [{{operator: Exists}}]\n      \
+         containers: [{{name: sleep, image: '{host}/demo/sleep:v1', args: ['600000']}}]\n"
+    );
+    apply(&cluster, data.path(), &deployment)?;
+    let pods = eventually(Duration::from_secs(120), "6 running replicas", || {
+        let list = cluster
+            .kubectl_json(&["get", "pods", "-l", "app=sleepers"])
+            .ok()?;
+        let items = list["items"].as_array()?.clone();
+        let running = items
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
+        (running == 6).then_some(items)
+    })
+    .await?;
+    let on = |node: &str| {
+        pods.iter()
+            .filter(|p| p["spec"]["nodeName"] == node)
+            .count()
+    };
+    assert!(
+        on(NODE) > 0 && on(OTHER) > 0,
+        "one node took every pod: {} vs {}",
+        on(NODE),
+        on(OTHER)
+    );
+    let ips: std::collections::BTreeSet<&str> = pods
+        .iter()
+        .filter_map(|p| p["status"]["podIP"].as_str())
+        .collect();
+    assert_eq!(ips.len(), 6, "pod IPs are not distinct: {ips:?}");
+
+    // Scaling to zero stops and deletes every pod on both nodes.
+    cluster.kubectl(&["scale", "deployment", "sleepers", "--replicas=0"])?;
+    eventually(Duration::from_secs(60), "no pods left", || {
+        let list = cluster
+            .kubectl_json(&["get", "pods", "-l", "app=sleepers"])
+            .ok()?;
+        list["items"].as_array()?.is_empty().then_some(())
+    })
+    .await?;
+    cancel.cancel();
+    Ok(())
+}
+
+/// Pushes `wasm` as a wasm-to-oci artifact (the seed's format) with the test user.
+async fn push(host: &str, path: &str, wasm: &[u8]) -> Result<()> {
+    let mut keyring = Keyring::default();
+    let (username, password) = USER;
+    keyring.insert(
+        host,
+        Credential::Basic {
+            username: username.into(),
+            password: password.into(),
+        },
+    );
+    let client = Client::new(ClientConfig {
+        keyring,
+        ..ClientConfig::default()
+    })?;
+    let artifact = Artifact {
+        wasm: Bytes::copy_from_slice(wasm),
+        file_name: format!("{}.wasm", path.rsplit('/').next().unwrap_or("module")),
+        format: Format::WasmToOci,
+        annotations: BTreeMap::new(),
+        author: None,
+    };
+    let reference = format!("{host}/{path}").parse()?;
+    push::push(&client, &reference, &artifact, &NoProgress).await?;
+    Ok(())
+}
+
+/// Starts the agent on the node's kubeconfig and approves its serving certificate (so
+/// `kubectl logs` reaches it).
+async fn start_agent(
+    cluster: &Cluster,
+    data: &std::path::Path,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let mut config = cluster::node_config(NODE, data)?;
+    config.port = wasmlet_testkit::free_port();
+    let credentials = Credentials {
+        kubeconfig: Some(cluster.var("WASMLET_NODE_KUBECONFIG").into()),
+        ..Default::default()
+    };
+    let agent = tokio::spawn(async move {
+        if let Err(err) = agent::run(config, credentials, cancel).await {
+            panic!("the agent failed: {err}");
+        }
+    });
+    let csr = eventually(Duration::from_secs(30), "the serving CSR", || {
+        cluster::serving_csr(cluster, NODE)
+    })
+    .await?;
+    cluster.kubectl(&["certificate", "approve", &csr])?;
+    Ok(agent)
+}
+
+fn apply(cluster: &Cluster, dir: &std::path::Path, manifest: &str) -> Result<()> {
+    let path = dir.join("manifest.yaml");
+    std::fs::write(&path, manifest)?;
+    cluster.kubectl(&["apply", "-f", path.to_str().context("path")?])?;
+    Ok(())
+}
+
+async fn wait_for_phase(cluster: &Cluster, pod: &str, phase: &str) -> Result<Value> {
+    let what = format!("pod {pod} {phase}");
+    let found = eventually(Duration::from_secs(90), &what, || {
+        let pod = cluster.kubectl_json(&["get", "pod", pod]).ok()?;
+        (pod["status"]["phase"] == phase).then_some(pod)
+    })
+    .await;
+    match found {
+        Ok(pod) => Ok(pod),
+        Err(err) => {
+            let now = cluster
+                .kubectl(&["get", "pod", pod, "-o", "yaml"])
+                .unwrap_or_default();
+            bail!("{err}\n{now}")
+        }
+    }
+}
