@@ -70,6 +70,7 @@ pub fn run_pod(path: &Path, args: &RunArgs, registry: &RegistryArgs) -> anyhow::
         root: state_root()?,
         node: node_facts(&uid),
         output: Some(prefixed_output()),
+        resume: Default::default(),
     };
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

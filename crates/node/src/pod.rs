@@ -16,15 +16,20 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerStatus, ObjectReference, Pod, PodStatus, Secret,
+};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wasmlet_oci::auth::Keyring;
-use wasmlet_pod::{ConfigObjects, NodeFacts, References, pod_status, termination_grace_period};
-use wasmlet_worker::{PodWorker, WorkerConfig, WorkerEvent, WorkerFacts};
+use wasmlet_pod::{
+    ConfigObjects, NodeFacts, References, Termination, pod_status, termination_grace_period,
+};
+use wasmlet_worker::{PodWorker, Resume, ResumedContainer, WorkerConfig, WorkerEvent, WorkerFacts};
 
 use crate::pods::NodeContext;
 
@@ -133,6 +138,7 @@ impl PodTask {
                 allocatable: self.context.allocatable,
             },
             output: None,
+            resume: resume_of(self.pod.status.as_ref()),
         };
         let resolver = Arc::new(self.context.images.with_keyring(keyring));
         let runtime = self.context.runtime.clone();
@@ -390,6 +396,48 @@ impl PodTask {
             tracing::warn!(dir = %dir.display(), %err, "removing the pod directory failed");
         }
     }
+}
+
+/// What the status reported before tells of the pod's containers (the agent restarted
+/// while the pod ran): restart counts and last terminations carry on.
+fn resume_of(status: Option<&PodStatus>) -> Resume {
+    let Some(status) = status else {
+        return Resume::default();
+    };
+    let now = Timestamp::now();
+    let statuses = status.init_container_statuses.iter().flatten();
+    let containers = statuses
+        .chain(status.container_statuses.iter().flatten())
+        .filter_map(|c| Some((c.name.clone(), resumed(c, now)?)))
+        .collect();
+    Resume {
+        start_time: status.start_time.as_ref().map(|t| t.0),
+        containers,
+    }
+}
+
+/// One container's earlier runs: its last termination, or a lost run if it was running.
+fn resumed(status: &ContainerStatus, now: Timestamp) -> Option<ResumedContainer> {
+    let state = status.state.as_ref();
+    if let Some(running) = state.and_then(|s| s.running.as_ref()) {
+        let started = running.started_at.as_ref().map(|t| t.0);
+        return Some(ResumedContainer::lost(status.restart_count, started, now));
+    }
+    let terminated = state
+        .and_then(|s| s.terminated.as_ref())
+        .or_else(|| status.last_state.as_ref()?.terminated.as_ref())?;
+    Some(ResumedContainer {
+        restart_count: status.restart_count,
+        last: Termination {
+            exit_code: terminated.exit_code,
+            signal: terminated.signal,
+            reason: terminated.reason.clone(),
+            message: terminated.message.clone(),
+            started_at: terminated.started_at.as_ref().map(|t| t.0),
+            finished_at: terminated.finished_at.as_ref().map(|t| t.0),
+            container_id: terminated.container_id.clone(),
+        },
+    })
 }
 
 /// GETs one object; `None` when it does not exist or cannot be read (logged).

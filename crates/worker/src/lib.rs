@@ -26,6 +26,7 @@
 //!     root: "/var/lib/wasmlet".into(),
 //!     node: NodeFacts { node_name: "edge-1".into(), pod_uid: "uid-1".into(), ..Default::default() },
 //!     output: None,
+//!     resume: Default::default(),
 //! };
 //! let objects = manifest.config_objects();
 //! let worker = PodWorker::start(runtime, resolver, config, manifest.pod.clone(), objects)?;
@@ -56,6 +57,8 @@
 //! - The worker is done ([`wasmlet_pod::PodFacts::terminal`]) when it was stopped, the
 //!   deadline passed, an init container failed for good, or every regular container ended
 //!   for good, and nothing runs any more (sidecars are stopped last).
+//! - [`PodWorker::usage`] (or a [`PodUsage`] handle) tells what each running container uses
+//!   now: the CPU time of its run and the memory of its instances, from the runtime.
 //!
 //! # Events
 //! [`WorkerFacts::events`] holds the most recent [`WorkerEvent`]s (the last
@@ -138,7 +141,9 @@ pub mod image;
 mod net;
 pub mod paths;
 mod probe;
+pub mod resume;
 pub mod serving;
+pub mod usage;
 pub mod volumes;
 mod worker;
 
@@ -149,5 +154,7 @@ pub use image::{
 };
 pub use paths::PodDir;
 pub use probe::PROBE_USER_AGENT;
+pub use resume::{Resume, ResumedContainer};
+pub use usage::{ContainerUsage, PodUsage};
 pub use wasmlet_runtime::log::Stream;
 pub use worker::{Error, OutputFactory, PodWorker, WorkerConfig, WorkerFacts};

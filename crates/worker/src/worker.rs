@@ -33,7 +33,9 @@ use crate::image::{ImageRequest, ImageResolver, PullPolicy, WasmSource};
 use crate::net;
 use crate::paths::{self, PodDir};
 use crate::probe::{ProbeKind, ProbeReport, Probing, ReportTo, Verdict};
+use crate::resume::{Resume, ResumedContainer};
 use crate::serving;
+use crate::usage::{ContainerUsage, PodUsage};
 use crate::volumes::{self, Volumes};
 
 /// The waiting reason of a container that could not be started.
@@ -70,6 +72,8 @@ pub struct WorkerConfig {
     pub node: NodeFacts,
     /// Raw copies of container output, besides the CRI log files.
     pub output: Option<OutputFactory>,
+    /// What an earlier worker of this pod left behind (empty for a new pod).
+    pub resume: Resume,
 }
 
 /// What the worker knows, published on every change.
@@ -94,6 +98,7 @@ pub struct PodWorker {
     facts: watch::Receiver<WorkerFacts>,
     stop: watch::Sender<Option<Duration>>,
     dir: PodDir,
+    usage: PodUsage,
 }
 
 impl PodWorker {
@@ -125,11 +130,13 @@ impl PodWorker {
             stop_rx,
         );
         let facts = worker.facts_tx.subscribe();
+        let usage = worker.usage.clone();
         tokio::spawn(worker.run());
         Ok(PodWorker {
             facts,
             stop: stop_tx,
             dir,
+            usage,
         })
     }
 
@@ -156,6 +163,17 @@ impl PodWorker {
     /// The pod's directory (volumes and logs).
     pub fn dir(&self) -> &PodDir {
         &self.dir
+    }
+
+    /// What the running containers use now (see [`PodUsage::containers`]).
+    pub fn usage(&self) -> Vec<ContainerUsage> {
+        self.usage.containers()
+    }
+
+    /// A handle on the running containers' usage that outlives this handle, for a metrics
+    /// reader elsewhere.
+    pub fn usage_handle(&self) -> PodUsage {
+        self.usage.clone()
     }
 }
 
@@ -264,6 +282,21 @@ impl Record {
         }
     }
 
+    /// Carries on from a run of an earlier worker: it has ended, and the next run is
+    /// restart number `restart_count + 1`.
+    fn resume(&mut self, resumed: &ResumedContainer, now: Timestamp) {
+        let last = resumed.last.clone();
+        self.started = true;
+        self.restart_count = resumed.restart_count;
+        self.exit = Some(ExitFacts {
+            exit_code: last.exit_code,
+            finished_at: last.finished_at.unwrap_or(now),
+        });
+        self.container_id = last.container_id.clone();
+        self.state = RunState::Terminated(last.clone());
+        self.terminated = Some(last);
+    }
+
     fn init_run(&self) -> InitRun {
         let starting = self.probing.as_ref().and_then(Probing::started) == Some(false);
         match (&self.running, &self.exit) {
@@ -334,6 +367,8 @@ struct Worker {
     init_failed: bool,
     start_time: Timestamp,
     facts_tx: watch::Sender<WorkerFacts>,
+    /// The running containers, for [`PodWorker::usage`].
+    usage: PodUsage,
 }
 
 impl Worker {
@@ -351,8 +386,13 @@ impl Worker {
         node.pod_uid = uid.clone();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let namespace = wasmlet_pod::downward::pod_namespace(&pod).to_owned();
-        let records = records(&pod);
         let clock = Clock::new();
+        let mut records = records(&pod);
+        for record in &mut records {
+            if let Some(resumed) = config.resume.containers.get(&record.spec.name) {
+                record.resume(resumed, clock.now());
+            }
+        }
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         let (probes_tx, probes_rx) = mpsc::unbounded_channel();
         let worker = Worker {
@@ -384,8 +424,9 @@ impl Worker {
             stop_sent: None,
             failure: None,
             init_failed: false,
-            start_time: clock.now(),
+            start_time: config.resume.start_time.unwrap_or_else(|| clock.now()),
             facts_tx: watch::channel(placeholder_facts(clock.now())).0,
+            usage: PodUsage::default(),
         };
         let facts = worker.facts(false);
         worker.facts_tx.send_replace(facts);
@@ -752,6 +793,7 @@ impl Worker {
         let container = Arc::new(container);
         record.running = Some(container.clone());
         let name = record.spec.name.clone();
+        self.usage.started(index, &name, now, container.clone());
         self.events.push(Some(&name), events::started(&name));
         self.start_probes(index);
         let exits = self.exits_tx.clone();
@@ -852,6 +894,7 @@ impl Worker {
         };
         record.running = None;
         record.probing = None;
+        self.usage.ended(exit.index);
         record.exit = Some(ExitFacts {
             exit_code: status.code,
             finished_at: now,

@@ -93,6 +93,7 @@ pub fn start_on(node: NodeFacts, spec: &str, extra: &str) -> Pod {
         root: root.path().into(),
         node,
         output: None,
+        resume: Default::default(),
     };
     let objects = manifest.config_objects();
     let pod = manifest.pod.clone();
