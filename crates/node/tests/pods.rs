@@ -175,13 +175,13 @@ async fn seed_pods_run_as_a_kubelet_runs_them() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_agents_on_one_machine_share_a_deployment() -> Result<()> {
+async fn two_agents_on_one_machine_share_a_deployment_of_http_pods() -> Result<()> {
     const OTHER: &str = "wasm-pods-b";
     let cluster = Cluster::start(NODE)?;
     let tokens = TokenServer::start(TokenShape::Both, Some(USER), 300);
     let registry = Registry::start(tokens.registry_auth());
     let host = registry.host();
-    push(&host, "demo/sleep:v1", wasmlet_fixtures::sleep()).await?;
+    push(&host, "demo/http-hello:v1", wasmlet_fixtures::http_hello()).await?;
     cluster.kubectl(&[
         "create",
         "secret",
@@ -210,25 +210,16 @@ async fn two_agents_on_one_machine_share_a_deployment() -> Result<()> {
     cluster.kubectl(&["certificate", "approve", &csr])?;
 
     let deployment = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: sleepers, namespace: default}}\n\
-         spec:\n  replicas: 6\n  selector: {{matchLabels: {{app: sleepers}}}}\n  template:\n    \
-         metadata: {{labels: {{app: sleepers}}}}\n    spec:\n      imagePullSecrets: [{{name: regcred}}]\n      \
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: default}}\n\
+         spec:\n  replicas: 4\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    \
+         metadata: {{labels: {{app: web}}}}\n    spec:\n      imagePullSecrets: [{{name: regcred}}]\n      \
          terminationGracePeriodSeconds: 1\n      tolerations: [{{operator: Exists}}]\n      \
-         containers: [{{name: sleep, image: '{host}/demo/sleep:v1', args: ['600000']}}]\n"
+         containers:\n      - name: web\n        image: '{host}/demo/http-hello:v1'\n        \
+         ports: [{{containerPort: 8080}}]\n        \
+         readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}\n"
     );
     apply(&cluster, data.path(), &deployment)?;
-    let pods = eventually(Duration::from_secs(120), "6 running replicas", || {
-        let list = cluster
-            .kubectl_json(&["get", "pods", "-l", "app=sleepers"])
-            .ok()?;
-        let items = list["items"].as_array()?.clone();
-        let running = items
-            .iter()
-            .filter(|p| p["status"]["phase"] == "Running")
-            .count();
-        (running == 6).then_some(items)
-    })
-    .await?;
+    let pods = available(&cluster, 4).await?;
     let on = |node: &str| {
         pods.iter()
             .filter(|p| p["spec"]["nodeName"] == node)
@@ -244,22 +235,76 @@ async fn two_agents_on_one_machine_share_a_deployment() -> Result<()> {
         .iter()
         .filter_map(|p| p["status"]["podIP"].as_str())
         .collect();
-    assert_eq!(ips.len(), 6, "pod IPs are not distinct: {ips:?}");
+    assert_eq!(ips.len(), 4, "pod IPs are not distinct: {ips:?}");
+    for ip in &ips {
+        let body = http_get(&format!("http://{ip}:8080/"))?;
+        assert_eq!(body, "hello from wasi:http!", "from {ip}");
+    }
 
-    // Scaling to zero stops and deletes every pod on both nodes.
-    cluster.kubectl(&["scale", "deployment", "sleepers", "--replicas=0"])?;
+    // Scaling to zero stops and deletes every pod on both nodes; scaling back serves again.
+    cluster.kubectl(&["scale", "deployment", "web", "--replicas=0"])?;
     eventually(Duration::from_secs(60), "no pods left", || {
         let list = cluster
-            .kubectl_json(&["get", "pods", "-l", "app=sleepers"])
+            .kubectl_json(&["get", "pods", "-l", "app=web"])
             .ok()?;
         list["items"].as_array()?.is_empty().then_some(())
     })
     .await?;
+    cluster.kubectl(&["scale", "deployment", "web", "--replicas=3"])?;
+    let pods = available(&cluster, 3).await?;
+    for ip in pods.iter().filter_map(|p| p["status"]["podIP"].as_str()) {
+        assert_eq!(
+            http_get(&format!("http://{ip}:8080/"))?,
+            "hello from wasi:http!"
+        );
+    }
     cancel.cancel();
     Ok(())
 }
 
-/// Pushes `wasm` as a wasm-to-oci artifact (the seed's format) with the test user.
+/// Waits until the `web` Deployment has `replicas` available pods (all Ready), and returns
+/// its pods.
+async fn available(cluster: &Cluster, replicas: i64) -> Result<Vec<Value>> {
+    let what = format!("{replicas} available replicas");
+    let found = eventually(Duration::from_secs(120), &what, || {
+        let deployment = cluster.kubectl_json(&["get", "deployment", "web"]).ok()?;
+        let status = &deployment["status"];
+        let done = status["availableReplicas"].as_i64() == Some(replicas)
+            && status["replicas"].as_i64() == Some(replicas);
+        done.then_some(())?;
+        let list = cluster
+            .kubectl_json(&["get", "pods", "-l", "app=web"])
+            .ok()?;
+        let items = list["items"].as_array()?.clone();
+        (items.len() as i64 == replicas).then_some(items)
+    })
+    .await;
+    found.map_err(|err| {
+        let pods = cluster.kubectl(&["get", "pods", "-o", "yaml"]).unwrap_or_default();
+        let events = cluster.kubectl(&["get", "events"]).unwrap_or_default();
+        err.context(format!("{pods}\n{events}"))
+    })
+}
+
+/// Whether `wasm` is a component (its layer field is 1; a core module's is 0).
+fn wasmlet_runtime_is_component(wasm: &[u8]) -> bool {
+    wasm.get(6) == Some(&1)
+}
+
+fn http_get(url: &str) -> Result<String> {
+    let output = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", url])
+        .output()?;
+    if !output.status.success() {
+        bail!("curl {url}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_owned())
+}
+
+/// Pushes `wasm` with the test user: a module as a wasm-to-oci artifact (the seed's
+/// format), a component in the CNCF format.
 async fn push(host: &str, path: &str, wasm: &[u8]) -> Result<()> {
     let mut keyring = Keyring::default();
     let (username, password) = USER;
@@ -277,7 +322,10 @@ async fn push(host: &str, path: &str, wasm: &[u8]) -> Result<()> {
     let artifact = Artifact {
         wasm: Bytes::copy_from_slice(wasm),
         file_name: format!("{}.wasm", path.rsplit('/').next().unwrap_or("module")),
-        format: Format::WasmToOci,
+        format: match wasmlet_runtime_is_component(wasm) {
+            true => Format::CncfArtifact,
+            false => Format::WasmToOci,
+        },
         annotations: BTreeMap::new(),
         author: None,
     };
@@ -293,6 +341,10 @@ async fn start_agent(
     data: &std::path::Path,
     cancel: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut config = cluster::node_config(NODE, data)?;
     config.port = wasmlet_testkit::free_port();
     let credentials = Credentials {
