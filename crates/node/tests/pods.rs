@@ -262,6 +262,116 @@ async fn two_agents_on_one_machine_share_a_deployment_of_http_pods() -> Result<(
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_init_order_limits_and_back_off_read_as_in_kubectl() -> Result<()> {
+    let cluster = Cluster::start(NODE)?;
+    let tokens = TokenServer::start(TokenShape::Token, Some(USER), 300);
+    let registry = Registry::start(tokens.registry_auth());
+    let host = registry.host();
+    for (name, wasm) in [
+        ("fs", wasmlet_fixtures::fs()),
+        ("membomb", wasmlet_fixtures::membomb()),
+        ("exit", wasmlet_fixtures::exit()),
+        ("sleep", wasmlet_fixtures::sleep()),
+    ] {
+        push(&host, &format!("demo/{name}:v1"), wasm).await?;
+    }
+    cluster.kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={host}"),
+        &format!("--docker-username={}", USER.0),
+        &format!("--docker-password={}", USER.1),
+    ])?;
+    cluster.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=token=t0ps3cret",
+    ])?;
+    let data = tempfile::tempdir()?;
+    let cancel = CancellationToken::new();
+    let _agent = start_agent(&cluster, data.path(), cancel.clone()).await?;
+
+    // Two init containers in order share an emptyDir with the container; a Secret volume.
+    let fs = format!("{host}/demo/fs:v1");
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: files, namespace: default}}\nspec:\n  \
+         restartPolicy: Never\n  automountServiceAccountToken: false\n  \
+         imagePullSecrets: [{{name: regcred}}]\n  tolerations: [{{operator: Exists}}]\n  \
+         volumes:\n  - {{name: shared, emptyDir: {{}}}}\n  - {{name: creds, secret: {{secretName: creds}}}}\n  \
+         initContainers:\n  \
+         - {{name: first, image: '{fs}', args: [write, a, first], volumeMounts: [{{name: shared, mountPath: /data}}]}}\n  \
+         - {{name: second, image: '{fs}', args: [read, a], volumeMounts: [{{name: shared, mountPath: /data}}]}}\n  \
+         containers:\n  \
+         - {{name: reader, image: '{fs}', args: [read, a], volumeMounts: [{{name: shared, mountPath: /data}}]}}\n  \
+         - {{name: secret, image: '{fs}', args: [read, token], volumeMounts: [{{name: creds, mountPath: /creds}}]}}\n"
+    );
+    apply(&cluster, data.path(), &pod)?;
+    wait_for_phase(&cluster, "files", "Succeeded").await?;
+    assert_eq!(
+        cluster.kubectl(&["logs", "files", "-c", "second"])?.trim(),
+        "first"
+    );
+    assert_eq!(
+        cluster.kubectl(&["logs", "files", "-c", "reader"])?.trim(),
+        "first"
+    );
+    assert_eq!(
+        cluster.kubectl(&["logs", "files", "-c", "secret"])?.trim(),
+        "t0ps3cret"
+    );
+
+    // A memory bomb under a 16Mi limit is OOMKilled, exit code 137.
+    let bomb = seed_pod("bomb", &format!("{host}/demo/membomb:v1"), "Never")
+        .replace("image: ", "resources: {limits: {memory: 16Mi}}, image: ");
+    apply(&cluster, data.path(), &bomb)?;
+    let pod = wait_for_phase(&cluster, "bomb", "Failed").await?;
+    let state = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(
+        (state["exitCode"].as_i64(), state["reason"].as_str()),
+        (Some(137), Some("OOMKilled")),
+        "{pod:#}"
+    );
+
+    // A container that keeps failing shows CrashLoopBackOff and the BackOff event.
+    let crash = seed_pod("crash", &format!("{host}/demo/exit:v1"), "Always")
+        .replace("image: ", "args: ['3'], image: ");
+    apply(&cluster, data.path(), &crash)?;
+    let pod = eventually(Duration::from_secs(90), "CrashLoopBackOff", || {
+        let pod = cluster.kubectl_json(&["get", "pod", "crash"]).ok()?;
+        let status = &pod["status"]["containerStatuses"][0];
+        (status["state"]["waiting"]["reason"] == "CrashLoopBackOff").then_some(pod)
+    })
+    .await?;
+    let last = &pod["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 3, "{pod:#}");
+    let table = cluster.kubectl(&["get", "pod", "crash"])?;
+    assert!(table.contains("CrashLoopBackOff"), "{table}");
+    let described = cluster.kubectl(&["describe", "pod", "crash"])?;
+    assert!(
+        described.contains("Back-off restarting failed container crash"),
+        "{described}"
+    );
+
+    // `kubectl logs -f` streams a running container's output as it comes.
+    let sleeper = seed_pod("sleeper", &format!("{host}/demo/sleep:v1"), "Never")
+        .replace("image: ", "args: ['3000'], image: ");
+    apply(&cluster, data.path(), &sleeper)?;
+    wait_for_phase(&cluster, "sleeper", "Running").await?;
+    let followed = cluster.kubectl(&["logs", "-f", "sleeper"])?;
+    assert_eq!(
+        followed.trim(),
+        "slept",
+        "logs -f must wait for the output and end with the container"
+    );
+    cancel.cancel();
+    Ok(())
+}
+
 /// Waits until the `web` Deployment has `replicas` available pods (all Ready), and returns
 /// its pods.
 async fn available(cluster: &Cluster, replicas: i64) -> Result<Vec<Value>> {
@@ -280,7 +390,9 @@ async fn available(cluster: &Cluster, replicas: i64) -> Result<Vec<Value>> {
     })
     .await;
     found.map_err(|err| {
-        let pods = cluster.kubectl(&["get", "pods", "-o", "yaml"]).unwrap_or_default();
+        let pods = cluster
+            .kubectl(&["get", "pods", "-o", "yaml"])
+            .unwrap_or_default();
         let events = cluster.kubectl(&["get", "events"]).unwrap_or_default();
         err.context(format!("{pods}\n{events}"))
     })
