@@ -81,7 +81,7 @@ pub use env::EnvError;
 pub use k8s_openapi;
 pub use lifecycle::{PodFailure, active_deadline_exceeded, termination_grace_period};
 pub use manifest::{Manifest, ManifestError, load_manifest, validate_pod};
-pub use objects::{ConfigMapContent, ConfigObjects, References, SecretContent};
+pub use objects::{ConfigMapContent, ConfigObjects, References, SecretContent, TokenKey};
 pub use plan::{
     ContainerKind, ContainerPlan, ImageConfig, MountPlan, PlanContext, PlanError, ResourceLimits,
 };

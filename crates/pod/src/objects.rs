@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Pod, Secret, ServiceAccountTokenProjection, Volume,
+};
 
 /// The content of one ConfigMap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,6 +32,18 @@ pub struct ConfigObjects {
     pub config_maps: BTreeMap<String, ConfigMapContent>,
     /// Secrets by name.
     pub secrets: BTreeMap<String, SecretContent>,
+    /// Service account tokens obtained for the pod (TokenRequest API), by what was asked.
+    pub tokens: BTreeMap<TokenKey, String>,
+}
+
+/// What a projected `serviceAccountToken` asks for: one token serves every projection with
+/// the same audience and lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TokenKey {
+    /// The audience; `None` for the API server's own.
+    pub audience: Option<String>,
+    /// The requested lifetime in seconds.
+    pub expiration_seconds: i64,
 }
 
 impl From<&ConfigMap> for ConfigMapContent {
@@ -74,6 +88,7 @@ impl ConfigObjects {
                 .iter()
                 .filter_map(|s| Some((s.metadata.name.clone()?, SecretContent::from(s))))
                 .collect(),
+            tokens: BTreeMap::new(),
         }
     }
 }
@@ -87,6 +102,20 @@ pub struct References {
     pub config_maps: BTreeSet<String>,
     /// Secret names.
     pub secrets: BTreeSet<String>,
+    /// Service account tokens of projected volumes.
+    pub tokens: BTreeSet<TokenKey>,
+}
+
+impl TokenKey {
+    /// The key of a projection (the lifetime defaulted as the API server does).
+    pub fn of(source: &ServiceAccountTokenProjection) -> TokenKey {
+        TokenKey {
+            audience: source.audience.clone().filter(|a| !a.is_empty()),
+            expiration_seconds: source
+                .expiration_seconds
+                .unwrap_or(crate::volume::DEFAULT_TOKEN_EXPIRATION_SECONDS),
+        }
+    }
 }
 
 impl References {
@@ -129,6 +158,9 @@ impl References {
         for source in sources {
             self.add(source.config_map.as_ref().map(|c| &c.name), None);
             self.add(None, source.secret.as_ref().map(|s| &s.name));
+            if let Some(token) = &source.service_account_token {
+                self.tokens.insert(TokenKey::of(token));
+            }
         }
     }
 

@@ -509,14 +509,24 @@ impl<'a> FilesBuilder<'a> {
         .map_err(wrap)
     }
 
-    fn with_token(mut self, source: &ServiceAccountTokenProjection, mode: u32) -> Result<Self> {
+    /// The token file when the caller obtained the token (in `objects.tokens`), else a
+    /// request for it.
+    fn with_token(
+        mut self,
+        source: &ServiceAccountTokenProjection,
+        objects: &ConfigObjects,
+        mode: u32,
+    ) -> Result<Self> {
+        let key = crate::objects::TokenKey::of(source);
+        if let Some(token) = objects.tokens.get(&key) {
+            self.add(&source.path, token.clone().into_bytes(), mode)?;
+            return Ok(self);
+        }
         let path = self.path(&source.path)?;
         self.tokens.push(TokenRequest {
             path,
-            audience: source.audience.clone().filter(|a| !a.is_empty()),
-            expiration_seconds: source
-                .expiration_seconds
-                .unwrap_or(DEFAULT_TOKEN_EXPIRATION_SECONDS),
+            audience: key.audience,
+            expiration_seconds: key.expiration_seconds,
             mode,
         });
         Ok(self)
@@ -540,7 +550,7 @@ impl<'a> FilesBuilder<'a> {
             return self.with_downward(pod, node, source.items.iter().flatten(), mode);
         }
         if let Some(source) = &projection.service_account_token {
-            return self.with_token(source, mode);
+            return self.with_token(source, objects, mode);
         }
         let kind = serde_json::to_value(projection)
             .ok()

@@ -97,6 +97,7 @@ pub struct WorkerFacts {
 pub struct PodWorker {
     facts: watch::Receiver<WorkerFacts>,
     stop: watch::Sender<Option<Duration>>,
+    objects: watch::Sender<ConfigObjects>,
     dir: PodDir,
     usage: PodUsage,
 }
@@ -120,7 +121,8 @@ impl PodWorker {
         }
         let dir = PodDir::new(&config.root, &uid)?;
         let (stop_tx, stop_rx) = watch::channel(None);
-        let worker = Worker::new(
+        let (objects_tx, objects_rx) = watch::channel(objects.clone());
+        let mut worker = Worker::new(
             runtime,
             resolver,
             config,
@@ -129,15 +131,29 @@ impl PodWorker {
             dir.clone(),
             stop_rx,
         );
+        worker.objects_rx = Some(objects_rx);
         let facts = worker.facts_tx.subscribe();
         let usage = worker.usage.clone();
         tokio::spawn(worker.run());
         Ok(PodWorker {
             facts,
             stop: stop_tx,
+            objects: objects_tx,
             dir,
             usage,
         })
+    }
+
+    /// Hands the worker new versions of the pod's ConfigMaps, Secrets and tokens: ConfigMap,
+    /// Secret and projected volumes are rewritten (atomically, as the kubelet does), a
+    /// volume set-up or container configuration that failed for want of them is retried at
+    /// once, and later container starts read the new values.
+    pub fn update_objects(&self, objects: ConfigObjects) {
+        self.objects.send_if_modified(|old| {
+            let changed = *old != objects;
+            *old = objects;
+            changed
+        });
     }
 
     /// The facts channel: the latest facts now, and a notification on every change.
@@ -361,6 +377,7 @@ struct Worker {
     events: EventLog,
     stop_rx: watch::Receiver<Option<Duration>>,
     stop_open: bool,
+    objects_rx: Option<watch::Receiver<ConfigObjects>>,
     stop_grace: Option<Duration>,
     stop_sent: Option<Duration>,
     failure: Option<PodFailure>,
@@ -420,6 +437,7 @@ impl Worker {
             events: EventLog::default(),
             stop_rx,
             stop_open: true,
+            objects_rx: None,
             stop_grace: None,
             stop_sent: None,
             failure: None,
@@ -450,7 +468,35 @@ impl Worker {
                     Ok(()) => self.stop_grace = *self.stop_rx.borrow_and_update(),
                     Err(_) => self.stop_open = false,
                 },
+                objects = next_objects(&mut self.objects_rx) => self.on_objects(objects),
             }
+        }
+    }
+
+    /// New ConfigMaps, Secrets or tokens: rewrites the file volumes, and retries at once what
+    /// failed for want of them.
+    fn on_objects(&mut self, objects: Option<ConfigObjects>) {
+        let Some(objects) = objects else {
+            self.objects_rx = None;
+            return;
+        };
+        self.objects = objects;
+        self.mount_failed_at = None;
+        for record in &mut self.records {
+            let waiting_config = record
+                .setup_failed_at
+                .as_ref()
+                .is_some_and(|(_, f)| f.reason == CREATE_CONTAINER_CONFIG_ERROR);
+            if waiting_config {
+                record.setup_failed_at = None;
+            }
+        }
+        if self.volumes.is_none() {
+            return;
+        }
+        match volumes::set_up(&self.pod, &self.objects, &self.node, &self.dir) {
+            Ok(volumes) => self.volumes = Some(volumes),
+            Err(err) => tracing::warn!(pod = %self.label, "updating volumes: {err}"),
         }
     }
 
@@ -1055,6 +1101,17 @@ async fn load(runtime: &Runtime, wasm: WasmSource) -> Result<Program, SetupFailu
         Ok(Ok(program)) => Ok(program),
         Ok(Err(err)) => Err(setup_failure("CreateContainerError", err)),
         Err(err) => Err(setup_failure("CreateContainerError", err)),
+    }
+}
+
+/// The next version of the objects; `None` once the handle is gone; pending without a channel.
+async fn next_objects(rx: &mut Option<watch::Receiver<ConfigObjects>>) -> Option<ConfigObjects> {
+    let Some(receiver) = rx else {
+        return std::future::pending().await;
+    };
+    match receiver.changed().await {
+        Ok(()) => Some(receiver.borrow_and_update().clone()),
+        Err(_) => None,
     }
 }
 

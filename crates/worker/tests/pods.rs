@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{PULL_TIME, container, events_of, has_event, start, terminated, waiting_reason};
-use wasmlet_pod::RunState;
+use wasmlet_pod::{ConfigMapContent, ConfigObjects, RunState, TokenKey};
 
 #[tokio::test]
 async fn runs_init_containers_in_order_then_shares_an_empty_dir() {
@@ -381,4 +381,61 @@ async fn a_missing_config_map_is_a_mount_error() {
     );
     pod.worker.stop(Duration::ZERO);
     pod.finish().await;
+}
+
+#[tokio::test]
+async fn objects_that_arrive_late_reach_volumes_and_tokens() {
+    let pod = start(
+        "  restartPolicy: Never\n  volumes:\n  - {name: cfg, configMap: {name: app}}\n  \
+         - {name: sa, projected: {sources: [{serviceAccountToken: {path: token}}]}}\n  \
+         containers:\n  - {name: c, image: fs, args: [read, greeting], volumeMounts: [{name: cfg, mountPath: /c}]}\n",
+        "",
+    );
+    pod.until(|f| f.mount_error.is_some()).await;
+    // The ConfigMap and the token arrive: the volumes are set up at once, the container runs.
+    let mut objects = ConfigObjects::default();
+    let content = ConfigMapContent {
+        data: [("greeting".to_owned(), "first".to_owned())].into(),
+        ..ConfigMapContent::default()
+    };
+    objects.config_maps.insert("app".into(), content.clone());
+    let key = TokenKey {
+        audience: None,
+        expiration_seconds: 3600,
+    };
+    objects.tokens.insert(key.clone(), "jwt-1".into());
+    pod.worker.update_objects(objects.clone());
+    pod.finish().await;
+    assert_eq!(pod.log("c", 0), ["first"]);
+    let token = pod.worker.dir().volume("sa").join("token");
+    assert_eq!(std::fs::read_to_string(&token).unwrap(), "jwt-1");
+}
+
+#[tokio::test]
+async fn a_running_pod_sees_config_map_updates_in_its_volume() {
+    let pod = start(
+        "  volumes: [{name: cfg, configMap: {name: app}}]\n  \
+         containers:\n  - {name: c, image: sleep, args: ['600000'], volumeMounts: [{name: cfg, mountPath: /c}]}\n",
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: app}\ndata: {greeting: first}\n",
+    );
+    pod.until(|f| matches!(f.pod.containers[0].state, RunState::Running { .. }))
+        .await;
+    let file = pod.worker.dir().volume("cfg").join("greeting");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "first");
+    let mut objects = ConfigObjects::default();
+    let content = ConfigMapContent {
+        data: [("greeting".to_owned(), "second".to_owned())].into(),
+        ..ConfigMapContent::default()
+    };
+    objects.config_maps.insert("app".into(), content);
+    pod.worker.update_objects(objects);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&file).unwrap() != "second" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the volume was not updated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pod.kill().await;
 }
