@@ -233,6 +233,7 @@ mod tests {
                     data: BTreeMap::from([("TOKEN".to_string(), b"s3cret".to_vec())]),
                 },
             )]),
+            tokens: BTreeMap::new(),
         }
     }
 

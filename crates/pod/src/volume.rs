@@ -586,6 +586,7 @@ mod tests {
                     data: BTreeMap::from([("token".to_string(), b"t0k".to_vec())]),
                 },
             )]),
+            tokens: BTreeMap::new(),
         }
     }
 
