@@ -31,6 +31,7 @@ pub mod images;
 pub mod ips;
 pub mod logs;
 pub mod machine;
+pub mod objects;
 pub mod pod;
 pub mod pods;
 pub mod server;

@@ -16,9 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerStatus, ObjectReference, Pod, PodStatus, Secret,
-};
+use k8s_openapi::api::core::v1::{ContainerStatus, ObjectReference, Pod, PodStatus, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
@@ -26,11 +24,10 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wasmlet_oci::auth::Keyring;
-use wasmlet_pod::{
-    ConfigObjects, NodeFacts, References, Termination, pod_status, termination_grace_period,
-};
+use wasmlet_pod::{NodeFacts, Termination, pod_status, termination_grace_period};
 use wasmlet_worker::{PodWorker, Resume, ResumedContainer, WorkerConfig, WorkerEvent, WorkerFacts};
 
+use crate::objects::{self, PodObjects, fetch};
 use crate::pods::NodeContext;
 
 /// How long a failed status write waits before it is tried again.
@@ -88,6 +85,8 @@ struct PodTask {
     dirty: bool,
     /// The sequence number of the last worker event published.
     events_seen: u64,
+    /// The pod's ConfigMaps, Secrets and tokens.
+    objects: PodObjects,
 }
 
 impl PodTask {
@@ -99,6 +98,7 @@ impl PodTask {
             reported: pod.status.clone(),
             dirty: false,
             events_seen: 0,
+            objects: PodObjects::new(context.client.clone(), &namespace),
             context,
             pod,
         }
@@ -119,7 +119,7 @@ impl PodTask {
 
     /// Fetches what the pod needs, takes its IP and starts its worker.
     async fn start_worker(&mut self) -> Option<PodWorker> {
-        let objects = self.config_objects().await;
+        let objects = self.objects.fetch(&self.pod).await;
         let keyring = self.pull_secrets().await;
         let ip = match self.pod_ip() {
             Ok(ip) => ip,
@@ -170,26 +170,6 @@ impl PodTask {
             .map(IpAddr::V4)
     }
 
-    /// The ConfigMaps and Secrets the pod references, fetched one by one (the Node
-    /// authorizer lets a node read those of its pods, never list them). Missing ones stay
-    /// missing: the worker reports them as the kubelet does.
-    async fn config_objects(&self) -> ConfigObjects {
-        let refs = References::of_pod(&self.pod);
-        let namespace = wasmlet_pod::downward::pod_namespace(&self.pod);
-        let client = &self.context.client;
-        let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        let mut found_maps = Vec::new();
-        for name in &refs.config_maps {
-            found_maps.extend(fetch(&config_maps, name).await);
-        }
-        let mut found_secrets = Vec::new();
-        for name in &refs.secrets {
-            found_secrets.extend(fetch(&secrets, name).await);
-        }
-        ConfigObjects::from_objects(&found_maps, &found_secrets)
-    }
-
     /// The credentials of the pod's `imagePullSecrets` (docker config JSON secrets).
     async fn pull_secrets(&self) -> Keyring {
         let namespace = wasmlet_pod::downward::pod_namespace(&self.pod);
@@ -220,6 +200,9 @@ impl PodTask {
     ) -> Outcome {
         let mut facts = worker.facts();
         let mut outcome = None;
+        let mut refresh = tokio::time::interval(objects::REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh.tick().await;
         loop {
             let latest = facts.borrow_and_update().clone();
             if latest.pod.terminal {
@@ -231,6 +214,9 @@ impl PodTask {
             tokio::select! {
                 _ = facts.changed() => {}
                 () = optional(retry) => {}
+                _ = refresh.tick(), if outcome.is_none() => {
+                    worker.update_objects(self.objects.fetch(&self.pod).await);
+                }
                 changed = updates.changed(), if outcome.is_none() => match changed {
                     Ok(()) => {
                         self.pod = updates.borrow_and_update().clone();
@@ -438,20 +424,6 @@ fn resumed(status: &ContainerStatus, now: Timestamp) -> Option<ResumedContainer>
             container_id: terminated.container_id.clone(),
         },
     })
-}
-
-/// GETs one object; `None` when it does not exist or cannot be read (logged).
-async fn fetch<K>(api: &Api<K>, name: &str) -> Option<K>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.get_opt(name).await {
-        Ok(found) => found,
-        Err(err) => {
-            tracing::warn!(name, %err, "reading an object the pod needs failed");
-            None
-        }
-    }
 }
 
 /// The credentials in a `kubernetes.io/dockerconfigjson` (or legacy `dockercfg`) secret.

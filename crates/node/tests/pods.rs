@@ -368,6 +368,63 @@ async fn volumes_init_order_limits_and_back_off_read_as_in_kubectl() -> Result<(
         "slept",
         "logs -f must wait for the output and end with the container"
     );
+
+    // The service account token is requested for the pod and projected into its volume;
+    // the API server accepts it as the pod's service account.
+    let token_pod =
+        seed_pod("token", &fs, "Never").replace("image: ", "args: [read, token], image: ");
+    apply(&cluster, data.path(), &token_pod)?;
+    wait_for_phase(&cluster, "token", "Succeeded").await?;
+    let token = cluster.kubectl(&["logs", "token"])?;
+    let review = format!(
+        "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec: {{token: '{}'}}\n",
+        token.trim()
+    );
+    let path = data.path().join("review.yaml");
+    std::fs::write(&path, review)?;
+    let reviewed = cluster.kubectl_json(&["create", "-f", path.to_str().context("path")?])?;
+    assert_eq!(reviewed["status"]["authenticated"], true, "{reviewed:#}");
+    assert_eq!(
+        reviewed["status"]["user"]["username"],
+        "system:serviceaccount:default:default"
+    );
+
+    // A ConfigMap changed while a pod runs reaches its volume.
+    cluster.kubectl(&[
+        "create",
+        "configmap",
+        "live",
+        "--from-literal=greeting=first",
+    ])?;
+    let live = seed_pod("live", &format!("{host}/demo/sleep:v1"), "Never")
+        .replace(
+            "image: ",
+            "args: ['600000'], volumeMounts: [{name: cfg, mountPath: /cfg}], image: ",
+        )
+        .replace(
+            "  containers:",
+            "  volumes: [{name: cfg, configMap: {name: live}}]\n  containers:",
+        );
+    apply(&cluster, data.path(), &live)?;
+    let pod = wait_for_phase(&cluster, "live", "Running").await?;
+    let uid = pod["metadata"]["uid"].as_str().context("uid")?;
+    let file = wasmlet_worker::PodDir::new(data.path(), uid)?
+        .volume("cfg")
+        .join("greeting");
+    assert_eq!(std::fs::read_to_string(&file)?, "first");
+    cluster.kubectl(&[
+        "patch",
+        "configmap",
+        "live",
+        "-p",
+        r#"{"data":{"greeting":"second"}}"#,
+    ])?;
+    eventually(
+        Duration::from_secs(60),
+        "the new greeting in the volume",
+        || (std::fs::read_to_string(&file).ok()? == "second").then_some(()),
+    )
+    .await?;
     cancel.cancel();
     Ok(())
 }

@@ -19,6 +19,7 @@ use crate::program::{Pre, Program};
 use crate::runtime::{Error, Result, Runtime, describe};
 use crate::spec::{ContainerSpec, Limits};
 use crate::state::{ComponentState, Control, MemoryLimiter};
+use crate::usage::{Meter, Metered};
 
 /// What every request's instance gets: the spec (minus stdio, shared by all) and the program.
 pub(crate) struct Handler {
@@ -26,6 +27,8 @@ pub(crate) struct Handler {
     pre: ProxyPre<ComponentState>,
     spec: ContainerSpec,
     sink: SharedSink,
+    /// The usage of all requests' instances.
+    meter: Arc<Meter>,
 }
 
 impl Runtime {
@@ -65,6 +68,7 @@ impl Runtime {
             pre: pre.clone(),
             spec,
             sink,
+            meter: Arc::default(),
         }))
     }
 }
@@ -136,6 +140,11 @@ async fn serve_connection(
 }
 
 impl Handler {
+    /// The counters every request's instance is charged to.
+    pub(crate) fn meter(&self) -> Arc<Meter> {
+        self.meter.clone()
+    }
+
     /// Flushes the instances' unterminated output to the log (when serving ends).
     pub(crate) fn finish_log(&self) {
         if let Err(err) = self.sink.lock().finish() {
@@ -170,13 +179,14 @@ impl Handler {
             .new_response_outparam(tx)
             .map_err(|e| describe(&e))?;
         let pre = self.pre.clone();
-        let task = tokio::spawn(async move {
+        let call = async move {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
                 .await
-        });
+        };
+        let task = tokio::spawn(Metered::new(call, self.meter.clone()));
         match rx.await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Err(format!("the component answered with an error: {code:?}")),
@@ -195,7 +205,7 @@ impl Handler {
         builder
             .stdout(self.sink.stream(Stream::Stdout))
             .stderr(self.sink.stream(Stream::Stderr));
-        let limiter = MemoryLimiter::new(limits.memory_bytes, control.clone());
+        let limiter = MemoryLimiter::new(limits.memory_bytes, control.clone(), self.meter.clone());
         let state = self.runtime.component_state(builder, limiter);
         let mut store = self.runtime.new_store(state, limits, &control)?;
         store.limiter(|s| &mut s.limiter);

@@ -31,6 +31,8 @@
 //!   [`Container::stop`], [`Container::kill`], ending in an [`ExitStatus`]. A command is
 //!   started with [`Runtime::start`]; a `wasi:http` component is served as a container with
 //!   [`Runtime::start_http`] (one instance per request, until stopped: exit code 0).
+//!   [`Container::usage`] tells the CPU time its guest has run and the memory its instances
+//!   hold now ([`Usage`]), for resource metrics.
 //!
 //! # Exit codes
 //! The guest's own code (`proc_exit(3)` is 3; preview 1 `proc_exit` with a code of 126 or more is
@@ -47,6 +49,7 @@ mod program;
 mod runtime;
 mod spec;
 mod state;
+mod usage;
 
 pub use cache::CompileCache;
 pub use container::Container;
@@ -56,3 +59,4 @@ pub use program::{Program, ProgramKind, is_component, to_binary};
 pub use runtime::{Allocator, AllocatorChoice, Error, Result, Runtime, RuntimeConfig};
 pub use spec::{ContainerSpec, Limits, Preopen, Stdio};
 pub use tokio_util::sync::CancellationToken;
+pub use usage::Usage;

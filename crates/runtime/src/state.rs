@@ -12,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::exit::ExitReason;
+use crate::usage::Meter;
 
 /// Bytes charged per table element (a pointer).
 const TABLE_ELEMENT_BYTES: u64 = 8;
@@ -85,19 +86,23 @@ impl StopCause {
     }
 }
 
-/// Enforces the memory limit over all linear memories and tables of a store.
+/// Enforces the memory limit over all linear memories and tables of a store, and counts
+/// them (and the store itself) in the container's [`Meter`] until the store is dropped.
 pub(crate) struct MemoryLimiter {
     limit: Option<u64>,
     used: u64,
     control: Arc<Control>,
+    meter: Arc<Meter>,
 }
 
 impl MemoryLimiter {
-    pub(crate) fn new(limit: Option<u64>, control: Arc<Control>) -> MemoryLimiter {
+    pub(crate) fn new(limit: Option<u64>, control: Arc<Control>, meter: Arc<Meter>) -> Self {
+        meter.instance_created();
         MemoryLimiter {
             limit,
             used: 0,
             control,
+            meter,
         }
     }
 
@@ -107,8 +112,15 @@ impl MemoryLimiter {
             self.control.stop(StopCause::OutOfMemory);
             wasmtime::bail!("memory limit of {limit} bytes exceeded (wanted {used} bytes)");
         }
+        self.meter.memory_changed(self.used, used);
         self.used = used;
         Ok(true)
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.meter.instance_dropped(self.used);
     }
 }
 
@@ -175,12 +187,17 @@ mod tests {
     #[test]
     fn limiter_counts_memories_and_tables_together() {
         let control = Arc::new(Control::default());
-        let mut limiter = MemoryLimiter::new(Some(1000), control.clone());
+        let meter = Arc::new(Meter::default());
+        let mut limiter = MemoryLimiter::new(Some(1000), control.clone(), meter.clone());
         assert!(limiter.memory_growing(0, 800, None).unwrap());
         assert!(limiter.table_growing(0, 25, None).unwrap());
         assert!(control.cause().is_none());
         assert!(limiter.table_growing(25, 26, None).is_err());
         assert_eq!(control.cause(), Some(StopCause::OutOfMemory));
+        assert_eq!(meter.usage().memory_bytes, 1000);
+        drop(limiter);
+        assert_eq!(meter.usage().memory_bytes, 0);
+        assert_eq!(meter.usage().instances, 0);
     }
 
     #[test]

@@ -695,3 +695,81 @@ async fn a_killed_http_container_is_killed_and_a_command_cannot_serve() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_reports_its_cpu_and_memory() {
+    let rt = runtime();
+    let program = rt.load(wasmlet_fixtures::busy()).unwrap();
+    let spec = ContainerSpec {
+        args: vec!["busy".into(), "4".into()],
+        ..ContainerSpec::default()
+    };
+    let container = rt.start(&program, spec).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let usage = container.usage();
+    assert_eq!(usage.instances, 1, "{usage:?}");
+    // One page to start with, then 4 MiB more.
+    assert_eq!(usage.memory_bytes, (1 + 4 * 16) * 65536, "{usage:?}");
+    assert!(usage.cpu > Duration::ZERO, "{usage:?}");
+    assert!(usage.cpu < Duration::from_millis(500), "{usage:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(container.usage().cpu > usage.cpu, "the CPU time grows");
+    container.kill();
+    container.wait().await;
+    let after = container.usage();
+    assert_eq!((after.memory_bytes, after.instances), (0, 0), "{after:?}");
+    assert!(after.cpu >= usage.cpu, "{after:?}");
+}
+
+#[tokio::test]
+async fn a_sleeping_command_uses_next_to_no_cpu() {
+    let rt = runtime();
+    let program = rt.load(wasmlet_fixtures::sleep()).unwrap();
+    let spec = ContainerSpec {
+        args: vec!["sleep".into(), "600000".into()],
+        ..ContainerSpec::default()
+    };
+    let container = rt.start(&program, spec).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let usage = container.usage();
+    assert_eq!(
+        (usage.memory_bytes, usage.instances),
+        (65536, 1),
+        "{usage:?}"
+    );
+    assert!(usage.cpu < Duration::from_millis(100), "{usage:?}");
+    container.kill();
+}
+
+#[tokio::test]
+async fn an_http_container_sums_its_requests() {
+    let rt = runtime();
+    let program = rt.load(wasmlet_fixtures::http_hello()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let container = rt
+        .start_http(&program, ContainerSpec::default(), vec![listener])
+        .unwrap();
+    assert_eq!(container.usage(), wasmlet_runtime::Usage::default());
+    get(addr).await;
+    let first = container.usage();
+    assert!(first.cpu > Duration::ZERO, "{first:?}");
+    get(addr).await;
+    let second = container.usage();
+    assert!(second.cpu > first.cpu, "{second:?} after {first:?}");
+    // No request in flight: no instance, no memory.
+    let idle = wasmlet_runtime::Usage {
+        cpu: second.cpu,
+        ..Default::default()
+    };
+    let settled = async {
+        while container.usage().instances != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), settled)
+        .await
+        .unwrap();
+    assert_eq!(container.usage(), idle);
+    container.kill();
+}
