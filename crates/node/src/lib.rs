@@ -32,6 +32,7 @@ pub mod ips;
 pub mod logs;
 pub mod machine;
 pub mod objects;
+pub mod objects;
 pub mod pod;
 pub mod pods;
 pub mod server;
