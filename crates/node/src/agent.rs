@@ -18,6 +18,7 @@ use crate::config::NodeConfig;
 use crate::images::RegistryResolver;
 use crate::ips::IpPool;
 use crate::pods::{self, NodeContext};
+use crate::running::RunningPods;
 use crate::{bootstrap, certs, heartbeat, machine, server, status};
 
 /// Errors starting the agent.
@@ -90,11 +91,18 @@ pub async fn run(
         config.clone(),
         cancel.clone(),
     ));
-    let pods = tokio::spawn(run_pods(client.clone(), config.clone(), cancel.clone()));
+    let running = Arc::new(RunningPods::default());
+    let pods = tokio::spawn(run_pods(
+        client.clone(),
+        config.clone(),
+        running.clone(),
+        cancel.clone(),
+    ));
     let api = tokio::spawn(run_api(
         client.clone(),
         config.clone(),
         client_ca,
+        running,
         cancel.clone(),
     ));
     cancel.cancelled().await;
@@ -103,8 +111,13 @@ pub async fn run(
 }
 
 /// Runs the node's pods until cancelled, then stops them within their grace periods.
-async fn run_pods(client: Client, config: NodeConfig, cancel: CancellationToken) {
-    let context = match node_context(client, &config) {
+async fn run_pods(
+    client: Client,
+    config: NodeConfig,
+    running: Arc<RunningPods>,
+    cancel: CancellationToken,
+) {
+    let context = match node_context(client, &config, running) {
         Ok(context) => Arc::new(context),
         Err(err) => return tracing::error!(%err, "cannot run pods"),
     };
@@ -113,7 +126,11 @@ async fn run_pods(client: Client, config: NodeConfig, cancel: CancellationToken)
 }
 
 /// What the pod tasks share: the runtime, the image store, the IP pool, the recorder.
-fn node_context(client: Client, config: &NodeConfig) -> Result<NodeContext> {
+fn node_context(
+    client: Client,
+    config: &NodeConfig,
+    running: Arc<RunningPods>,
+) -> Result<NodeContext> {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(config.data_dir.join("cache")),
         max_instances: config.max_pods.max(1000),
@@ -137,6 +154,7 @@ fn node_context(client: Client, config: &NodeConfig) -> Result<NodeContext> {
         images: RegistryResolver::new(store, config.registry.clone()),
         ips: IpPool::new(config.pod_cidr),
         allocatable: status::node_allocatable(config, &readings),
+        running,
     })
 }
 
@@ -168,6 +186,7 @@ async fn run_api(
     client: Client,
     config: NodeConfig,
     client_ca: Vec<Vec<u8>>,
+    running: Arc<RunningPods>,
     cancel: CancellationToken,
 ) {
     let request = certs::Request {
@@ -192,6 +211,8 @@ async fn run_api(
         client,
         node_name: config.node_name.clone(),
         data_dir: config.data_dir.clone(),
+        running,
+        rates: Default::default(),
     };
     let addr = std::net::SocketAddr::new(config.node_ip, config.port);
     if let Err(err) = server::serve(addr, tls, context, cancel).await {

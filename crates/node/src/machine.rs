@@ -1,7 +1,9 @@
 //! Readings of the machine the agent runs on: CPUs, memory, the data disk, process ids, and
-//! the identifiers the kubelet reports in `nodeInfo`. Parsing is pure; reading is thin.
+//! the identifiers the kubelet reports in `nodeInfo`; CPU time, memory use and the agent's own
+//! process for the resource metrics. Parsing is pure; reading is thin.
 
 use std::path::Path;
+use std::time::Duration;
 
 /// Errors reading the machine.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +19,9 @@ pub enum Error {
     /// /proc/meminfo without MemTotal or MemAvailable.
     #[error("/proc/meminfo has no MemTotal/MemAvailable")]
     Meminfo,
+    /// A /proc file without the fields we read.
+    #[error("{0} is not in the expected format")]
+    Format(&'static str),
     /// statvfs(2) on the data directory failed.
     #[error("statvfs {path}: {source}")]
     Statvfs {
@@ -66,6 +71,198 @@ pub struct SystemInfo {
     pub kernel_version: String,
     /// PRETTY_NAME from /etc/os-release.
     pub os_image: String,
+}
+
+/// The machine's CPU time, from /proc/stat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuReading {
+    /// CPU time used since boot, over all CPUs: user, nice, system, irq, softirq and steal
+    /// time (everything but idle and iowait).
+    pub busy: Duration,
+    /// When the machine booted, in seconds since the epoch (`btime`).
+    pub boot_time: u64,
+}
+
+/// The machine's memory use, from /proc/meminfo and /proc/vmstat; sizes in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryReading {
+    /// MemTotal.
+    pub total: u64,
+    /// MemFree.
+    pub free: u64,
+    /// Inactive(file): page cache the kernel reclaims first.
+    pub inactive_file: u64,
+    /// AnonPages: anonymous memory mapped by processes.
+    pub anon: u64,
+    /// `pgfault` of /proc/vmstat.
+    pub page_faults: u64,
+    /// `pgmajfault` of /proc/vmstat.
+    pub major_page_faults: u64,
+}
+
+impl MemoryReading {
+    /// What the kubelet calls usage: all memory in use, page cache included.
+    pub fn usage(&self) -> u64 {
+        self.total.saturating_sub(self.free)
+    }
+
+    /// The working set, as the kubelet (cAdvisor) computes it: usage less inactive file pages.
+    pub fn working_set(&self) -> u64 {
+        self.usage().saturating_sub(self.inactive_file)
+    }
+}
+
+/// The agent's own process, from /proc/self.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ProcessReading {
+    /// User and system CPU time.
+    pub cpu: Duration,
+    /// Resident set size in bytes.
+    pub resident_bytes: u64,
+    /// Virtual memory size in bytes.
+    pub virtual_bytes: u64,
+    /// Start time in seconds since the epoch.
+    pub start_time: f64,
+    /// Threads.
+    pub threads: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// The soft limit of open file descriptors.
+    pub max_fds: u64,
+}
+
+/// Reads the machine's CPU time now.
+pub fn cpu() -> Result<CpuReading> {
+    let text = read_file("/proc/stat")?;
+    parse_proc_stat(&text, clock_ticks()).ok_or(Error::Format("/proc/stat"))
+}
+
+/// Reads the machine's memory use now.
+pub fn memory() -> Result<MemoryReading> {
+    let meminfo = read_file("/proc/meminfo")?;
+    let vmstat = read_file("/proc/vmstat").unwrap_or_default();
+    parse_memory(&meminfo, &vmstat).ok_or(Error::Meminfo)
+}
+
+/// Reads the agent's own process now.
+pub fn process() -> Result<ProcessReading> {
+    let stat = read_file("/proc/self/stat")?;
+    let boot_time = cpu()?.boot_time;
+    let mut reading = parse_process_stat(&stat, clock_ticks(), page_size(), boot_time)
+        .ok_or(Error::Format("/proc/self/stat"))?;
+    reading.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    reading.max_fds = max_fds();
+    Ok(reading)
+}
+
+/// The machine's busy CPU time and boot time from the text of /proc/stat, whose times are
+/// in clock ticks (`ticks_per_second`, USER_HZ).
+pub fn parse_proc_stat(text: &str, ticks_per_second: u64) -> Option<CpuReading> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is counted in user).
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|i| ticks.get(*i))
+        .sum();
+    let boot_time = text
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(CpuReading {
+        busy: ticks_duration(busy, ticks_per_second),
+        boot_time,
+    })
+}
+
+/// The memory use from the texts of /proc/meminfo and /proc/vmstat (page faults are 0 when
+/// vmstat lacks them).
+pub fn parse_memory(meminfo: &str, vmstat: &str) -> Option<MemoryReading> {
+    let kib = |name: &str| {
+        meminfo.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+            let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kib * 1024)
+        })
+    };
+    let count = |name: &str| {
+        vmstat.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok())?
+        })
+    };
+    Some(MemoryReading {
+        total: kib("MemTotal")?,
+        free: kib("MemFree")?,
+        inactive_file: kib("Inactive(file)").unwrap_or(0),
+        anon: kib("AnonPages").unwrap_or(0),
+        page_faults: count("pgfault").unwrap_or(0),
+        major_page_faults: count("pgmajfault").unwrap_or(0),
+    })
+}
+
+/// A process from the text of its /proc/PID/stat (fields as proc(5) numbers them; the
+/// command name may hold spaces and parentheses, so fields count from the last `)`).
+pub fn parse_process_stat(
+    text: &str,
+    ticks_per_second: u64,
+    page_size: u64,
+    boot_time: u64,
+) -> Option<ProcessReading> {
+    let after_name = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // fields[0] is field 3 (state): field N is fields[N - 3].
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    let cpu_ticks = field(14)? + field(15)?;
+    let started_ticks = field(22)?;
+    let ticks = ticks_per_second.max(1) as f64;
+    Some(ProcessReading {
+        cpu: ticks_duration(cpu_ticks, ticks_per_second),
+        resident_bytes: field(24)? * page_size,
+        virtual_bytes: field(23)?,
+        start_time: boot_time as f64 + started_ticks as f64 / ticks,
+        threads: field(20)?,
+        open_fds: 0,
+        max_fds: 0,
+    })
+}
+
+fn ticks_duration(ticks: u64, ticks_per_second: u64) -> Duration {
+    let per_second = ticks_per_second.max(1);
+    let nanos = u128::from(ticks) * 1_000_000_000 / u128::from(per_second);
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// USER_HZ, the unit of /proc's CPU times.
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf only reads a configuration value; it has no memory arguments.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100)
+}
+
+fn page_size() -> u64 {
+    // SAFETY: as above, a configuration value without memory arguments.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
+}
+
+fn max_fds() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the call, which only writes it.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if rc != 0 {
+        return 0;
+    }
+    limit.rlim_cur
 }
 
 /// Reads the resources now, with the data directory's file system.
@@ -198,6 +395,57 @@ mod tests {
         let text = "NAME=\"Debian\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n";
         assert_eq!(parse_os_release(text), "Debian GNU/Linux 12 (bookworm)");
         assert_eq!(parse_os_release(""), "Linux");
+    }
+
+    #[test]
+    fn proc_stat_busy_time_and_boot_time() {
+        let text = "cpu  100 20 30 5000 40 5 6 7 1 0\ncpu0 50 10 15 2500 20 2 3 3 0 0\n\
+                    intr 1 2\nbtime 1700000000\nprocesses 10\n";
+        let reading = parse_proc_stat(text, 100).unwrap();
+        // user + nice + system + irq + softirq + steal = 168 ticks of 10 ms.
+        assert_eq!(reading.busy, Duration::from_millis(1680));
+        assert_eq!(reading.boot_time, 1_700_000_000);
+        assert_eq!(parse_proc_stat("cpu  1 2 3\n", 100), None, "no btime");
+        assert_eq!(parse_proc_stat("btime 1\n", 100), None, "no cpu line");
+    }
+
+    #[test]
+    fn memory_use_and_working_set() {
+        let meminfo = "MemTotal: 1000 kB\nMemFree: 200 kB\nMemAvailable: 600 kB\n\
+                       Inactive(file): 300 kB\nAnonPages: 250 kB\n";
+        let vmstat = "pgfault 42\npgmajfault 7\n";
+        let memory = parse_memory(meminfo, vmstat).unwrap();
+        assert_eq!(memory.usage(), 800 * 1024);
+        assert_eq!(memory.working_set(), 500 * 1024);
+        assert_eq!(memory.anon, 250 * 1024);
+        assert_eq!((memory.page_faults, memory.major_page_faults), (42, 7));
+        let bare = parse_memory("MemTotal: 1 kB\nMemFree: 2 kB\n", "").unwrap();
+        assert_eq!((bare.usage(), bare.working_set()), (0, 0));
+        assert_eq!(parse_memory("MemTotal: 1 kB\n", ""), None);
+    }
+
+    #[test]
+    fn process_stat_fields_count_from_the_last_parenthesis() {
+        let text = "4242 (wasm (node) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    250 50 0 0 20 0 12 0 1000 104857600 2560 18446744073709551615";
+        let process = parse_process_stat(text, 100, 4096, 1_700_000_000).unwrap();
+        assert_eq!(process.cpu, Duration::from_secs(3));
+        assert_eq!(process.threads, 12);
+        assert_eq!(process.start_time, 1_700_000_010.0);
+        assert_eq!(process.virtual_bytes, 104_857_600);
+        assert_eq!(process.resident_bytes, 2560 * 4096);
+        assert_eq!(parse_process_stat("1 (x) S 1 2", 100, 4096, 0), None);
+    }
+
+    #[test]
+    fn reads_this_machine_and_process() {
+        let cpu = cpu().unwrap();
+        assert!(cpu.busy > Duration::ZERO && cpu.boot_time > 0);
+        let memory = memory().unwrap();
+        assert!(memory.total > memory.working_set());
+        let process = process().unwrap();
+        assert!(process.resident_bytes > 0 && process.threads >= 1 && process.open_fds >= 3);
+        assert!(process.start_time >= cpu.boot_time as f64);
     }
 
     #[test]

@@ -49,8 +49,10 @@ pub async fn run(
         task.idle(&mut updates, &gone).await;
         return;
     };
+    task.context.running.register(&task.pod, &worker);
     let outcome = task.supervise(&worker, &mut updates, &gone).await;
     let facts = worker.wait().await;
+    task.context.running.unregister(&task.uid);
     task.context.ips.release(&task.uid);
     match outcome {
         Outcome::ShuttingDown => {}

@@ -24,6 +24,7 @@ use wasmlet_runtime::Runtime;
 
 use crate::images::RegistryResolver;
 use crate::ips::IpPool;
+use crate::running::RunningPods;
 
 /// What every pod task needs.
 pub struct NodeContext {
@@ -45,6 +46,8 @@ pub struct NodeContext {
     pub allocatable: NodeAllocatable,
     /// Events about pods, as `kubelet` of this node.
     pub recorder: Recorder,
+    /// The pods whose workers run, for the kubelet API's resource metrics.
+    pub running: Arc<RunningPods>,
 }
 
 /// The pods known to this node, by the watch.

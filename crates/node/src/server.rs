@@ -1,4 +1,7 @@
-//! The kubelet HTTPS API: `/healthz`, `/pods`, `/containerLogs/{ns}/{pod}/{container}`.
+//! The kubelet HTTPS API: `/healthz`, `/pods`, `/containerLogs/{ns}/{pod}/{container}`,
+//! and the resource figures: `/stats/summary` (the Summary API, JSON), `/metrics/resource`
+//! (what metrics-server scrapes) and `/metrics` (the agent's own), all read at the time of
+//! the request from the machine and the running pods' usage counters.
 //!
 //! Every request is authenticated (a client certificate from the cluster CA, or a bearer
 //! token checked with a TokenReview) and authorised with a SubjectAccessReview on the node's
@@ -30,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::certs::KeyedCert;
 use crate::logs::{self, LogOptions};
+use crate::running::RunningPods;
+use crate::stats::{self, CpuRates, Summary};
+use crate::{machine, metrics};
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +65,10 @@ pub struct ApiContext {
     pub node_name: String,
     /// Where pods' directories live (`<data_dir>/pods/<uid>/logs/<container>/<n>.log`).
     pub data_dir: PathBuf,
+    /// The pods whose workers run, with their usage.
+    pub running: Arc<RunningPods>,
+    /// The previous CPU samples, for the summary's `usageNanoCores`.
+    pub rates: Arc<CpuRates>,
 }
 
 /// Who made a request.
@@ -186,6 +196,9 @@ fn router(context: ApiContext) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/pods", get(pods))
+        .route("/stats/summary", get(stats_summary))
+        .route("/metrics/resource", get(resource_metrics))
+        .route("/metrics", get(agent_metrics))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
@@ -324,6 +337,58 @@ async fn pods(State(context): State<Arc<ApiContext>>) -> Response {
         }
         Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
     }
+}
+
+/// The summary now: the machine's readings (a failed one is left out) and the running
+/// containers' usage.
+fn take_summary(context: &ApiContext) -> Summary {
+    let pods = context.running.list().into_iter().map(|pod| {
+        let usage = pod.usage.containers();
+        (pod, usage)
+    });
+    let inputs = stats::Inputs {
+        node_name: context.node_name.clone(),
+        at: Timestamp::now(),
+        cpu: ok("CPU time", machine::cpu()),
+        memory: ok("memory", machine::memory()),
+        machine: ok("machine", machine::read(&context.data_dir)),
+        process: ok("agent process", machine::process()),
+        pods: pods.collect(),
+    };
+    stats::summary(&inputs, &context.rates)
+}
+
+/// A reading, or `None` (logged) when it failed.
+fn ok<T>(what: &str, reading: Result<T, machine::Error>) -> Option<T> {
+    reading
+        .inspect_err(|err| tracing::debug!(%err, "reading the {what} for the stats"))
+        .ok()
+}
+
+async fn stats_summary(State(context): State<Arc<ApiContext>>) -> Response {
+    axum::Json(take_summary(&context)).into_response()
+}
+
+async fn resource_metrics(State(context): State<Arc<ApiContext>>) -> Response {
+    prometheus_text(metrics::resource_metrics(&take_summary(&context)))
+}
+
+async fn agent_metrics(State(context): State<Arc<ApiContext>>) -> Response {
+    let pods = context.running.list();
+    let counts = metrics::AgentCounts {
+        node_name: context.node_name.clone(),
+        running_pods: pods.len(),
+        running_containers: pods.iter().map(|p| p.usage.containers().len()).sum(),
+    };
+    prometheus_text(metrics::agent_metrics(
+        &counts,
+        machine::process().ok().as_ref(),
+    ))
+}
+
+fn prometheus_text(text: String) -> Response {
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    ([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 async fn container_logs(
