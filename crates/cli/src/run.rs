@@ -151,6 +151,7 @@ pub(crate) fn terminal_spec(
         limits: Limits {
             memory_bytes: args.memory,
             timeout: args.timeout,
+            cpu_millis: None,
             fuel: None,
         },
     }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
+use crate::cpu::Throttle;
 use crate::exit::ExitStatus;
 use crate::log::{OutputSink, SharedSink, Stream};
 use crate::program::{Pre, Program};
@@ -225,11 +226,23 @@ impl Runtime {
         let mut store = Store::new(self.engine(), data);
         store.set_epoch_deadline(1);
         let control = control.clone();
+        let tick = self.inner.config.epoch_tick;
+        let mut throttle = limits
+            .cpu_millis
+            .map(|millis| Throttle::new(millis, tick, std::time::Instant::now()));
         store.epoch_deadline_callback(move |_| {
-            Ok(if control.must_stop() {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
+            if control.must_stop() {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            let parked = throttle
+                .as_mut()
+                .and_then(|t| t.on_tick(std::time::Instant::now()));
+            Ok(match parked {
+                Some(until) => {
+                    let until = tokio::time::Instant::from_std(until);
+                    UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep_until(until)))
+                }
+                None => UpdateDeadline::Yield(1),
             })
         });
         self.set_fuel(&mut store, limits.fuel)?;

@@ -42,6 +42,7 @@
 
 pub mod cache;
 mod container;
+pub mod cpu;
 mod exit;
 mod http;
 pub mod log;

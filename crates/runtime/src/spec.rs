@@ -56,6 +56,9 @@ pub struct Limits {
     pub memory_bytes: Option<u64>,
     /// Wall-clock time the guest may run; past it the container ends as `DeadlineExceeded`.
     pub timeout: Option<Duration>,
+    /// CPU in millicores (1000 = one core): past its share of each 100 ms period the guest
+    /// is parked until the next (see [`crate::cpu`]).
+    pub cpu_millis: Option<u64>,
     /// Fuel (roughly, wasm instructions) the guest may burn; needs
     /// [`RuntimeConfig::fuel`](crate::RuntimeConfig::fuel). Running out is a trap.
     pub fuel: Option<u64>,

@@ -773,3 +773,30 @@ async fn an_http_container_sums_its_requests() {
     assert_eq!(container.usage(), idle);
     container.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_limit_slices_a_tight_loop() {
+    let rt = runtime();
+    let program = rt.load(wasmlet_fixtures::spin()).unwrap();
+    let spec = ContainerSpec {
+        limits: Limits {
+            cpu_millis: Some(100),
+            ..Limits::default()
+        },
+        ..ContainerSpec::default()
+    };
+    let container = rt.start(&program, spec).unwrap();
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let used = container.usage().cpu;
+    let wall = started.elapsed();
+    container.kill();
+    container.wait().await;
+    // 100 millicores: about a tenth of the wall time, whatever else the machine does (a
+    // busy machine can only lower it). Unlimited, the loop would use all of it.
+    assert!(
+        used.as_secs_f64() < wall.as_secs_f64() * 0.35,
+        "used {used:?} of {wall:?}"
+    );
+    assert!(used > Duration::ZERO, "the loop never ran");
+}

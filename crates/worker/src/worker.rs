@@ -780,6 +780,7 @@ impl Worker {
             stdio: self.stdio(&record.spec.name, count),
             limits: Limits {
                 memory_bytes: plan.limits.memory_bytes,
+                cpu_millis: plan.limits.cpu_millis,
                 ..Limits::default()
             },
         };
