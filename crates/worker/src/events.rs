@@ -169,6 +169,11 @@ pub(crate) fn deadline_exceeded(message: &str) -> Event {
     normal("DeadlineExceeded", message.to_owned())
 }
 
+/// `Evicted`: the pod outgrew a local storage limit.
+pub(crate) fn evicted(message: &str) -> Event {
+    warning("Evicted", message.to_owned())
+}
+
 /// `Unhealthy`: one probe attempt failed (`kind` is `Readiness`, `Liveness` or `Startup`).
 pub(crate) fn probe_failed(kind: &str, output: &str) -> Event {
     warning("Unhealthy", format!("{kind} probe failed: {output}"))

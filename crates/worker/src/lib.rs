@@ -125,7 +125,8 @@
 //!
 //! # Volumes
 //! - `emptyDir`: a directory under the pod directory; `medium: Memory` is a plain directory
-//!   too (no tmpfs), `sizeLimit` is not enforced.
+//!   too (no tmpfs); a `sizeLimit` is enforced as the kubelet's eviction manager does: past
+//!   it (measured every 10 s) the pod is evicted (`Failed`, reason `Evicted`).
 //! - `hostPath`: the host directory, after the check its `type` asks for.
 //! - `configMap`, `secret`, `downwardAPI`, `projected`: files written atomically with their
 //!   modes (the kubelet's `..data` symlink swap), always mounted read-only. Projected service
@@ -143,6 +144,7 @@ pub mod paths;
 mod probe;
 pub mod resume;
 pub mod serving;
+pub mod storage;
 pub mod usage;
 pub mod volumes;
 mod worker;

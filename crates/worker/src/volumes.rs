@@ -2,8 +2,8 @@
 //! the runtime's preopened directories.
 //!
 //! - `emptyDir`: a directory under the pod directory, for the pod's lifetime. `medium: Memory`
-//!   is a plain directory too (no tmpfs: the worker runs unprivileged); `sizeLimit` is not
-//!   enforced.
+//!   is a plain directory too (no tmpfs: the worker runs unprivileged); `sizeLimit` is
+//!   enforced by eviction (`crate::storage`).
 //! - `hostPath`: the host directory itself, after the check (or creation) its `type` asks
 //!   for. Only directories can be mounted: WASI preopens are directories.
 //! - `configMap`, `secret`, `downwardAPI`, `projected`: files written atomically as the

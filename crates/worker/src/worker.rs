@@ -35,6 +35,7 @@ use crate::paths::{self, PodDir};
 use crate::probe::{ProbeKind, ProbeReport, Probing, ReportTo, Verdict};
 use crate::resume::{Resume, ResumedContainer};
 use crate::serving;
+use crate::storage;
 use crate::usage::{ContainerUsage, PodUsage};
 use crate::volumes::{self, Volumes};
 
@@ -377,6 +378,9 @@ struct Worker {
     events: EventLog,
     stop_rx: watch::Receiver<Option<Duration>>,
     stop_open: bool,
+    /// Whether an emptyDir has a `sizeLimit`, and when to measure next.
+    storage_limited: bool,
+    storage_checked_at: Option<Timestamp>,
     objects_rx: Option<watch::Receiver<ConfigObjects>>,
     stop_grace: Option<Duration>,
     stop_sent: Option<Duration>,
@@ -412,6 +416,7 @@ impl Worker {
         }
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         let (probes_tx, probes_rx) = mpsc::unbounded_channel();
+        let storage_limited = !storage::limited_empty_dirs(&pod).is_empty();
         let worker = Worker {
             runtime,
             resolver,
@@ -437,6 +442,8 @@ impl Worker {
             events: EventLog::default(),
             stop_rx,
             stop_open: true,
+            storage_limited,
+            storage_checked_at: None,
             objects_rx: None,
             stop_grace: None,
             stop_sent: None,
@@ -504,6 +511,7 @@ impl Worker {
     async fn sync(&mut self) -> Wake {
         let mut wake = Wake::default();
         self.check_deadline(&mut wake);
+        self.check_storage(&mut wake);
         if !self.ending() && self.ensure_volumes(&mut wake) && self.sync_init(&mut wake).await {
             self.sync_regular(&mut wake).await;
         }
@@ -530,6 +538,31 @@ impl Worker {
         self.records
             .iter()
             .filter(|r| r.kind == ContainerKind::Regular)
+    }
+
+    /// Evicts the pod when an emptyDir outgrew its `sizeLimit`; checks again later.
+    fn check_storage(&mut self, wake: &mut Wake) {
+        if self.failure.is_some() || self.volumes.is_none() || !self.storage_limited {
+            return;
+        }
+        let now = self.clock.now();
+        if self.storage_checked_at.is_some_and(|at| now < at) {
+            wake.at(self.storage_checked_at.unwrap_or(now));
+            return;
+        }
+        self.failure = storage::over_limit(&self.pod, &self.dir);
+        self.stop_grace = self
+            .stop_grace
+            .or(self.failure.as_ref().map(|_| Duration::ZERO));
+        if let Some(failure) = &self.failure {
+            self.events.push(None, events::evicted(&failure.message));
+            return;
+        }
+        let every = SignedDuration::try_from(storage::CHECK_EVERY).unwrap_or_default();
+        if let Ok(next) = now.checked_add(every) {
+            self.storage_checked_at = Some(next);
+            wake.at(next);
+        }
     }
 
     fn check_deadline(&mut self, wake: &mut Wake) {

@@ -439,3 +439,36 @@ async fn a_running_pod_sees_config_map_updates_in_its_volume() {
     }
     pod.kill().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_dir_past_its_size_limit_evicts_the_pod() {
+    let big = "x".repeat(4096);
+    let pod = start(
+        &format!(
+            "  restartPolicy: Never\n  volumes: [{{name: scratch, emptyDir: {{sizeLimit: 1Ki}}}}]\n  \
+             containers:\n  \
+             - {{name: writer, image: fs, args: [write, big, '{big}'], volumeMounts: [{{name: scratch, mountPath: /s}}]}}\n  \
+             - {{name: sleeper, image: sleep, args: ['600000']}}\n"
+        ),
+        "",
+    );
+    let facts = pod.finish().await;
+    let failure = facts.pod.failure.clone().expect("the pod was not evicted");
+    assert_eq!(failure.reason, "Evicted");
+    assert_eq!(
+        failure.message,
+        "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Ki\". "
+    );
+    let status = pod.status(&facts);
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    assert_eq!(status.reason.as_deref(), Some("Evicted"));
+    assert!(
+        has_event(
+            &facts,
+            "Evicted",
+            "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Ki\". "
+        ),
+        "{:?}",
+        facts.events
+    );
+}
