@@ -5,6 +5,9 @@
 export WASMLET_CACHE="${WASMLET_CACHE:-/var/cache/wasmlet}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WASMLET_CACHE/target}"
 export PATH="$WASMLET_CACHE/bin:$PATH"
+# CI builds each fresh clone at a new path, so incremental state is never reused there and
+# only piles up on disk.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 WASMLET_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export WASMLET_ROOT
 mkdir -p "$WASMLET_CACHE/bin"
@@ -27,4 +30,16 @@ live_pid() {
   pid="$(cat "$1")"
   [[ "$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" == *"$2"* ]] || return 1
   echo "$pid"
+}
+
+# prune_target: the shared target directory keeps every clone's build of the workspace
+# crates (their hashes include the clone's path); drop those artifacts and test binaries not
+# rebuilt for two hours, and the incremental state of old sessions, so the disk stays bounded.
+prune_target() {
+  local deps="$CARGO_TARGET_DIR/debug/deps"
+  [ -d "$deps" ] || return 0
+  find "$deps" -maxdepth 1 -type f -mmin +120 \
+    \( ! -name '*.*' -o -name 'libwasmlet*' -o -name 'wasmlet*' -o -name 'containerd_shim*' \) -delete
+  find "$CARGO_TARGET_DIR/debug/incremental" -mindepth 1 -maxdepth 1 -mmin +720 \
+    -exec rm -rf {} + 2>/dev/null || true
 }
