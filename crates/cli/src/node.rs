@@ -11,7 +11,9 @@ use wasmlet_node::config::{EvictionHard, NodeConfig};
 /// Flags of `wasmlet node`, named as the kubelet's.
 #[derive(clap::Args)]
 pub struct NodeArgs {
-    /// The node's kubeconfig; written by TLS bootstrap when it does not exist.
+    /// The node's kubeconfig; written by TLS bootstrap when it does not exist (or its
+    /// certificate has expired). A client certificate it reads from
+    /// `<data-dir>/pki/kubelet-client-current.pem` is rotated while the node runs.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// A bootstrap kubeconfig (bootstrap token) used to obtain a client certificate.

@@ -15,11 +15,12 @@ use wasmlet_oci::store::Store;
 use wasmlet_runtime::{Runtime, RuntimeConfig};
 
 use crate::config::NodeConfig;
+use crate::identity::{NodeClient, ServingCert};
 use crate::images::RegistryResolver;
 use crate::ips::IpPool;
 use crate::pods::{self, NodeContext};
 use crate::running::RunningPods;
-use crate::{bootstrap, certs, heartbeat, machine, server, status};
+use crate::{bootstrap, certs, heartbeat, machine, rotation, server, status};
 
 /// Errors starting the agent.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +34,8 @@ pub enum Error {
         source: kube::config::KubeconfigError,
     },
     /// The client could not be built from the kubeconfig.
-    #[error("kubernetes client: {0}")]
-    Client(#[from] kube::Error),
+    #[error(transparent)]
+    Client(#[from] crate::identity::Error),
     /// TLS bootstrap failed.
     #[error(transparent)]
     Bootstrap(#[from] crate::bootstrap::Error),
@@ -80,11 +81,17 @@ pub async fn run(
     let path = node_kubeconfig(&config, &credentials, &cancel).await?;
     let kube_config = kube_config(&path).await?;
     let client_ca = kube_config.root_cert.clone().unwrap_or_default();
-    let client = Client::try_from(kube_config)?;
+    let node_client = NodeClient::new(kube_config)?;
+    let client = node_client.client();
     let Some(node) = heartbeat::register_until_done(&client, &config, &cancel).await else {
         return Ok(());
     };
     tracing::info!(node = %config.node_name, "node registered");
+    let rotation = tokio::spawn(rotation::run_client(
+        node_client,
+        config.clone(),
+        cancel.clone(),
+    ));
     let lease = tokio::spawn(heartbeat::run_lease(client.clone(), node, cancel.clone()));
     let status = tokio::spawn(heartbeat::run_status(
         client.clone(),
@@ -106,7 +113,7 @@ pub async fn run(
         cancel.clone(),
     ));
     cancel.cancelled().await;
-    let _ = tokio::join!(pods, lease, status, api);
+    let _ = tokio::join!(pods, lease, status, api, rotation);
     Ok(())
 }
 
@@ -203,10 +210,16 @@ async fn run_api(
         Ok(serving) => serving,
         Err(err) => return tracing::error!(%err, "no serving certificate; the kubelet API is off"),
     };
-    let tls = match server::tls_config(&serving, &client_ca) {
+    let resolver = match ServingCert::new(&serving) {
+        Ok(resolver) => Arc::new(resolver),
+        Err(err) => return tracing::error!(%err, "the kubelet API is off"),
+    };
+    let tls = match server::tls_config(resolver.clone(), &client_ca) {
         Ok(tls) => tls,
         Err(err) => return tracing::error!(%err, "the kubelet API is off"),
     };
+    let renewal = rotation::Rotation::serving(client.clone(), request, path, resolver);
+    let rotation = tokio::spawn(rotation::run(renewal, cancel.clone()));
     let context = server::ApiContext {
         client,
         node_name: config.node_name.clone(),
@@ -218,6 +231,7 @@ async fn run_api(
     if let Err(err) = server::serve(addr, tls, context, cancel).await {
         tracing::error!(%err, "the kubelet API stopped");
     }
+    let _ = rotation.await;
 }
 
 /// The client configuration from a kubeconfig file's current context.

@@ -2,7 +2,8 @@
 //! client certificate from a `kubernetes.io/kube-apiserver-client-kubelet` CSR (which the
 //! cluster's approver signs for `system:node:<name>`), store it, and write the node's own
 //! kubeconfig, as the kubelet does with `--bootstrap-kubeconfig`. A later start finds that
-//! kubeconfig and skips all of this; a certificate past four fifths of its life is renewed.
+//! kubeconfig and skips all of this, unless the certificate it uses has expired (then the node
+//! bootstraps again, as the kubelet does); renewal before expiry is [`crate::rotation`]'s.
 
 use std::path::{Path, PathBuf};
 
@@ -47,8 +48,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The user and context names in the kubeconfig bootstrap writes.
 const USER: &str = "default-auth";
 
-/// Makes sure `kubeconfig` exists: when it does not, obtains a client certificate through
-/// `bootstrap` and writes `kubeconfig` using it (the certificate and key live in
+/// Makes sure `kubeconfig` exists: when it does not, or when the node's stored client
+/// certificate has expired, obtains a client certificate through `bootstrap` and writes
+/// `kubeconfig` using it (the certificate and key live in
 /// `<data_dir>/pki/kubelet-client-current.pem`).
 pub async fn ensure_kubeconfig(
     kubeconfig: &Path,
@@ -57,7 +59,8 @@ pub async fn ensure_kubeconfig(
     data_dir: &Path,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    if kubeconfig.exists() {
+    let cert_path = certs::client_cert_path(data_dir);
+    if kubeconfig.exists() && !expired(&cert_path) {
         return Ok(());
     }
     let err = |source| Error::Kubeconfig {
@@ -70,16 +73,21 @@ pub async fn ensure_kubeconfig(
         .await
         .map_err(err)?;
     let client = kube::Client::try_from(config)?;
-    let request = certs::Request {
-        node_name: node_name.to_string(),
-        signer: certs::CLIENT_SIGNER,
-        ips: Vec::new(),
-        dns_names: Vec::new(),
-    };
-    let cert_path = data_dir.join("pki").join("kubelet-client-current.pem");
+    let request = certs::Request::client(node_name);
     certs::load_or_request(&client, &request, &cert_path, cancel).await?;
     let node_config = node_kubeconfig(&boot, bootstrap, &cert_path)?;
     write(kubeconfig, &node_config)
+}
+
+/// Whether the node's stored client certificate exists and is no longer valid: its kubeconfig
+/// cannot authenticate any more (not even to request a new certificate).
+fn expired(cert_path: &Path) -> bool {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    std::fs::read_to_string(cert_path)
+        .ok()
+        .and_then(|text| certs::KeyedCert::from_pem(&text))
+        .and_then(|cert| cert.info())
+        .is_some_and(|info| !info.valid_at(now))
 }
 
 /// The bootstrap kubeconfig's cluster, with a user authenticating by the certificate file.

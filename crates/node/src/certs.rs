@@ -5,7 +5,7 @@
 //! certificate are stored together as one PEM file and reused while valid.
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -86,19 +86,63 @@ impl KeyedCert {
     /// Whether the first certificate is valid at `now` (Unix seconds) with at least a fifth of
     /// its lifetime left (the kubelet rotates at 70-90% of it).
     pub fn fresh(&self, now: i64) -> bool {
-        let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes()) else {
-            return false;
-        };
-        let Ok(cert) = pem.parse_x509() else {
-            return false;
-        };
-        let validity = cert.validity();
-        let (from, to) = (
-            validity.not_before.timestamp(),
-            validity.not_after.timestamp(),
-        );
-        from <= now && now < to - (to - from) / 5
+        self.info().is_some_and(|info| {
+            let (from, to) = (info.not_before, info.not_after);
+            from <= now && now < to - (to - from) / 5
+        })
     }
+
+    /// What the first certificate says, if it parses.
+    pub fn info(&self) -> Option<CertInfo> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes()).ok()?;
+        let cert = pem.parse_x509().ok()?;
+        let validity = cert.validity();
+        let subject = cert.subject();
+        let text = |attr: &x509_parser::x509::AttributeTypeAndValue<'_>| {
+            attr.as_str().ok().map(str::to_string)
+        };
+        Some(CertInfo {
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+            serial: cert.raw_serial_as_string(),
+            common_name: subject.iter_common_name().next().and_then(text),
+            organizations: subject.iter_organization().filter_map(text).collect(),
+        })
+    }
+}
+
+/// The facts of a certificate that rotation needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Valid from (Unix seconds).
+    pub not_before: i64,
+    /// Valid until (Unix seconds).
+    pub not_after: i64,
+    /// The serial number, hex bytes separated by colons.
+    pub serial: String,
+    /// The subject's CN.
+    pub common_name: Option<String>,
+    /// The subject's O values.
+    pub organizations: Vec<String>,
+}
+
+impl CertInfo {
+    /// Whether this names node `node_name` as the node authorizer knows it: CN
+    /// `system:node:<name>`, O `system:nodes` (what a node may renew by itself).
+    pub fn is_node(&self, node_name: &str) -> bool {
+        self.common_name.as_deref() == Some(&format!("system:node:{node_name}"))
+            && self.organizations == ["system:nodes"]
+    }
+
+    /// Whether it is valid at `now` (Unix seconds).
+    pub fn valid_at(&self, now: i64) -> bool {
+        self.not_before <= now && now < self.not_after
+    }
+}
+
+/// Where the node's client certificate and key live: `<data_dir>/pki/kubelet-client-current.pem`.
+pub fn client_cert_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("pki").join("kubelet-client-current.pem")
 }
 
 /// What a certificate is for.
@@ -115,6 +159,16 @@ pub struct Request {
 }
 
 impl Request {
+    /// The node's client certificate (signer `kubernetes.io/kube-apiserver-client-kubelet`).
+    pub fn client(node_name: &str) -> Self {
+        Self {
+            node_name: node_name.to_string(),
+            signer: CLIENT_SIGNER,
+            ips: Vec::new(),
+            dns_names: Vec::new(),
+        }
+    }
+
     /// The usages the signer's approver accepts for an ECDSA key.
     pub fn usages(&self) -> Vec<String> {
         let purpose = if self.signer == SERVING_SIGNER {
@@ -227,7 +281,8 @@ async fn signed(csrs: &Api<CertificateSigningRequest>, name: &str) -> Result<Opt
     Ok(cert.map(|c| String::from_utf8_lossy(&c.0).into_owned()))
 }
 
-fn store(path: &Path, cert: &KeyedCert) -> Result<()> {
+/// Writes `cert` (certificate then key) to `path` atomically, readable by the owner only.
+pub fn store(path: &Path, cert: &KeyedCert) -> Result<()> {
     write_private(path, cert.to_pem().as_bytes()).map_err(|source| Error::Write {
         path: path.display().to_string(),
         source,
@@ -307,5 +362,39 @@ mod tests {
         assert!(keyed.fresh(now));
         assert!(!keyed.fresh(4_100_000_000), "near expiry");
         assert!(KeyedCert::from_pem("nothing").is_none());
+    }
+
+    #[test]
+    fn info_reads_validity_and_the_node_subject() {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "system:node:n1");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:nodes");
+        let cert = params.self_signed(&key).unwrap();
+        let keyed = KeyedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        let info = keyed.info().unwrap();
+        assert_eq!(
+            (info.not_before, info.not_after),
+            (1_577_836_800, 1_609_459_200)
+        );
+        assert!(info.valid_at(1_600_000_000));
+        assert!(!info.valid_at(1_609_459_200), "not after is exclusive");
+        assert!(info.is_node("n1"));
+        assert!(!info.is_node("n2"));
+        let admin = CertInfo {
+            organizations: vec!["system:masters".into()],
+            ..info
+        };
+        assert!(!admin.is_node("n1"));
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! This crate owns the Kubernetes side of a node: registering the Node (labels, taints,
 //! capacity, conditions), renewing its Lease, reporting its status, and (as it grows) the pod
-//! watch and reconcile, the kubelet HTTPS API and TLS bootstrap. It must not know how a wasm
-//! module runs (that is the worker's and the runtime's business) nor how a pod's status is
-//! decided (that is `wasmlet-pod`'s): it reads the world and talks to the API server.
+//! watch and reconcile, the kubelet HTTPS API, TLS bootstrap and certificate rotation. It
+//! must not know how a wasm module runs (that is the worker's and the runtime's business) nor
+//! how a pod's status is decided (that is `wasmlet-pod`'s): it reads the world and talks to
+//! the API server.
 //!
 //! ```no_run
 //! use wasmlet_node::{agent, config::NodeConfig};
@@ -27,6 +28,7 @@ pub mod bootstrap;
 pub mod certs;
 pub mod config;
 pub mod heartbeat;
+pub mod identity;
 pub mod images;
 pub mod ips;
 pub mod logs;
@@ -35,6 +37,7 @@ pub mod metrics;
 pub mod objects;
 pub mod pod;
 pub mod pods;
+pub mod rotation;
 pub mod running;
 pub mod server;
 pub mod stats;

@@ -27,11 +27,11 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::certs::KeyedCert;
+use crate::identity::ServingCert;
 use crate::logs::{self, LogOptions};
 use crate::running::RunningPods;
 use crate::stats::{self, CpuRates, Summary};
@@ -82,15 +82,14 @@ pub struct User {
     pub uid: Option<String>,
 }
 
-/// The TLS configuration: the serving certificate, and client certificates verified against
+/// The TLS configuration: the serving certificate as `serving` holds it when a connection
+/// starts (so a rotated one is served from then on), and client certificates verified against
 /// `client_ca_der` but optional (a bearer token may authenticate instead).
-pub fn tls_config(serving: &KeyedCert, client_ca_der: &[Vec<u8>]) -> Result<rustls::ServerConfig> {
+pub fn tls_config(
+    serving: Arc<ServingCert>,
+    client_ca_der: &[Vec<u8>],
+) -> Result<rustls::ServerConfig> {
     let tls = |e: &dyn std::fmt::Display| Error::Tls(e.to_string());
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(serving.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| tls(&e))?;
-    let key = PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes()).map_err(|e| tls(&e))?;
     let mut roots = rustls::RootCertStore::empty();
     for der in client_ca_der {
         roots
@@ -109,8 +108,7 @@ pub fn tls_config(serving: &KeyedCert, client_ca_der: &[Vec<u8>]) -> Result<rust
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(&e))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| tls(&e))?;
+        .with_cert_resolver(serving);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

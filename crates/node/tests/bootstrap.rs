@@ -1,6 +1,7 @@
 //! TLS bootstrap against the real control plane: with only the bootstrap-token kubeconfig,
 //! the agent obtains a client certificate (a CSR the controller-manager approves and signs),
-//! writes its kubeconfig, registers Ready, and on the next start reuses both.
+//! writes its kubeconfig, registers Ready, and on the next start reuses both; once that
+//! certificate has expired, the next start bootstraps again.
 
 mod cluster;
 
@@ -35,12 +36,29 @@ async fn bootstraps_its_client_certificate_and_reuses_it() -> Result<()> {
     let approved = csr["status"]["conditions"][0]["type"].as_str();
     assert_eq!(approved, Some("Approved"));
 
-    run_until_ready(&cluster, data.path(), credentials).await?;
+    run_until_ready(&cluster, data.path(), credentials.clone()).await?;
     assert_eq!(
         client_csrs(&cluster)?,
         first,
         "the second start reuses the certificate"
     );
+
+    // An expired certificate cannot even request its successor: bootstrap again.
+    expire_client_certificate(data.path())?;
+    run_until_ready(&cluster, data.path(), credentials).await?;
+    assert_eq!(client_csrs(&cluster)?.len(), 2, "a second bootstrap");
+    Ok(())
+}
+
+/// Replaces the node's client certificate with one that expired years ago.
+fn expire_client_certificate(data: &std::path::Path) -> Result<()> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let cert = params.self_signed(&key)?;
+    let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+    std::fs::write(data.join("pki/kubelet-client-current.pem"), pem)?;
     Ok(())
 }
 
