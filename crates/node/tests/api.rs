@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cluster::{Cluster, eventually};
-use tokio_util::sync::CancellationToken;
-use wasmlet_node::agent::{self, Credentials};
 
 const NODE: &str = "wasm-api";
 
@@ -19,21 +17,8 @@ async fn kubelet_api_serves_logs_to_the_api_server_only() -> Result<()> {
     let cluster = Cluster::start(NODE)?;
     let data = tempfile::tempdir()?;
     let port = free_port()?;
-    let mut config = cluster::node_config(NODE, data.path())?;
-    config.port = port;
-    let credentials = Credentials {
-        kubeconfig: Some(cluster.var("WASMLET_NODE_KUBECONFIG").into()),
-        ..Default::default()
-    };
-    let cancel = CancellationToken::new();
-    let agent = tokio::spawn(agent::run(config, credentials, cancel.clone()));
-
     // The admin approves the node's serving certificate request, as in a real cluster.
-    let csr = eventually(Duration::from_secs(30), "the serving CSR", || {
-        cluster::serving_csr(&cluster, NODE)
-    })
-    .await?;
-    cluster.kubectl(&["certificate", "approve", &csr])?;
+    let (agent, cancel) = cluster::start_agent(&cluster, NODE, data.path(), port).await?;
     // The API server's node proxy refuses loopback nodes, so the admin's client certificate
     // (cluster CA, group system:masters) calls the API directly; `kubectl logs` goes through
     // the API server below.
@@ -104,7 +89,7 @@ async fn kubelet_api_serves_logs_to_the_api_server_only() -> Result<()> {
     assert_eq!(pods["items"][0]["metadata"]["name"], "wasm-hello");
 
     cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(15), agent).await???;
+    tokio::time::timeout(Duration::from_secs(15), agent).await??;
     Ok(())
 }
 

@@ -20,8 +20,6 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use cluster::{Cluster, eventually};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
-use wasmlet_node::agent::{self, Credentials};
 use wasmlet_oci::client::{Client, ClientConfig, NoProgress};
 use wasmlet_oci::format::Format;
 use wasmlet_oci::push::{self, Artifact};
@@ -38,19 +36,7 @@ async fn kubectl_top_shows_a_wasm_pod() -> Result<()> {
     push_busy(&registry.host()).await?;
     let data = tempfile::tempdir()?;
     let port = free_port();
-    let mut config = cluster::node_config(NODE, data.path())?;
-    config.port = port;
-    let credentials = Credentials {
-        kubeconfig: Some(cluster.var("WASMLET_NODE_KUBECONFIG").into()),
-        ..Default::default()
-    };
-    let cancel = CancellationToken::new();
-    let agent = tokio::spawn(agent::run(config, credentials, cancel.clone()));
-    let csr = eventually(Duration::from_secs(30), "the serving CSR", || {
-        cluster::serving_csr(&cluster, NODE)
-    })
-    .await?;
-    cluster.kubectl(&["certificate", "approve", &csr])?;
+    let (agent, cancel) = cluster::start_agent(&cluster, NODE, data.path(), port).await?;
 
     let pod = format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: busy, namespace: default}}\nspec:\n  \
@@ -106,7 +92,7 @@ async fn kubectl_top_shows_a_wasm_pod() -> Result<()> {
 
     drop(metrics_server);
     cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(30), agent).await???;
+    tokio::time::timeout(Duration::from_secs(30), agent).await??;
     Ok(())
 }
 

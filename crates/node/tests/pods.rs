@@ -36,26 +36,16 @@ fn seed_pod(name: &str, image: &str, restart: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_pods_run_as_a_kubelet_runs_them() -> Result<()> {
     let cluster = Cluster::start(NODE)?;
-    let tokens = TokenServer::start(TokenShape::Harbor, Some(USER), 300);
-    let registry = Registry::start(tokens.registry_auth());
-    let host = registry.host();
-    push(&host, "bifrost/hello-wasm:v1", wasmlet_fixtures::hello()).await?;
-    push(&host, "bifrost/exit:v1", wasmlet_fixtures::exit()).await?;
-    push(&host, "bifrost/sleep:v1", wasmlet_fixtures::sleep()).await?;
-    push(&host, "bifrost/env:v1", wasmlet_fixtures::env()).await?;
-    cluster.kubectl(&[
-        "create",
-        "secret",
-        "docker-registry",
-        "regcred",
-        &format!("--docker-server={host}"),
-        &format!("--docker-username={}", USER.0),
-        &format!("--docker-password={}", USER.1),
-    ])?;
-
+    let images: [(&str, &[u8]); 4] = [
+        ("bifrost/hello-wasm:v1", wasmlet_fixtures::hello()),
+        ("bifrost/exit:v1", wasmlet_fixtures::exit()),
+        ("bifrost/sleep:v1", wasmlet_fixtures::sleep()),
+        ("bifrost/env:v1", wasmlet_fixtures::env()),
+    ];
+    let (_tokens, _registry, host) =
+        private_registry(&cluster, TokenShape::Harbor, &images).await?;
     let data = tempfile::tempdir()?;
-    let cancel = CancellationToken::new();
-    let _agent = start_agent(&cluster, data.path(), cancel.clone()).await?;
+    let (_agent, cancel) = start_agent(&cluster, data.path()).await?;
     let hello = format!("{host}/bifrost/hello-wasm:v1");
 
     // Never: runs once, Succeeded, exit code 0, the three lines in `kubectl logs`.
@@ -178,22 +168,10 @@ async fn seed_pods_run_as_a_kubelet_runs_them() -> Result<()> {
 async fn two_agents_on_one_machine_share_a_deployment_of_http_pods() -> Result<()> {
     const OTHER: &str = "wasm-pods-b";
     let cluster = Cluster::start(NODE)?;
-    let tokens = TokenServer::start(TokenShape::Both, Some(USER), 300);
-    let registry = Registry::start(tokens.registry_auth());
-    let host = registry.host();
-    push(&host, "demo/http-hello:v1", wasmlet_fixtures::http_hello()).await?;
-    cluster.kubectl(&[
-        "create",
-        "secret",
-        "docker-registry",
-        "regcred",
-        &format!("--docker-server={host}"),
-        &format!("--docker-username={}", USER.0),
-        &format!("--docker-password={}", USER.1),
-    ])?;
+    let images: [(&str, &[u8]); 1] = [("demo/http-hello:v1", wasmlet_fixtures::http_hello())];
+    let (_tokens, _registry, host) = private_registry(&cluster, TokenShape::Both, &images).await?;
     let data = tempfile::tempdir()?;
-    let cancel = CancellationToken::new();
-    let _first = start_agent(&cluster, &data.path().join("a"), cancel.clone()).await?;
+    let (_first, cancel) = start_agent(&cluster, &data.path().join("a")).await?;
     // The second joins through TLS bootstrap, with its own name, port and pod range.
     let mut config = cluster::node_config(OTHER, &data.path().join("b"))?;
     config.port = wasmlet_testkit::free_port();
@@ -265,26 +243,13 @@ async fn two_agents_on_one_machine_share_a_deployment_of_http_pods() -> Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volumes_init_order_limits_and_back_off_read_as_in_kubectl() -> Result<()> {
     let cluster = Cluster::start(NODE)?;
-    let tokens = TokenServer::start(TokenShape::Token, Some(USER), 300);
-    let registry = Registry::start(tokens.registry_auth());
-    let host = registry.host();
-    for (name, wasm) in [
-        ("fs", wasmlet_fixtures::fs()),
-        ("membomb", wasmlet_fixtures::membomb()),
-        ("exit", wasmlet_fixtures::exit()),
-        ("sleep", wasmlet_fixtures::sleep()),
-    ] {
-        push(&host, &format!("demo/{name}:v1"), wasm).await?;
-    }
-    cluster.kubectl(&[
-        "create",
-        "secret",
-        "docker-registry",
-        "regcred",
-        &format!("--docker-server={host}"),
-        &format!("--docker-username={}", USER.0),
-        &format!("--docker-password={}", USER.1),
-    ])?;
+    let images: [(&str, &[u8]); 4] = [
+        ("demo/fs:v1", wasmlet_fixtures::fs()),
+        ("demo/membomb:v1", wasmlet_fixtures::membomb()),
+        ("demo/exit:v1", wasmlet_fixtures::exit()),
+        ("demo/sleep:v1", wasmlet_fixtures::sleep()),
+    ];
+    let (_tokens, _registry, host) = private_registry(&cluster, TokenShape::Token, &images).await?;
     cluster.kubectl(&[
         "create",
         "secret",
@@ -293,8 +258,7 @@ async fn volumes_init_order_limits_and_back_off_read_as_in_kubectl() -> Result<(
         "--from-literal=token=t0ps3cret",
     ])?;
     let data = tempfile::tempdir()?;
-    let cancel = CancellationToken::new();
-    let _agent = start_agent(&cluster, data.path(), cancel.clone()).await?;
+    let (_agent, cancel) = start_agent(&cluster, data.path()).await?;
 
     // Two init containers in order share an emptyDir with the container; a Secret volume.
     let fs = format!("{host}/demo/fs:v1");
@@ -503,34 +467,41 @@ async fn push(host: &str, path: &str, wasm: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Starts the agent on the node's kubeconfig and approves its serving certificate (so
-/// `kubectl logs` reaches it).
+/// Starts the agent as [`NODE`] on its own port, logging to the test output with RUST_LOG.
 async fn start_agent(
     cluster: &Cluster,
     data: &std::path::Path,
-    cancel: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>> {
+) -> Result<(tokio::task::JoinHandle<()>, CancellationToken)> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let mut config = cluster::node_config(NODE, data)?;
-    config.port = wasmlet_testkit::free_port();
-    let credentials = Credentials {
-        kubeconfig: Some(cluster.var("WASMLET_NODE_KUBECONFIG").into()),
-        ..Default::default()
-    };
-    let agent = tokio::spawn(async move {
-        if let Err(err) = agent::run(config, credentials, cancel).await {
-            panic!("the agent failed: {err}");
-        }
-    });
-    let csr = eventually(Duration::from_secs(30), "the serving CSR", || {
-        cluster::serving_csr(cluster, NODE)
-    })
-    .await?;
-    cluster.kubectl(&["certificate", "approve", &csr])?;
-    Ok(agent)
+    cluster::start_agent(cluster, NODE, data, wasmlet_testkit::free_port()).await
+}
+
+/// A registry behind a token server answering in `shape` for [`USER`], holding `images`
+/// (path, wasm), and the pull secret `regcred` for it in the default namespace.
+async fn private_registry(
+    cluster: &Cluster,
+    shape: TokenShape,
+    images: &[(&str, &[u8])],
+) -> Result<(TokenServer, Registry, String)> {
+    let tokens = TokenServer::start(shape, Some(USER), 300);
+    let registry = Registry::start(tokens.registry_auth());
+    let host = registry.host();
+    for (path, wasm) in images {
+        push(&host, path, wasm).await?;
+    }
+    cluster.kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={host}"),
+        &format!("--docker-username={}", USER.0),
+        &format!("--docker-password={}", USER.1),
+    ])?;
+    Ok((tokens, registry, host))
 }
 
 fn apply(cluster: &Cluster, dir: &std::path::Path, manifest: &str) -> Result<()> {

@@ -182,3 +182,37 @@ pub fn serving_csr(cluster: &Cluster, node: &str) -> Option<String> {
     })?;
     csr["metadata"]["name"].as_str().map(str::to_string)
 }
+
+/// Runs the agent in this process as node `name` (the node kubeconfig the control plane made
+/// for it), serving its kubelet API on `port`, and approves its serving certificate as an
+/// admin would (so `kubectl logs` reaches it). Cancel the token to stop it.
+#[allow(dead_code)]
+pub async fn start_agent(
+    cluster: &Cluster,
+    name: &str,
+    data: &Path,
+    port: u16,
+) -> Result<(
+    tokio::task::JoinHandle<()>,
+    tokio_util::sync::CancellationToken,
+)> {
+    let mut config = node_config(name, data)?;
+    config.port = port;
+    let credentials = wasmlet_node::agent::Credentials {
+        kubeconfig: Some(cluster.var("WASMLET_NODE_KUBECONFIG").into()),
+        ..Default::default()
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    let agent = tokio::spawn(async move {
+        if let Err(err) = wasmlet_node::agent::run(config, credentials, stop).await {
+            panic!("the agent failed: {err}");
+        }
+    });
+    let csr = eventually(Duration::from_secs(30), "the serving CSR", || {
+        serving_csr(cluster, name)
+    })
+    .await?;
+    cluster.kubectl(&["certificate", "approve", &csr])?;
+    Ok((agent, cancel))
+}
