@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use wasmlet_oci::store::Store;
@@ -99,17 +100,18 @@ pub async fn run(
         cancel.clone(),
     ));
     let running = Arc::new(RunningPods::default());
+    let (store, writer) = reflector::store();
     let pods = tokio::spawn(run_pods(
         client.clone(),
         config.clone(),
-        running.clone(),
+        (running.clone(), writer),
         cancel.clone(),
     ));
     let api = tokio::spawn(run_api(
         client.clone(),
         config.clone(),
         client_ca,
-        running,
+        (running, store),
         cancel.clone(),
     ));
     cancel.cancelled().await;
@@ -121,14 +123,13 @@ pub async fn run(
 async fn run_pods(
     client: Client,
     config: NodeConfig,
-    running: Arc<RunningPods>,
+    (running, writer): (Arc<RunningPods>, reflector::store::Writer<Pod>),
     cancel: CancellationToken,
 ) {
     let context = match node_context(client, &config, running) {
         Ok(context) => Arc::new(context),
         Err(err) => return tracing::error!(%err, "cannot run pods"),
     };
-    let (_store, writer) = reflector::store();
     pods::run(context, writer, cancel).await;
 }
 
@@ -193,7 +194,7 @@ async fn run_api(
     client: Client,
     config: NodeConfig,
     client_ca: Vec<Vec<u8>>,
-    running: Arc<RunningPods>,
+    (running, pods): (Arc<RunningPods>, pods::PodStore),
     cancel: CancellationToken,
 ) {
     let request = certs::Request {
@@ -225,6 +226,7 @@ async fn run_api(
         node_name: config.node_name.clone(),
         data_dir: config.data_dir.clone(),
         running,
+        pods,
         rates: Default::default(),
     };
     let addr = std::net::SocketAddr::new(config.node_ip, config.port);

@@ -26,7 +26,7 @@ use k8s_openapi::api::authorization::v1::{
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -67,6 +67,8 @@ pub struct ApiContext {
     pub data_dir: PathBuf,
     /// The pods whose workers run, with their usage.
     pub running: Arc<RunningPods>,
+    /// The pods bound to this node, as the agent's watch last saw them.
+    pub pods: crate::pods::PodStore,
     /// The previous CPU samples, for the summary's `usageNanoCores`.
     pub rates: Arc<CpuRates>,
 }
@@ -325,16 +327,13 @@ async fn allowed(
     Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
+/// The pods bound to this node, from the agent's own watch (as the kubelet answers from its
+/// pod manager, without asking the API server).
 async fn pods(State(context): State<Arc<ApiContext>>) -> Response {
-    let api: Api<Pod> = Api::all(context.client.clone());
-    let params = ListParams::default().fields(&format!("spec.nodeName={}", context.node_name));
-    match api.list(&params).await {
-        Ok(list) => {
-            let body = serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": list.items});
-            axum::Json(body).into_response()
-        }
-        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
-    }
+    let items: Vec<Pod> = context.pods.state().iter().map(|p| Pod::clone(p)).collect();
+    let body =
+        serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items});
+    axum::Json(body).into_response()
 }
 
 /// The summary now: the machine's readings (a failed one is left out) and the running
