@@ -56,6 +56,11 @@ pub struct NodeArgs {
     /// A registry (host:port) to reach over plain HTTP; loopback registries always may be.
     #[arg(long)]
     insecure_registry: Vec<String>,
+    /// On SIGTERM, stop the pods within their grace periods and report them Failed
+    /// (reason Terminated), as the kubelet's graceful node shutdown does, so their
+    /// controllers replace them on other nodes.
+    #[arg(long)]
+    drain_on_shutdown: bool,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -90,6 +95,7 @@ fn config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     config.pod_cidr = args.pod_cidr.parse()?;
     config.registry.ca_files = args.registry_ca_file.clone();
     config.registry.insecure = args.insecure_registry.clone();
+    config.drain_on_shutdown = args.drain_on_shutdown;
     Ok(config)
 }
 

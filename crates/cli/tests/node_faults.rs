@@ -25,6 +25,16 @@ struct Node {
 
 impl Node {
     fn start(cluster: &Cluster, name: &str, data: &Path, port: u16) -> Result<Node> {
+        Node::start_with(cluster, name, data, port, &[])
+    }
+
+    fn start_with(
+        cluster: &Cluster,
+        name: &str,
+        data: &Path,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<Node> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -38,7 +48,8 @@ impl Node {
             .arg("--kubeconfig")
             .arg(cluster.var("WASMLET_NODE_KUBECONFIG"))
             .args(["--eviction-hard", "nodefs.available<1%"])
-            .env("RUST_LOG", "info")
+            .args(extra)
+            .env("WASMLET_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -168,7 +179,7 @@ async fn a_killed_agent_finds_its_pods_again_and_a_terminated_one_stops_them() -
     node.signal("KILL")?;
     node.exited(Duration::from_secs(10)).await?;
     let before = get(&cluster, "again").context("again")?;
-    let mut node = Node::start(&cluster, NODE, &data, port)?;
+    let node = Node::start(&cluster, NODE, &data, port)?;
     let sleeper = eventually(Duration::from_secs(60), "sleeper running again", || {
         get(&cluster, "sleeper").filter(|p| {
             restarts(p) >= 1 && !p["status"]["containerStatuses"][0]["state"]["running"].is_null()
@@ -183,7 +194,21 @@ async fn a_killed_agent_finds_its_pods_again_and_a_terminated_one_stops_them() -
     )
     .await?;
     assert!(restarts(&again) > restarts(&before), "{again:#}");
-    let previous = cluster.kubectl(&["logs", "again", "--previous"])?;
+    // The kubelet API of the new agent serves the previous run's log (a serving certificate
+    // the first agent had not received yet is asked for again, and approved).
+    let mut last = String::new();
+    let previous = eventually(Duration::from_secs(30), "logs --previous", || {
+        if let Some(csr) = cluster::serving_csr(&cluster, NODE) {
+            let _ = cluster.kubectl(&["certificate", "approve", &csr]);
+        }
+        let answer = cluster.kubectl(&["logs", "again", "--previous"]);
+        answer.map_err(|e| last = e.to_string()).ok()
+    })
+    .await
+    .map_err(|e| {
+        let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
+        e.context(format!("{last}\nagent log:\n{log}"))
+    })?;
     assert!(previous.contains("hello from stdout!"), "{previous}");
     // The pod that completed is not run a second time.
     let once_now = get(&cluster, "once").context("once")?;
@@ -201,8 +226,21 @@ async fn a_killed_agent_finds_its_pods_again_and_a_terminated_one_stops_them() -
         logs.display()
     );
 
-    // SIGTERM: pods stop within their grace period, the node reports NotReady, the process
-    // exits cleanly.
+    // SIGTERM with --drain-on-shutdown: pods stop within their grace period and are reported
+    // Failed (Terminated), the node reports NotReady, the process exits cleanly.
+    drop(node);
+    let mut node = Node::start_with(&cluster, NODE, &data, port, &["--drain-on-shutdown"])?;
+    eventually(
+        Duration::from_secs(60),
+        "sleeper running under the new agent",
+        || {
+            get(&cluster, "sleeper").filter(|p| {
+                !p["status"]["containerStatuses"][0]["state"]["running"].is_null()
+                    && restarts(p) > restarts(&sleeper)
+            })
+        },
+    )
+    .await?;
     node.signal("TERM")?;
     let status = node.exited(Duration::from_secs(30)).await?;
     assert!(status.success(), "wasmlet node exited with {status}");
@@ -212,6 +250,9 @@ async fn a_killed_agent_finds_its_pods_again_and_a_terminated_one_stops_them() -
         Some("True"),
         "the node stays Ready after SIGTERM"
     );
+    let drained = get(&cluster, "sleeper").context("sleeper")?;
+    assert_eq!(drained["status"]["phase"], "Failed", "{drained:#}");
+    assert_eq!(drained["status"]["reason"], "Terminated", "{drained:#}");
     Ok(())
 }
 

@@ -163,6 +163,7 @@ fn node_context(
         ips: IpPool::new(config.pod_cidr),
         allocatable: status::node_allocatable(config, &readings),
         running,
+        drain_on_shutdown: config.drain_on_shutdown,
     })
 }
 

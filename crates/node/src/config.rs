@@ -58,6 +58,9 @@ pub struct NodeConfig {
     pub pod_cidr: Cidr,
     /// Registry settings for image pulls (CA files, insecure registries, node credentials).
     pub registry: ClientConfig,
+    /// On shutdown, report the stopped pods Failed (`Terminated`) so their controllers
+    /// replace them elsewhere; else their status is left for the next start.
+    pub drain_on_shutdown: bool,
 }
 
 /// The default pod CIDR: a loopback range, reachable on this machine without any set-up.
@@ -154,6 +157,7 @@ impl NodeConfig {
                 .parse()
                 .expect("the default pod CIDR parses"),
             registry: ClientConfig::default(),
+            drain_on_shutdown: false,
         }
     }
 

@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wasmlet_oci::auth::Keyring;
-use wasmlet_pod::{NodeFacts, Termination, pod_status, termination_grace_period};
+use wasmlet_pod::{NodeFacts, PodFailure, Termination, pod_status, termination_grace_period};
 use wasmlet_worker::{PodWorker, Resume, ResumedContainer, WorkerConfig, WorkerEvent, WorkerFacts};
 
 use crate::objects::{self, PodObjects, fetch};
@@ -55,6 +55,9 @@ pub async fn run(
     task.context.running.unregister(&task.uid);
     task.context.ips.release(&task.uid);
     match outcome {
+        Outcome::ShuttingDown if task.context.drain_on_shutdown => {
+            task.report(&shut_down(facts)).await;
+        }
         Outcome::ShuttingDown => {}
         Outcome::Gone => task.clean_up(),
         Outcome::Ended | Outcome::Deleting => {
@@ -62,6 +65,17 @@ pub async fn run(
             task.idle(&mut updates, &gone).await;
         }
     }
+}
+
+/// The facts of a pod stopped because the node shuts down (`--drain-on-shutdown`): Failed,
+/// as the kubelet's graceful node shutdown reports it, so its controller replaces it.
+fn shut_down(mut facts: WorkerFacts) -> WorkerFacts {
+    facts.pod.failure = Some(PodFailure {
+        reason: "Terminated".into(),
+        message: "Pod was terminated in response to imminent node shutdown.".into(),
+    });
+    facts.pod.terminal = true;
+    facts
 }
 
 /// How supervision of a running pod ended.

@@ -48,6 +48,9 @@ pub struct NodeContext {
     pub recorder: Recorder,
     /// The pods whose workers run, for the kubelet API's resource metrics.
     pub running: Arc<RunningPods>,
+    /// Whether a shutdown of the agent reports its pods Failed (`Terminated`), as the
+    /// kubelet's graceful node shutdown does, instead of leaving their status as it was.
+    pub drain_on_shutdown: bool,
 }
 
 /// The pods known to this node, by the watch.
