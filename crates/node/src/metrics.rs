@@ -341,15 +341,7 @@ mod tests {
     }
 
     fn memory(bytes: u64) -> MemoryStats {
-        MemoryStats {
-            time: Time(at()),
-            available_bytes: None,
-            usage_bytes: Some(bytes),
-            working_set_bytes: Some(bytes),
-            rss_bytes: None,
-            page_faults: None,
-            major_page_faults: None,
-        }
+        crate::stats::memory_stats(at(), bytes)
     }
 
     fn summary() -> Summary {

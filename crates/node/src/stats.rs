@@ -420,7 +420,7 @@ fn cpu_stats(at: Timestamp, used: Duration, rate: Option<u64>) -> CpuStats {
 }
 
 /// Memory of a process or container: its working set is all of its usage.
-fn memory_stats(at: Timestamp, bytes: u64) -> MemoryStats {
+pub(crate) fn memory_stats(at: Timestamp, bytes: u64) -> MemoryStats {
     MemoryStats {
         time: Time(at),
         available_bytes: None,
