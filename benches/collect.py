@@ -191,28 +191,65 @@ def node_pods(results, until, ours_json, shim_json, runc_json, command):
         record(results, item="2", id=f"2.{until.lower()}-p{p}", name=f"pod creation -> {until} through the wasmlet node agent",
                metric=f"p{p}", value=so["latency_s"][f"p{p}"], unit="s", better="lower", peer=peer, anchor=anchor,
                command=command,
-               note=(f"{so['ok']}/{so['n']} pods {until}, batches of {ours['batch']}; kubelet + containerd + wasmlet shim "
-                     f"p{p}: {peers['shim'][f'p{p}'] if 'shim' in peers else 'not run'} s; by creationTimestamp "
-                     f"{so['sli_latency_s'][f'p{p}']} s"),
+               note=(f"{so['ok']}/{so['n']} pods {until} in {ours['wall_s']:.0f} s, batches of {ours['batch']}; "
+                     "kubelet + containerd + wasmlet shim (item 3) "
+                     + (f"p{p} {peers['shim'][f'p{p}']} s" if "shim" in peers else "not run in this run")
+                     + f"; by creationTimestamp (1 s resolution) p{p} {so['sli_latency_s'][f'p{p}']} s; "
+                     "a pod's ServiceAccount token and kube-root-ca.crt are fetched before it starts"),
                samples=({"wasmlet_s": [s["latency_s"] for s in ours["samples"] if s["latency_s"] is not None]}
                         if p == 50 else None))
 
 
 def density(results, density_json, command):
-    """Item 4: the largest step whose pods were all Running, and what gave out."""
+    """Item 4: the largest step whose pods were all Running, what gave out, and what the agent
+    and the API server cost per pod at that step."""
     d = json.load(open(density_json))
     good = [s for s in d["steps"] if s["running"] == s["pods"] and not s["failed"]]
     best = good[-1] if good else None
-    agent = (best or {}).get("processes", {}).get("agent", {})
-    record(results, item="4", id="4.density", name="idle pods one node agent keeps Running",
+    kinds = " and ".join(c["image"].rsplit("/", 1)[-1] for t in d.get("templates", []) for c in t["spec"]["containers"])
+    procs = (best or {}).get("processes", {})
+    agent, api = procs.get("agent", {}), procs.get("kube-apiserver", {})
+    last = d["steps"][-1] if d["steps"] else {}
+    record(results, item="4", id="4.density", name=f"idle pods one node agent keeps Running ({kinds}, in turn)",
            metric="pods Running", value=best["pods"] if best else 0, unit="pods", better="higher",
            anchor=dict(MAX_PODS), command=command,
-           note=f"gave out: {d['gave_out']}; agent RSS per pod at that step {agent.get('rss_kib_per_pod', '?')} KiB",
-           samples={"steps": d["steps"]})
-    if best and agent.get("rss_kib_per_pod") is not None:
+           note=(f"gave out: {d['gave_out']}; steps bounded by {d.get('step_timeout_s', '?')} s each; "
+                 f"{best['pods'] / MAX_PODS['value']:.0f}x the kubelet's default maxPods" if best else
+                 f"gave out: {d['gave_out']}") + (
+                 f"; at the last step ({last.get('pods')} pods) not Running: {last.get('not_running')}"
+                 if last and last is not best and last.get("not_running") else ""),
+           samples={"steps": d["steps"], "gave_out": d["gave_out"]})
+    if not best:
+        return
+    # Item 3's memory per pod (when it ran in this run): runc's shim and container, and the
+    # wasmlet shim, each a process per pod.
+    item3 = next((r for r in map(json.loads, open(results)) if r["id"] == "3.rss-per-pod"), None)
+    peer = shim_note = None
+    if item3:
+        peer = {"name": "kubelet + containerd + runc: shim + container process per pod (item 3)",
+                "value": round(item3["peer"]["value"] * 1024), "command": item3["command"]}
+        shim_note = f"; the wasmlet shim path of item 3: {round(item3['value'] * 1024):,} KiB per pod"
+    if agent.get("rss_kib_per_pod") is not None:
         record(results, item="4", id="4.rss-per-pod", name=f"node agent resident memory per idle pod ({best['pods']} pods)",
                metric="RSS per pod", value=agent["rss_kib_per_pod"], unit="KiB", better="lower", command=command,
-               note=f"API server CPU during that step: {best['processes'].get('apiserver', {}).get('cpu_s_in_step', '?')} s")
+               peer=peer,
+               note=(f"{shim_note[2:]}; " if shim_note else "") + (f"agent RSS {agent['rss_kib'] / 1024:.0f} MiB at {best['pods']} pods (growth since before the first "
+                     f"step, divided by the pods Running); {agent.get('threads', '?')} threads, {agent.get('fds', '?')} open "
+                     f"files, {agent.get('maps', '?')} memory mappings; CPU {agent.get('cpu_s_in_step', '?')} s during the "
+                     f"step, {agent.get('idle_cpu_pct', '?')} % of a core idle afterwards"))
+    if api.get("rss_kib") is not None:
+        record(results, item="4", id="4.apiserver-rss", name=f"API server resident memory with {best['pods']} pods",
+               metric="RSS", value=round(api["rss_kib"] / 1024), unit="MiB", better="lower", command=command,
+               note=(f"CPU {api.get('cpu_s_in_step', '?')} s during the step ({best['seconds']} s), "
+                     f"{api.get('idle_cpu_pct', '?')} % of a core idle afterwards; etcd RSS "
+                     f"{procs.get('etcd', {}).get('rss_kib', 0) / 1024:.0f} MiB"))
+    lat = best.get("latency_s", {})
+    if lat.get("p99") is not None:
+        record(results, item="4", id="4.step-p99", name=f"pod creation -> Running of the pods added by the {best['pods']}-pod step",
+               metric="p99", value=lat["p99"], unit="s", better="lower", command=command,
+               note=(f"p50 {lat.get('p50')} s; created back to back in batches of {d.get('batch', '?')}, so this is the "
+                     f"queue through the API server, the scheduler and the agent, not the SLI; the step took "
+                     f"{best['seconds']} s"))
 
 
 # ---- item 5: pull --------------------------------------------------------------------------

@@ -9,9 +9,11 @@ Two subcommands, both driven by a pod template (a JSON Pod manifest without a na
            pull), no init containers. Writes every sample and p50/p90/p99 as JSON.
   density  steps the number of idle pods up (e.g. 500,1000,2000,5000): at each step creates
            pods up to the total, waits until all are Running, samples the resident memory and
-           CPU time of the processes named with --pid (the node agent, the API server), and
-           stops at the first step that degrades (pods not Running within the step's time,
-           a pod Failed, or the machine's available memory under --min-free-mib).
+           CPU time (during the step, and over --idle-window seconds after it), threads, open
+           files and memory mappings of the processes named with --pid (the node agent, the
+           control plane), and stops at the first step that degrades (pods not Running within
+           the step's time, a pod Failed, a process gone, or the machine's available memory
+           under --min-free-mib). Pods take the --template and each --also template in turn.
 
 Creation time: metadata.creationTimestamp has whole-second resolution, so each sample also
 keeps the client's clock just before the create request (millisecond resolution; the request
@@ -156,6 +158,19 @@ def reached(pod: dict, until: str) -> str | None:
     return "ok" if containers and len(started) == wanted else None
 
 
+def describe(pod: dict) -> str:
+    """A pod's state in a few words: phase, unscheduled, or its first container's waiting reason."""
+    status = pod.get("status", {})
+    phase = status.get("phase", "?")
+    if not pod.get("spec", {}).get("nodeName"):
+        return f"{phase}, unscheduled"
+    for c in status.get("containerStatuses") or []:
+        waiting = c.get("state", {}).get("waiting")
+        if waiting:
+            return f"{phase}, {waiting.get('reason', 'waiting')}"
+    return f"{phase}, {'no container status' if not status.get('containerStatuses') else 'containers not started'}"
+
+
 class Watcher:
     """Watches the pods of one label in a namespace and records when each reached `until`."""
 
@@ -164,6 +179,7 @@ class Watcher:
         self.lock = threading.Condition()
         self.seen: dict[str, dict] = {}  # name -> {"observed", "outcome", "pod"}
         self.present: set[str] = set()
+        self.state: dict[str, str] = {}  # name -> where it was last seen (phase, reason)
         self.stop = threading.Event()
         self.error: Exception | None = None
         path = f"/api/v1/namespaces/{namespace}/pods?labelSelector={urllib.parse.quote(selector)}"
@@ -200,6 +216,7 @@ class Watcher:
                 self.present.discard(name)
             else:
                 self.present.add(name)
+                self.state[name] = describe(pod)
                 outcome = reached(pod, self.until)
                 if outcome and name not in self.seen:
                     self.seen[name] = {"observed": now, "outcome": outcome, "pod": pod}
@@ -216,6 +233,15 @@ class Watcher:
                     return False
                 self.lock.wait(min(left, 1.0))
             return True
+
+    def states(self, names: list[str]) -> dict[str, int]:
+        """How many of `names` were last seen in each state (never seen: "not seen")."""
+        out: dict[str, int] = {}
+        with self.lock:
+            for n in names:
+                key = self.state.get(n, "not seen")
+                out[key] = out.get(key, 0) + 1
+        return out
 
     def close(self):
         self.stop.set()
@@ -333,15 +359,24 @@ def latency(args) -> dict:
 
 
 def proc_sample(pid: int) -> dict | None:
-    """RSS (KiB) and CPU time (s) of a process and its descendants' resident memory."""
+    """RSS (KiB), CPU time (s), threads, open files and memory mappings of one process (the
+    last two are what a process runs out of before memory: RLIMIT_NOFILE, vm.max_map_count)."""
     try:
         stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
         status = open(f"/proc/{pid}/status").read()
     except OSError:
         return None
     ticks = os.sysconf("SC_CLK_TCK")
-    rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-    return {"rss_kib": rss, "cpu_s": (int(stat[11]) + int(stat[12])) / ticks}
+    field = {line.split(":")[0]: line.split()[1] for line in status.splitlines() if len(line.split()) > 1}
+    out = {"rss_kib": int(field.get("VmRSS", 0)), "vm_kib": int(field.get("VmSize", 0)),
+           "threads": int(field.get("Threads", 0)), "cpu_s": (int(stat[11]) + int(stat[12])) / ticks}
+    try:
+        out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+        with open(f"/proc/{pid}/maps") as f:
+            out["maps"] = sum(1 for _ in f)
+    except OSError:
+        pass
+    return out
 
 
 def mem_available_mib() -> int:
@@ -351,9 +386,23 @@ def mem_available_mib() -> int:
     return 0
 
 
+def density_templates(args) -> list[dict]:
+    """The --template (with --image) and each --also TEMPLATE=IMAGE: pods take them in turn."""
+    templates = [load_template(args)]
+    for also in args.also:
+        path, _, image = also.partition("=")
+        with open(path) as f:
+            t = json.load(f)
+        if image:
+            for c in t["spec"]["containers"]:
+                c["image"] = image
+        templates.append(t)
+    return templates
+
+
 def density(args) -> dict:
     kube = Kube(args.kubeconfig)
-    template = load_template(args)
+    templates = density_templates(args)
     selector = f"{LABEL}={args.name}"
     pids = dict(p.split("=", 1) for p in args.pid)
     watcher = Watcher(kube, args.namespace, selector, "Running")
@@ -369,17 +418,27 @@ def density(args) -> dict:
             new: list[str] = []
             while created < total and gave_out is None:
                 names = [f"{args.name}-{i:05d}" for i in range(created, min(created + args.batch, total))]
-                all_sent.update(create_pods(kube, args.namespace, [pod_manifest(template, n, args.name) for n in names]))
+                manifests = [pod_manifest(templates[int(n.rsplit("-", 1)[1]) % len(templates)], n, args.name)
+                             for n in names]
+                all_sent.update(create_pods(kube, args.namespace, manifests))
                 new += names
                 created += len(names)
                 if mem_available_mib() < args.min_free_mib:
                     gave_out = f"machine memory: under {args.min_free_mib} MiB available at {created} pods created"
             names = list(all_sent)
-            all_running = watcher.wait(lambda: sum(n in watcher.seen for n in names) == len(names),
-                                       step_start + args.step_timeout)
+            # Waited on in slices, so that a process gone (the agent crashed) ends the step early.
+            deadline = step_start + args.step_timeout
+            while True:
+                all_running = watcher.wait(lambda: sum(n in watcher.seen for n in names) == len(names),
+                                           min(deadline, time.time() + 5))
+                if all_running or time.time() >= deadline:
+                    break
+                if any(proc_sample(int(v)) is None for v in pids.values()):
+                    break
             elapsed = time.time() - step_start
             with watcher.lock:
                 samples = [sample(n, all_sent[n], watcher.seen.get(n)) for n in names]
+            new_set = set(new)
             now = {k: proc_sample(int(v)) for k, v in pids.items()}
             running = sum(s["outcome"] == "ok" for s in samples)
             failed = sum(s["outcome"] == "failed" for s in samples)
@@ -389,12 +448,21 @@ def density(args) -> dict:
                     procs[k] = {"alive": False}
                     continue
                 base = before[k]["rss_kib"] if before.get(k) else 0
-                procs[k] = {"alive": True, "rss_kib": now[k]["rss_kib"],
+                procs[k] = {**now[k], "alive": True,
                             "rss_kib_per_pod": round((now[k]["rss_kib"] - base) / max(running, 1), 1),
                             "cpu_s_in_step": round(now[k]["cpu_s"] - cpu0[k]["cpu_s"], 2) if cpu0.get(k) else None}
+            # Idle afterwards: CPU over a quiet window, the pods all in place (or given up on).
+            quiet0 = {k: proc_sample(int(v)) for k, v in pids.items()}
+            time.sleep(args.idle_window)
+            quiet1 = {k: proc_sample(int(v)) for k, v in pids.items()}
+            for k in pids:
+                if quiet0.get(k) and quiet1.get(k) and procs[k]["alive"]:
+                    procs[k]["idle_cpu_pct"] = round(100 * (quiet1[k]["cpu_s"] - quiet0[k]["cpu_s"]) / args.idle_window, 1)
             step = {"pods": total, "running": running, "failed": failed, "seconds": round(elapsed, 2),
+                    "created": created, "before": before if not steps else None,
                     "mem_available_mib": mem_available_mib(), "processes": procs,
-                    "latency_s": summarize([s for s in samples if s["name"] in set(new)])["latency_s"]}
+                    "not_running": watcher.states([n for n in names if n not in watcher.seen]),
+                    "latency_s": summarize([s for s in samples if s["name"] in new_set])["latency_s"]}
             steps.append(step)
             print(f"podlatency: density {args.name}: {running}/{total} Running after {elapsed:.1f}s, "
                   f"{failed} failed; {procs}", file=sys.stderr)
@@ -411,7 +479,8 @@ def density(args) -> dict:
         if not args.keep:
             delete_all(kube, watcher, args.namespace, selector, args.delete_timeout)
         watcher.close()
-    return {"kind": "density", "name": args.name, "template": template, "steps": steps,
+    return {"kind": "density", "name": args.name, "templates": templates, "steps": steps,
+            "step_timeout_s": args.step_timeout, "batch": args.batch, "idle_window_s": args.idle_window,
             "gave_out": gave_out or f"nothing up to {args.steps[-1]} pods (the last step)"}
 
 
@@ -440,6 +509,10 @@ def main():
     den.add_argument("--pid", action="append", default=[], help="NAME=PID of a process to sample (repeatable)")
     den.add_argument("--step-timeout", type=float, default=600)
     den.add_argument("--min-free-mib", type=int, default=2048)
+    den.add_argument("--also", action="append", default=[],
+                     help="TEMPLATE=IMAGE: another pod template; pods take the templates in turn (repeatable)")
+    den.add_argument("--idle-window", type=float, default=10,
+                     help="seconds of CPU sampling after each step, the pods idle")
     args = ap.parse_args()
     result = latency(args) if args.cmd == "latency" else density(args)
     with open(args.out, "w") as f:

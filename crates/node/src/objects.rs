@@ -3,6 +3,13 @@
 //! service account tokens of its projected volumes, from the TokenRequest API, bound to the
 //! pod. Fetched when the pod starts and again every [`REFRESH`] while it runs, so updates
 //! reach its volumes; a token is renewed past 80% of its lifetime, as the kubelet does.
+//!
+//! At the pod's start a refusal (403) is tried again a few times within about 3 s
+//! ([`FORBIDDEN_RETRY`]): the Node authorizer and NodeRestriction admission learn that the
+//! pod is bound to this node from the API server's own watches, which can trail the node's
+//! watch by a moment, and until then refuse the node its pod's objects ("no relationship
+//! found between node and this object", "token bound to a pod scheduled on a different
+//! node"). Without the retry such a pod waited for the next [`REFRESH`], 30 s.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,6 +23,16 @@ use wasmlet_pod::{ConfigObjects, References, TokenKey};
 /// How often a running pod's objects are read again.
 pub const REFRESH: Duration = Duration::from_secs(30);
 
+/// The pauses between tries of a read the API server refused (403) at a pod's start.
+pub const FORBIDDEN_RETRY: [Duration; 6] = [
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+    Duration::from_millis(1600),
+];
+
 /// A token and when it must be renewed.
 struct Token {
     value: String,
@@ -27,6 +44,8 @@ pub struct PodObjects {
     client: Client,
     namespace: String,
     tokens: BTreeMap<TokenKey, Token>,
+    /// Whether a fetch has been done (the first one retries refusals).
+    fetched: bool,
 }
 
 impl PodObjects {
@@ -36,6 +55,7 @@ impl PodObjects {
             client,
             namespace: namespace.to_owned(),
             tokens: BTreeMap::new(),
+            fetched: false,
         }
     }
 
@@ -45,17 +65,19 @@ impl PodObjects {
         let refs = References::of_pod(pod);
         let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let retry: &[Duration] = if self.fetched { &[] } else { &FORBIDDEN_RETRY };
+        self.fetched = true;
         let mut found_maps = Vec::new();
         for name in &refs.config_maps {
-            found_maps.extend(fetch(&config_maps, name).await);
+            found_maps.extend(read(&config_maps, name, retry).await);
         }
         let mut found_secrets = Vec::new();
         for name in &refs.secrets {
-            found_secrets.extend(fetch(&secrets, name).await);
+            found_secrets.extend(read(&secrets, name, retry).await);
         }
         let mut objects = ConfigObjects::from_objects(&found_maps, &found_secrets);
         for key in &refs.tokens {
-            if let Some(token) = self.token(pod, key).await {
+            if let Some(token) = self.token(pod, key, retry).await {
                 objects.tokens.insert(key.clone(), token);
             }
         }
@@ -63,11 +85,11 @@ impl PodObjects {
     }
 
     /// The token for `key`: the one held while fresh, else a new one.
-    async fn token(&mut self, pod: &Pod, key: &TokenKey) -> Option<String> {
+    async fn token(&mut self, pod: &Pod, key: &TokenKey, retry: &[Duration]) -> Option<String> {
         if let Some(token) = self.tokens.get(key).filter(|t| t.renew_at > Instant::now()) {
             return Some(token.value.clone());
         }
-        let value = self.request_token(pod, key).await?;
+        let value = self.request_token(pod, key, retry).await?;
         let lifetime = Duration::from_secs(u64::try_from(key.expiration_seconds).unwrap_or(3600));
         let token = Token {
             value: value.clone(),
@@ -78,7 +100,7 @@ impl PodObjects {
     }
 
     /// A token of the pod's service account, bound to the pod (so it dies with it).
-    async fn request_token(&self, pod: &Pod, key: &TokenKey) -> Option<String> {
+    async fn request_token(&self, pod: &Pod, key: &TokenKey, retry: &[Duration]) -> Option<String> {
         let spec = pod.spec.as_ref();
         let account = spec
             .and_then(|s| s.service_account_name.clone())
@@ -99,9 +121,11 @@ impl PodObjects {
             ..TokenRequest::default()
         };
         let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
-        match api
-            .create_token_request(&account, &PostParams::default(), &request)
-            .await
+        let params = PostParams::default();
+        match retry_forbidden(retry, || {
+            api.create_token_request(&account, &params, &request)
+        })
+        .await
         {
             Ok(answer) => answer.status.and_then(|s| s.token),
             Err(err) => {
@@ -112,16 +136,101 @@ impl PodObjects {
     }
 }
 
-/// GETs one object; `None` when it does not exist or cannot be read (logged).
+/// GETs one object a pod needs to start (a refusal tried again as [`FORBIDDEN_RETRY`] says);
+/// `None` when it does not exist or cannot be read (logged).
 pub async fn fetch<K>(api: &Api<K>, name: &str) -> Option<K>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api.get_opt(name).await {
+    read(api, name, &FORBIDDEN_RETRY).await
+}
+
+/// GETs one object, a refusal tried again after each pause of `retry`.
+async fn read<K>(api: &Api<K>, name: &str, retry: &[Duration]) -> Option<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match retry_forbidden(retry, || api.get_opt(name)).await {
         Ok(found) => found,
         Err(err) => {
             tracing::warn!(name, %err, "reading an object the pod needs failed");
             None
+        }
+    }
+}
+
+/// Runs `op`, and again after each pause of `retry` while the API server refuses it (403).
+pub async fn retry_forbidden<T, F, Fut>(retry: &[Duration], mut op: F) -> kube::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = kube::Result<T>>,
+{
+    for pause in retry {
+        match op().await {
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                tracing::debug!(message = %status.message, ?pause, "refused; trying again");
+                tokio::time::sleep(*pause).await;
+            }
+            other => return other,
+        }
+    }
+    op().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn refusal(code: u16) -> kube::Error {
+        let mut status = kube::core::Status::failure("node: no relationship found", "Forbidden");
+        status.code = code;
+        kube::Error::Api(status.boxed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_at_the_start_is_tried_again_until_the_api_server_allows_it() {
+        let tries = Cell::new(0);
+        let started = tokio::time::Instant::now();
+        let got = retry_forbidden(&FORBIDDEN_RETRY, || {
+            tries.set(tries.get() + 1);
+            let n = tries.get();
+            async move { if n < 3 { Err(refusal(403)) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 3);
+        assert_eq!(started.elapsed(), Duration::from_millis(150));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lasting_refusal_is_given_up_after_about_three_seconds() {
+        let tries = Cell::new(0);
+        let started = tokio::time::Instant::now();
+        let got: kube::Result<()> = retry_forbidden(&FORBIDDEN_RETRY, || {
+            tries.set(tries.get() + 1);
+            async { Err(refusal(403)) }
+        })
+        .await;
+        assert!(matches!(got, Err(kube::Error::Api(s)) if s.code == 403));
+        assert_eq!(tries.get(), FORBIDDEN_RETRY.len() + 1);
+        assert_eq!(started.elapsed(), Duration::from_millis(3150));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_errors_and_later_refreshes_are_not_retried() {
+        for (retry, code) in [
+            (&FORBIDDEN_RETRY[..], 404),
+            (&FORBIDDEN_RETRY[..], 500),
+            (&[][..], 403),
+        ] {
+            let tries = Cell::new(0);
+            let got: kube::Result<()> = retry_forbidden(retry, || {
+                tries.set(tries.get() + 1);
+                async move { Err(refusal(code)) }
+            })
+            .await;
+            assert!(got.is_err());
+            assert_eq!(tries.get(), 1, "code {code}, {} pauses", retry.len());
         }
     }
 }
