@@ -183,7 +183,7 @@ impl Runtime {
         builder
             .stdout(sink.stream(Stream::Stdout))
             .stderr(sink.stream(Stream::Stderr));
-        match &program.pre {
+        match &*program.pre {
             Pre::Module(pre) => {
                 let state = ModuleState { wasi: builder.build_p1(), limiter };
                 let mut store = self.new_store(state, limits, control)?;

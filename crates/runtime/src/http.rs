@@ -56,7 +56,7 @@ impl Runtime {
         program: &Program,
         mut spec: ContainerSpec,
     ) -> Result<Arc<Handler>> {
-        let Pre::Http(pre) = &program.pre else {
+        let Pre::Http(pre) = &*program.pre else {
             return Err(Error::NoEntryPoint(
                 "the program does not export `wasi:http/incoming-handler`, so it cannot serve HTTP"
                     .into(),

@@ -1,6 +1,8 @@
 //! Loading a program: format detection (WAT, module, component), the compile cache, import
 //! checks and pre-instantiation.
 
+use std::sync::{Arc, Weak};
+
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
@@ -27,7 +29,7 @@ pub enum ProgramKind {
 pub struct Program {
     digest: String,
     from_cache: bool,
-    pub(crate) pre: Pre,
+    pub(crate) pre: Arc<Pre>,
 }
 
 #[derive(Clone)]
@@ -43,14 +45,15 @@ impl Program {
         &self.digest
     }
 
-    /// Whether the compiled code came from the compile cache.
+    /// Whether the compiled code was reused: read from the compile cache, or shared with a
+    /// program of the same wasm still loaded in this runtime. False when it was compiled.
     pub fn loaded_from_cache(&self) -> bool {
         self.from_cache
     }
 
     /// The kind of program.
     pub fn kind(&self) -> ProgramKind {
-        match self.pre {
+        match *self.pre {
             Pre::Module(_) => ProgramKind::Module,
             Pre::Command(_) => ProgramKind::CommandComponent,
             Pre::Http(_) => ProgramKind::HttpComponent,
@@ -85,16 +88,34 @@ impl Runtime {
     pub fn load(&self, bytes: &[u8]) -> Result<Program> {
         let binary = to_binary(bytes)?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&binary)));
+        if let Some(pre) = self.still_loaded(&digest) {
+            return Ok(Program {
+                digest,
+                from_cache: true,
+                pre,
+            });
+        }
         let (compiled, from_cache) = self.compile(&binary, &digest)?;
-        let pre = match compiled {
+        let pre = Arc::new(match compiled {
             Compiled::Module(module) => self.link_module(&module)?,
             Compiled::Component(component) => self.link_component(&component)?,
-        };
+        });
+        let mut loaded = self.inner.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        loaded.retain(|_, pre| pre.strong_count() > 0);
+        loaded.insert(digest.clone(), Arc::downgrade(&pre));
         Ok(Program {
             digest,
             from_cache,
             pre,
         })
+    }
+
+    /// The linked program of `digest` while some [`Program`] of it is alive: every pod of one
+    /// image then shares one copy of the code (one mapping of the compile cache entry, one
+    /// memory image) instead of each holding its own file descriptor and mappings.
+    fn still_loaded(&self, digest: &str) -> Option<Arc<Pre>> {
+        let loaded = self.inner.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        loaded.get(digest).and_then(Weak::upgrade)
     }
 
     fn compile(&self, binary: &[u8], digest: &str) -> Result<(Compiled, bool)> {
@@ -224,5 +245,48 @@ mod tests {
         assert!(matches!(to_binary(b"(modul"), Err(Error::NotWasm(_))));
         assert!(!is_component(b"\0asm\x01\0\0\0"));
         assert!(is_component(b"\0asm\x0d\0\x01\0"));
+    }
+
+    /// Open file descriptors of this process on `path`.
+    fn open_files(path: &std::path::Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target == path)
+            .count()
+    }
+
+    #[test]
+    fn loads_of_a_program_still_in_use_share_its_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(crate::RuntimeConfig {
+            cache_dir: Some(dir.path().join("cache")),
+            ..crate::RuntimeConfig::default()
+        })
+        .unwrap();
+        let hello = wasmlet_fixtures::hello();
+        let first = rt.load(hello).unwrap();
+        assert!(!first.loaded_from_cache(), "compiled");
+        drop(first);
+        // Loaded from the compile cache by many pods at once: one copy of the code.
+        let held: Vec<Program> = (0..20).map(|_| rt.load(hello).unwrap()).collect();
+        assert!(held.iter().all(|p| Arc::ptr_eq(&p.pre, &held[0].pre)));
+        assert!(held.iter().all(Program::loaded_from_cache));
+        let digest = held[0].digest().trim_start_matches("sha256:").to_owned();
+        let entry = rt.cache().unwrap().entry(&digest);
+        assert!(open_files(&entry) <= 1, "{} files open", open_files(&entry));
+        // Another program is not confused with it.
+        let other = rt.load(wasmlet_fixtures::hello_component()).unwrap();
+        assert!(!Arc::ptr_eq(&other.pre, &held[0].pre));
+        // Once none is in use, it is forgotten: loaded again from the cache.
+        drop(held);
+        let again = rt.load(hello).unwrap();
+        assert!(again.loaded_from_cache());
+        let loaded = rt.inner.loaded.lock().unwrap();
+        assert_eq!(
+            loaded.len(),
+            2,
+            "dropped entries are pruned on the next insert"
+        );
     }
 }

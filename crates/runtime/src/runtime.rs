@@ -1,14 +1,16 @@
 //! The process-wide runtime: one engine, its epoch ticker, the linkers and the compile cache.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::{self, CompileCache};
 use crate::log;
+use crate::program::Pre;
 use crate::state::{ComponentState, ModuleState};
 
 /// Errors of loading and running programs.
@@ -152,6 +154,9 @@ pub(crate) struct Inner {
     pub(crate) module_linker: wasmtime::Linker<ModuleState>,
     pub(crate) component_linker: wasmtime::component::Linker<ComponentState>,
     pub(crate) config: RuntimeConfig,
+    /// The programs loaded and still in use, by digest: a load of the same wasm shares their
+    /// code instead of mapping another copy (see [`Runtime::load`]).
+    pub(crate) loaded: Mutex<HashMap<String, Weak<Pre>>>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -181,6 +186,7 @@ impl Runtime {
             module_linker,
             component_linker,
             config,
+            loaded: Mutex::default(),
             ticker_stop,
         };
         Ok(Runtime {
