@@ -297,8 +297,8 @@ def summarize(samples: list[dict]) -> dict:
     out = {"n": len(samples), "ok": len(ok),
            "failed": sum(s["outcome"] == "failed" for s in samples),
            "timed_out": sum(s["outcome"] == "timeout" for s in samples)}
-    for key in ("latency_s", "sli_latency_s"):
-        values = [s[key] for s in ok if s[key] is not None]
+    for key in ("latency_s", "sli_latency_s", "to_scheduled_s", "scheduled_to_observed_s"):
+        values = [s[key] for s in ok if s.get(key) is not None]
         out[key] = {f"p{p}": percentile(values, p) for p in (50, 90, 99)}
         out[key]["max"] = max(values) if values else None
         out[key]["mean"] = sum(values) / len(values) if values else None
@@ -311,9 +311,16 @@ def sample(name: str, sent: float, seen: dict | None) -> dict:
                 "latency_s": None, "sli_latency_s": None, "outcome": "timeout"}
     pod = seen["pod"]
     created = parse_time(pod["metadata"].get("creationTimestamp"))
+    # When the scheduler bound it (whole seconds, as every condition's time): splits the
+    # latency into the control plane's share and the node's.
+    scheduled = next((parse_time(c.get("lastTransitionTime")) for c in pod.get("status", {}).get("conditions") or []
+                      if c.get("type") == "PodScheduled" and c.get("status") == "True"), None)
     return {"name": name, "created_client": sent, "created_server": created, "observed": seen["observed"],
             "latency_s": round(seen["observed"] - sent, 4),
             "sli_latency_s": round(seen["observed"] - created, 4) if created else None,
+            "scheduled_server": scheduled,
+            "to_scheduled_s": round(scheduled - created, 3) if scheduled and created else None,
+            "scheduled_to_observed_s": round(seen["observed"] - scheduled, 3) if scheduled else None,
             "outcome": seen["outcome"], "node": pod.get("spec", {}).get("nodeName")}
 
 
@@ -462,7 +469,8 @@ def density(args) -> dict:
                     "created": created, "before": before if not steps else None,
                     "mem_available_mib": mem_available_mib(), "processes": procs,
                     "not_running": watcher.states([n for n in names if n not in watcher.seen]),
-                    "latency_s": summarize([s for s in samples if s["name"] in new_set])["latency_s"]}
+                    **{k: v for k, v in summarize([s for s in samples if s["name"] in new_set]).items()
+                       if k in ("latency_s", "to_scheduled_s", "scheduled_to_observed_s")}}
             steps.append(step)
             print(f"podlatency: density {args.name}: {running}/{total} Running after {elapsed:.1f}s, "
                   f"{failed} failed; {procs}", file=sys.stderr)
