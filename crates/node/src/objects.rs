@@ -18,7 +18,7 @@ use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, T
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use kube::Client;
 use kube::api::{Api, PostParams};
-use wasmlet_pod::{ConfigObjects, References, TokenKey};
+use wasmlet_pod::{ConfigMapContent, ConfigObjects, References, SecretContent, TokenKey};
 
 /// How often a running pod's objects are read again.
 pub const REFRESH: Duration = Duration::from_secs(30);
@@ -46,6 +46,9 @@ pub struct PodObjects {
     tokens: BTreeMap<TokenKey, Token>,
     /// Whether a fetch has been done (the first one retries refusals).
     fetched: bool,
+    /// What the last fetch gave: kept for an object whose read fails (an API server away
+    /// must not empty a running pod's volumes).
+    last: ConfigObjects,
 }
 
 impl PodObjects {
@@ -56,6 +59,7 @@ impl PodObjects {
             namespace: namespace.to_owned(),
             tokens: BTreeMap::new(),
             fetched: false,
+            last: ConfigObjects::default(),
         }
     }
 
@@ -67,20 +71,27 @@ impl PodObjects {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let retry: &[Duration] = if self.fetched { &[] } else { &FORBIDDEN_RETRY };
         self.fetched = true;
-        let mut found_maps = Vec::new();
+        let mut objects = ConfigObjects::default();
         for name in &refs.config_maps {
-            found_maps.extend(read(&config_maps, name, retry).await);
+            let read = read(&config_maps, name, retry).await;
+            let known = self.last.config_maps.get(name);
+            if let Some(content) = read.content(known, |cm| ConfigMapContent::from(&cm)) {
+                objects.config_maps.insert(name.clone(), content);
+            }
         }
-        let mut found_secrets = Vec::new();
         for name in &refs.secrets {
-            found_secrets.extend(read(&secrets, name, retry).await);
+            let read = read(&secrets, name, retry).await;
+            let known = self.last.secrets.get(name);
+            if let Some(content) = read.content(known, |s| SecretContent::from(&s)) {
+                objects.secrets.insert(name.clone(), content);
+            }
         }
-        let mut objects = ConfigObjects::from_objects(&found_maps, &found_secrets);
         for key in &refs.tokens {
             if let Some(token) = self.token(pod, key, retry).await {
                 objects.tokens.insert(key.clone(), token);
             }
         }
+        self.last = objects.clone();
         objects
     }
 
@@ -89,7 +100,10 @@ impl PodObjects {
         if let Some(token) = self.tokens.get(key).filter(|t| t.renew_at > Instant::now()) {
             return Some(token.value.clone());
         }
-        let value = self.request_token(pod, key, retry).await?;
+        let Some(value) = self.request_token(pod, key, retry).await else {
+            // Unreachable API server: the token held stays until it is renewed.
+            return self.tokens.get(key).map(|t| t.value.clone());
+        };
         let lifetime = Duration::from_secs(u64::try_from(key.expiration_seconds).unwrap_or(3600));
         let token = Token {
             value: value.clone(),
@@ -142,19 +156,45 @@ pub async fn fetch<K>(api: &Api<K>, name: &str) -> Option<K>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    read(api, name, &FORBIDDEN_RETRY).await
+    match read(api, name, &FORBIDDEN_RETRY).await {
+        Read::Found(object) => Some(object),
+        Read::Missing | Read::Failed => None,
+    }
 }
 
 /// GETs one object, a refusal tried again after each pause of `retry`.
-async fn read<K>(api: &Api<K>, name: &str, retry: &[Duration]) -> Option<K>
+async fn read<K>(api: &Api<K>, name: &str, retry: &[Duration]) -> Read<K>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     match retry_forbidden(retry, || api.get_opt(name)).await {
-        Ok(found) => found,
+        Ok(Some(found)) => Read::Found(found),
+        Ok(None) => Read::Missing,
         Err(err) => {
             tracing::warn!(name, %err, "reading an object the pod needs failed");
-            None
+            Read::Failed
+        }
+    }
+}
+
+/// What reading one object gave.
+enum Read<K> {
+    /// It exists.
+    Found(K),
+    /// It does not exist.
+    Missing,
+    /// The API server could not be asked (or refused).
+    Failed,
+}
+
+impl<K> Read<K> {
+    /// The content to hand the pod: the object read, nothing when it does not exist, and
+    /// the `known` content when it could not be read.
+    fn content<C: Clone>(self, known: Option<&C>, convert: impl FnOnce(K) -> C) -> Option<C> {
+        match self {
+            Read::Found(object) => Some(convert(object)),
+            Read::Missing => None,
+            Read::Failed => known.cloned(),
         }
     }
 }
