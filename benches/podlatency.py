@@ -93,11 +93,15 @@ class Kube:
     def connect(self, timeout: float | None = 30) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=timeout)
 
-    def request(self, method: str, path: str, body=None) -> dict:
-        """One request on this thread's kept-alive connection; raises on a non-2xx answer."""
+    def request(self, method: str, path: str, body=None, timeout: float | None = None) -> dict:
+        """One request on this thread's kept-alive connection (a connection of its own with
+        `timeout`, for a slow one such as deleting thousands of pods); raises on a non-2xx answer."""
         for attempt in (1, 2):
-            conn = getattr(self._local, "conn", None) or self.connect()
-            self._local.conn = conn
+            if timeout is not None:
+                conn = self.connect(timeout=timeout)
+            else:
+                conn = getattr(self._local, "conn", None) or self.connect()
+                self._local.conn = conn
             try:
                 conn.request(method, path, body=None if body is None else json.dumps(body), headers=self.headers)
                 resp = conn.getresponse()
@@ -278,9 +282,20 @@ def create_pods(kube: Kube, namespace: str, pods: list[dict]) -> dict[str, float
 
 
 def delete_all(kube: Kube, watcher: Watcher, namespace: str, selector: str, timeout_s: float) -> bool:
-    """Deletes every pod of the label and waits (bounded) until the watch saw them all go."""
-    kube.request("DELETE", f"/api/v1/namespaces/{namespace}/pods?labelSelector={urllib.parse.quote(selector)}")
-    return watcher.wait(lambda: not watcher.present, time.time() + timeout_s)
+    """Deletes every pod of the label and waits (bounded) until the watch saw them all go.
+    False (and a message) when they are not all gone in time or the request failed: the
+    measurements stand either way."""
+    started = time.time()
+    try:
+        kube.request("DELETE", f"/api/v1/namespaces/{namespace}/pods?labelSelector={urllib.parse.quote(selector)}",
+                     timeout=timeout_s)
+        if watcher.wait(lambda: not watcher.present, started + timeout_s):
+            return True
+    except Exception as e:  # noqa: BLE001 - reported, and the results are still written
+        print(f"podlatency: deleting the pods of {selector} failed: {e}", file=sys.stderr)
+    print(f"podlatency: {len(watcher.present)} pods of {selector} still exist after {time.time() - started:.0f}s",
+          file=sys.stderr)
+    return False
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -354,8 +369,7 @@ def latency(args) -> dict:
                 time.sleep(args.pause)
     finally:
         if not args.keep:
-            if not delete_all(kube, watcher, args.namespace, selector, args.delete_timeout):
-                print(f"podlatency: some pods of {selector} still exist after {args.delete_timeout}s", file=sys.stderr)
+            delete_all(kube, watcher, args.namespace, selector, args.delete_timeout)
         watcher.close()
     return {"kind": "latency", "name": args.name, "until": args.until, "count": args.count, "batch": args.batch,
             "template": template, "wall_s": round(time.time() - start, 3),
@@ -484,10 +498,13 @@ def density(args) -> dict:
             if gave_out:
                 break
     finally:
+        cleanup = {"deleted": None}
         if not args.keep:
-            delete_all(kube, watcher, args.namespace, selector, args.delete_timeout)
+            t0 = time.time()
+            cleanup = {"deleted": delete_all(kube, watcher, args.namespace, selector, args.delete_timeout),
+                       "seconds": round(time.time() - t0, 1), "left": len(watcher.present)}
         watcher.close()
-    return {"kind": "density", "name": args.name, "templates": templates, "steps": steps,
+    return {"kind": "density", "cleanup": cleanup, "name": args.name, "templates": templates, "steps": steps,
             "step_timeout_s": args.step_timeout, "batch": args.batch, "idle_window_s": args.idle_window,
             "gave_out": gave_out or f"nothing up to {args.steps[-1]} pods (the last step)"}
 
@@ -503,7 +520,7 @@ def main():
         p.add_argument("--namespace", default="default")
         p.add_argument("--image", help="replaces every container's image in the template")
         p.add_argument("--batch", type=int, default=10)
-        p.add_argument("--delete-timeout", type=float, default=300)
+        p.add_argument("--delete-timeout", type=float, default=600)
         p.add_argument("--keep", action="store_true", help="leave the pods (default: delete them at the end)")
         p.add_argument("--out", required=True)
     lat = sub.choices["latency"]

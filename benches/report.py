@@ -18,6 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 WASMLET_COLOR, PEER_COLOR, ANCHOR_COLOR, NODE_COLOR = "#3b6ea8", "#c2703d", "#8a8a8a", "#4a9a5b"
+# This machine's limits a node agent runs into (item 4): RLIMIT_NOFILE of the shell benches/run
+# starts it from, and the kernel's vm.max_map_count.
+FD_LIMIT, MAP_LIMIT = 20_000, 65_530
 
 # Why wasmlet loses where it does: shown only for results where it loses in this run. Each
 # says what costs the time, as read from the code and checked against the numbers in the JSON.
@@ -212,7 +215,7 @@ def plot_density(res: dict, out_dir: str) -> str | None:
     pods = [s["pods"] for s in steps]
     running = [s["running"] for s in steps]
     mib = lambda s, k: (s["processes"].get(k) or {}).get("rss_kib", 0) / 1024  # noqa: E731
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13.2, 4.0))
     before = steps[0].get("before") or {}
     zero = lambda k: [(before.get(k) or {}).get("rss_kib", 0) / 1024] if before.get(k) else []  # noqa: E731
     at = [0] if before else []
@@ -232,7 +235,15 @@ def plot_density(res: dict, out_dir: str) -> str | None:
     t = a2.twinx()
     t.plot(pods, [s["seconds"] for s in steps], "x--", color="#7a4fa0", label="seconds to reach the step")
     t.set_ylabel("step time (s)")
-    for ax in (a1, a2):
+    agent = lambda s, k: (s["processes"].get("agent") or {}).get(k)  # noqa: E731
+    a3.plot(pods, [agent(s, "fds") for s in steps], "o-", color=NODE_COLOR, label="agent's open files")
+    a3.plot(pods, [agent(s, "maps") for s in steps], "s-", color="#7a4fa0", label="agent's memory mappings")
+    a3.axhline(FD_LIMIT, color=NODE_COLOR, lw=0.8, ls=":", label=f"open files limit {FD_LIMIT:,}")
+    a3.axhline(MAP_LIMIT, color="#7a4fa0", lw=0.8, ls=":", label=f"vm.max_map_count {MAP_LIMIT:,}")
+    a3.set_xlabel("idle pods created on the node")
+    a3.set_ylabel("count")
+    a3.set_title("what runs out: files and mappings", fontsize=10)
+    for ax in (a1, a2, a3):
         ax.axvline(110, color="#b03030", lw=1, ls="--", label="kubelet default maxPods 110")
         bad = [s for s in steps if s["running"] < s["pods"] or s["failed"]]
         if bad:
@@ -241,6 +252,7 @@ def plot_density(res: dict, out_dir: str) -> str | None:
         ax.set_ylim(bottom=0)
     t.set_ylim(bottom=0)
     a1.legend(fontsize=7, loc="upper left")
+    a3.legend(fontsize=7, loc="center right")
     h1, l1 = a2.get_legend_handles_labels()
     h2, l2 = t.get_legend_handles_labels()
     a2.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
