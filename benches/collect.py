@@ -243,6 +243,15 @@ def density(results, density_json, command):
                note=(f"CPU {api.get('cpu_s_in_step', '?')} s during the step ({best['seconds']} s), "
                      f"{api.get('idle_cpu_pct', '?')} % of a core idle afterwards; etcd RSS "
                      f"{procs.get('etcd', {}).get('rss_kib', 0) / 1024:.0f} MiB"))
+    idle = best.get("idle_api_requests_per_s")
+    if idle:
+        top = ", ".join(f"{k} {v:,.1f}/s" for k, v in list(idle.items())[:4])
+        record(results, item="4", id="4.idle-api-requests", name=f"API server requests per second with {best['pods']} idle pods",
+               metric="requests/s, idle", value=round(sum(idle.values()), 1), unit="req/s", better="lower", command=command,
+               note=(f"apiserver_request_total over {d.get('idle_window_s', '?')} s after the step, no pod changing; "
+                     f"busiest: {top}; API server {api.get('idle_cpu_pct', '?')} % of a core, etcd "
+                     f"{procs.get('etcd', {}).get('idle_cpu_pct', '?')} %, agent {agent.get('idle_cpu_pct', '?')} %"),
+               samples={"by_step": {str(st["pods"]): st.get("idle_api_requests_per_s") for st in d["steps"]}})
     lat = best.get("latency_s", {})
     if lat.get("p99") is not None:
         record(results, item="4", id="4.step-p99", name=f"pod creation -> Running of the pods added by the {best['pods']}-pod step",

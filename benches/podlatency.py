@@ -9,7 +9,8 @@ Two subcommands, both driven by a pod template (a JSON Pod manifest without a na
            pull), no init containers. Writes every sample and p50/p90/p99 as JSON.
   density  steps the number of idle pods up (e.g. 500,1000,2000,5000): at each step creates
            pods up to the total, waits until all are Running, samples the resident memory and
-           CPU time (during the step, and over --idle-window seconds after it), threads, open
+           CPU time (during the step, and over --idle-window seconds after it, with the API
+           server's requests per second by kind over that window), threads, open
            files and memory mappings of the processes named with --pid (the node agent, the
            control plane), and stops at the first step that degrades (pods not Running within
            the step's time, a pod Failed, a process gone, or the machine's available memory
@@ -400,6 +401,39 @@ def proc_sample(pid: int) -> dict | None:
     return out
 
 
+def api_requests(kube: Kube) -> dict[str, float] | None:
+    """The API server's request counters (apiserver_request_total) summed by verb, resource and
+    subresource, e.g. {"GET configmaps": 1234}; None when /metrics cannot be read."""
+    try:
+        conn = kube.connect(timeout=30)
+        conn.request("GET", "/metrics", headers={k: v for k, v in kube.headers.items() if k != "Content-Type"})
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        conn.close()
+        if resp.status != 200:
+            return None
+    except (OSError, http.client.HTTPException):
+        return None
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels, _, value = line.rpartition(" ")
+        fields = dict(kv.split("=", 1) for kv in labels[labels.index("{") + 1:-1].split(",") if "=" in kv)
+        get = lambda k: fields.get(k, '""').strip('"')  # noqa: E731
+        key = f"{get('verb')} {get('resource')}" + (f"/{get('subresource')}" if get("subresource") else "")
+        out[key] = out.get(key, 0) + float(value)
+    return out
+
+
+def request_rates(before: dict | None, after: dict | None, seconds: float) -> dict[str, float]:
+    """Requests per second by kind between two readings, the busiest first (at least 0.05/s)."""
+    if not before or not after:
+        return {}
+    rates = {k: (v - before.get(k, 0)) / seconds for k, v in after.items()}
+    return {k: round(v, 2) for k, v in sorted(rates.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+
+
 def mem_available_mib() -> int:
     for line in open("/proc/meminfo"):
         if line.startswith("MemAvailable:"):
@@ -474,13 +508,17 @@ def density(args) -> dict:
                             "cpu_s_in_step": round(now[k]["cpu_s"] - cpu0[k]["cpu_s"], 2) if cpu0.get(k) else None}
             # Idle afterwards: CPU over a quiet window, the pods all in place (or given up on).
             quiet0 = {k: proc_sample(int(v)) for k, v in pids.items()}
+            api0, t0 = api_requests(kube), time.time()
             time.sleep(args.idle_window)
+            api1 = api_requests(kube)
+            idle_requests = request_rates(api0, api1, time.time() - t0)
             quiet1 = {k: proc_sample(int(v)) for k, v in pids.items()}
             for k in pids:
                 if quiet0.get(k) and quiet1.get(k) and procs[k]["alive"]:
                     procs[k]["idle_cpu_pct"] = round(100 * (quiet1[k]["cpu_s"] - quiet0[k]["cpu_s"]) / args.idle_window, 1)
             step = {"pods": total, "running": running, "failed": failed, "seconds": round(elapsed, 2),
                     "created": created, "before": before if not steps else None,
+                    "idle_api_requests_per_s": idle_requests,
                     "mem_available_mib": mem_available_mib(), "processes": procs,
                     "not_running": watcher.states([n for n in names if n not in watcher.seen]),
                     **{k: v for k, v in summarize([s for s in samples if s["name"] in new_set]).items()
@@ -536,8 +574,8 @@ def main():
     den.add_argument("--min-free-mib", type=int, default=2048)
     den.add_argument("--also", action="append", default=[],
                      help="TEMPLATE=IMAGE: another pod template; pods take the templates in turn (repeatable)")
-    den.add_argument("--idle-window", type=float, default=10,
-                     help="seconds of CPU sampling after each step, the pods idle")
+    den.add_argument("--idle-window", type=float, default=30,
+                     help="seconds of CPU and API request sampling after each step, the pods idle")
     args = ap.parse_args()
     result = latency(args) if args.cmd == "latency" else density(args)
     with open(args.out, "w") as f:
