@@ -393,11 +393,29 @@ def proc_sample(pid: int) -> dict | None:
     out = {"rss_kib": int(field.get("VmRSS", 0)), "vm_kib": int(field.get("VmSize", 0)),
            "threads": int(field.get("Threads", 0)), "cpu_s": (int(stat[11]) + int(stat[12])) / ticks}
     try:
-        out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+        fds = os.listdir(f"/proc/{pid}/fd")
+        out["fds"] = len(fds)
+        out["fd_kinds"] = fd_kinds(pid, fds)
         with open(f"/proc/{pid}/maps") as f:
             out["maps"] = sum(1 for _ in f)
     except OSError:
         pass
+    return out
+
+
+def fd_kinds(pid: int, fds: list[str]) -> dict[str, int]:
+    """What a process's descriptors point at, counted: sockets, log files (*.log), directories
+    under a pod's volumes/, compiled code (*.cwasm), anything else."""
+    out: dict[str, int] = {}
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        kind = ("socket" if target.startswith("socket:") else "log file" if target.endswith(".log")
+                else "pod volume directory" if "/volumes/" in target else "compiled code" if target.endswith(".cwasm")
+                else "other")
+        out[kind] = out.get(kind, 0) + 1
     return out
 
 
