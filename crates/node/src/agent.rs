@@ -75,6 +75,17 @@ pub async fn run(
     credentials: Credentials,
     cancel: CancellationToken,
 ) -> Result<()> {
+    match machine::raise_open_files_limit() {
+        Ok((before, after)) if before < after => {
+            tracing::info!(
+                before,
+                after,
+                "raised the open files limit to its hard limit"
+            );
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(%err, "cannot raise the open files limit"),
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataDir {
         path: config.data_dir.clone(),
         source,

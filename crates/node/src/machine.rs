@@ -265,6 +265,30 @@ fn max_fds() -> u64 {
     limit.rlim_cur
 }
 
+/// Raises this process's soft limit of open files to its hard limit, as the Go runtime does for
+/// the kubelet at start: the agent holds descriptors for every pod (its log files, a module's
+/// preopened volumes, a wasi:http pod's listener), and the soft limit a service gets (1,024
+/// under systemd) would stop it at a few hundred pods. Returns the soft limit before and after.
+pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the call, which only writes it.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid rlimit, only read by the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((before, limit.rlim_cur))
+}
+
 /// Reads the resources now, with the data directory's file system.
 pub fn read(data_dir: &Path) -> Result<Readings> {
     let meminfo = read_file("/proc/meminfo")?;
@@ -381,6 +405,29 @@ fn statvfs(path: &Path) -> Result<FsStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: as in max_fds; then a valid rlimit, one below the hard limit (other tests
+        // in this process keep far fewer files open).
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+            limit.rlim_cur = limit.rlim_max - 1;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+        let hard = limit.rlim_max;
+        assert_eq!(raise_open_files_limit().unwrap(), (hard - 1, hard));
+        assert_eq!(max_fds(), hard);
+        assert_eq!(
+            raise_open_files_limit().unwrap(),
+            (hard, hard),
+            "nothing left to raise"
+        );
+    }
 
     #[test]
     fn meminfo_in_bytes() {
