@@ -1,8 +1,9 @@
 //! What a pod reads from the API besides itself: its ConfigMaps and Secrets, fetched one by
 //! one (the Node authorizer lets a node read those of its pods, never list them), and the
 //! service account tokens of its projected volumes, from the TokenRequest API, bound to the
-//! pod. Fetched when the pod starts and again every [`REFRESH`] while it runs, so updates
-//! reach its volumes; a token is renewed past 80% of its lifetime, as the kubelet does.
+//! pod; and the credentials of its `imagePullSecrets`. Fetched when the pod starts and again
+//! every [`REFRESH`] while it runs, so updates reach its volumes; a token is renewed past 80%
+//! of its lifetime, as the kubelet does.
 //!
 //! At the pod's start a refusal (403) is tried again a few times within about 3 s
 //! ([`FORBIDDEN_RETRY`]): the Node authorizer and NodeRestriction admission learn that the
@@ -18,6 +19,7 @@ use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, T
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use kube::Client;
 use kube::api::{Api, PostParams};
+use wasmlet_oci::auth::Keyring;
 use wasmlet_pod::{ConfigMapContent, ConfigObjects, References, SecretContent, TokenKey};
 
 /// How often a running pod's objects are read again.
@@ -95,6 +97,24 @@ impl PodObjects {
         objects
     }
 
+    /// The credentials of the pod's `imagePullSecrets` (docker config JSON secrets).
+    pub async fn pull_secrets(&self, pod: &Pod) -> Keyring {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let names = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.image_pull_secrets.iter().flatten());
+        let mut keyring = Keyring::default();
+        for name in names.map(|r| r.name.as_str()) {
+            let Some(secret) = fetch(&secrets, name).await else {
+                tracing::warn!(secret = name, "image pull secret not found");
+                continue;
+            };
+            keyring.extend(docker_keyring(&secret, name));
+        }
+        keyring
+    }
+
     /// The token for `key`: the one held while fresh, else a new one.
     async fn token(&mut self, pod: &Pod, key: &TokenKey, retry: &[Duration]) -> Option<String> {
         if let Some(token) = self.tokens.get(key).filter(|t| t.renew_at > Instant::now()) {
@@ -152,7 +172,7 @@ impl PodObjects {
 
 /// GETs one object a pod needs to start (a refusal tried again as [`FORBIDDEN_RETRY`] says);
 /// `None` when it does not exist or cannot be read (logged).
-pub async fn fetch<K>(api: &Api<K>, name: &str) -> Option<K>
+async fn fetch<K>(api: &Api<K>, name: &str) -> Option<K>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -215,6 +235,29 @@ where
         }
     }
     op().await
+}
+
+/// The credentials in a `kubernetes.io/dockerconfigjson` (or legacy `dockercfg`) secret.
+fn docker_keyring(secret: &Secret, name: &str) -> Keyring {
+    let data: BTreeMap<&str, &[u8]> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.0.as_slice()))
+        .collect();
+    let origin = format!("secret {name}");
+    let parsed = match (data.get(".dockerconfigjson"), data.get(".dockercfg")) {
+        (Some(json), _) => Keyring::from_docker_config_json(json, &origin),
+        (None, Some(legacy)) => {
+            let wrapped = format!("{{\"auths\":{}}}", String::from_utf8_lossy(legacy));
+            Keyring::from_docker_config_json(wrapped.as_bytes(), &origin)
+        }
+        (None, None) => return Keyring::default(),
+    };
+    parsed.unwrap_or_else(|err| {
+        tracing::warn!(secret = name, %err, "unusable image pull secret");
+        Keyring::default()
+    })
 }
 
 #[cfg(test)]

@@ -9,25 +9,26 @@
 //! - A pod removed from the API behind the agent's back is stopped at once.
 //! - The agent shutting down (the update channel closed) stops the containers within their
 //!   grace periods and leaves the status as it was: the node goes NotReady, and the next
-//!   start of the agent runs the pod again.
+//!   start of the agent runs the pod again. With `--drain-on-shutdown` the pod is reported
+//!   Failed (`Terminated`) instead, as the kubelet's graceful node shutdown does.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, ObjectReference, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{ContainerStatus, ObjectReference, Pod, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use wasmlet_oci::auth::Keyring;
 use wasmlet_pod::{NodeFacts, PodFailure, Termination, pod_status, termination_grace_period};
-use wasmlet_worker::{PodWorker, Resume, ResumedContainer, WorkerConfig, WorkerEvent, WorkerFacts};
+use wasmlet_worker::{
+    PodDir, PodWorker, Resume, ResumedContainer, WorkerConfig, WorkerEvent, WorkerFacts,
+};
 
-use crate::objects::{self, PodObjects, fetch};
+use crate::objects::{self, PodObjects};
 use crate::pods::NodeContext;
 
 /// How long a failed status write waits before it is tried again.
@@ -136,7 +137,7 @@ impl PodTask {
     /// Fetches what the pod needs, takes its IP and starts its worker.
     async fn start_worker(&mut self) -> Option<PodWorker> {
         let objects = self.objects.fetch(&self.pod).await;
-        let keyring = self.pull_secrets().await;
+        let keyring = self.objects.pull_secrets(&self.pod).await;
         let ip = match self.pod_ip() {
             Ok(ip) => ip,
             Err(err) => {
@@ -184,26 +185,6 @@ impl PodTask {
             .ips
             .allocate(&self.uid, previous)
             .map(IpAddr::V4)
-    }
-
-    /// The credentials of the pod's `imagePullSecrets` (docker config JSON secrets).
-    async fn pull_secrets(&self) -> Keyring {
-        let namespace = wasmlet_pod::downward::pod_namespace(&self.pod);
-        let secrets: Api<Secret> = Api::namespaced(self.context.client.clone(), namespace);
-        let names = self
-            .pod
-            .spec
-            .iter()
-            .flat_map(|s| s.image_pull_secrets.iter().flatten());
-        let mut keyring = Keyring::default();
-        for name in names.map(|r| r.name.as_str()) {
-            let Some(secret) = fetch(&secrets, name).await else {
-                tracing::warn!(pod = %self.name(), secret = name, "image pull secret not found");
-                continue;
-            };
-            keyring.extend(docker_keyring(&secret, name));
-        }
-        keyring
     }
 
     /// Writes the status on every change of the worker's facts and follows the pod's
@@ -391,11 +372,12 @@ impl PodTask {
 
     /// Removes the pod's directory (volumes and logs) once the pod is gone.
     fn clean_up(&self) {
-        let dir = self.context.data_dir.join("pods").join(&self.uid);
-        if let Err(err) = std::fs::remove_dir_all(&dir)
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %dir.display(), %err, "removing the pod directory failed");
+        let Ok(dir) = PodDir::new(&self.context.data_dir, &self.uid) else {
+            return;
+        };
+        if let Err(err) = dir.remove() {
+            let path = dir.path().display();
+            tracing::warn!(dir = %path, %err, "removing the pod directory failed");
         }
     }
 }
@@ -439,29 +421,6 @@ fn resumed(status: &ContainerStatus, now: Timestamp) -> Option<ResumedContainer>
             finished_at: terminated.finished_at.as_ref().map(|t| t.0),
             container_id: terminated.container_id.clone(),
         },
-    })
-}
-
-/// The credentials in a `kubernetes.io/dockerconfigjson` (or legacy `dockercfg`) secret.
-fn docker_keyring(secret: &Secret, name: &str) -> Keyring {
-    let data: BTreeMap<&str, &[u8]> = secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str(), v.0.as_slice()))
-        .collect();
-    let origin = format!("secret {name}");
-    let parsed = match (data.get(".dockerconfigjson"), data.get(".dockercfg")) {
-        (Some(json), _) => Keyring::from_docker_config_json(json, &origin),
-        (None, Some(legacy)) => {
-            let wrapped = format!("{{\"auths\":{}}}", String::from_utf8_lossy(legacy));
-            Keyring::from_docker_config_json(wrapped.as_bytes(), &origin)
-        }
-        (None, None) => return Keyring::default(),
-    };
-    parsed.unwrap_or_else(|err| {
-        tracing::warn!(secret = name, %err, "unusable image pull secret");
-        Keyring::default()
     })
 }
 

@@ -30,6 +30,7 @@ use kube::api::{Api, PostParams};
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use wasmlet_worker::PodDir;
 
 use crate::identity::ServingCert;
 use crate::logs::{self, LogOptions};
@@ -413,18 +414,14 @@ async fn container_logs(
                 .into_response();
         }
     };
-    let Some(uid) = pod_object.metadata.uid.clone().filter(|u| is_plain(u)) else {
+    let uid = pod_object.metadata.uid.clone().unwrap_or_default();
+    let Ok(pod_dir) = PodDir::new(&context.data_dir, &uid) else {
         return (StatusCode::NOT_FOUND, "pod has no usable uid").into_response();
     };
     if !is_plain(&container) {
         return (StatusCode::BAD_REQUEST, "bad container name").into_response();
     }
-    let dir = context
-        .data_dir
-        .join("pods")
-        .join(&uid)
-        .join("logs")
-        .join(&container);
+    let dir = pod_dir.logs(&container);
     let files = match logs::files(&dir, &container, options.previous) {
         Ok(files) => files,
         Err(err) => return (StatusCode::NOT_FOUND, err.to_string()).into_response(),

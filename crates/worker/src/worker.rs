@@ -380,7 +380,7 @@ struct Worker {
     stop_open: bool,
     /// Whether an emptyDir has a `sizeLimit`, and when to measure next.
     storage_limited: bool,
-    storage_checked_at: Option<Timestamp>,
+    storage_check_at: Option<Timestamp>,
     objects_rx: Option<watch::Receiver<ConfigObjects>>,
     stop_grace: Option<Duration>,
     stop_sent: Option<Duration>,
@@ -443,7 +443,7 @@ impl Worker {
             stop_rx,
             stop_open: true,
             storage_limited,
-            storage_checked_at: None,
+            storage_check_at: None,
             objects_rx: None,
             stop_grace: None,
             stop_sent: None,
@@ -546,8 +546,8 @@ impl Worker {
             return;
         }
         let now = self.clock.now();
-        if self.storage_checked_at.is_some_and(|at| now < at) {
-            wake.at(self.storage_checked_at.unwrap_or(now));
+        if let Some(at) = self.storage_check_at.filter(|at| now < *at) {
+            wake.at(at);
             return;
         }
         self.failure = storage::over_limit(&self.pod, &self.dir);
@@ -560,7 +560,7 @@ impl Worker {
         }
         let every = SignedDuration::try_from(storage::CHECK_EVERY).unwrap_or_default();
         if let Ok(next) = now.checked_add(every) {
-            self.storage_checked_at = Some(next);
+            self.storage_check_at = Some(next);
             wake.at(next);
         }
     }
