@@ -6,7 +6,6 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
@@ -222,7 +221,9 @@ pub async fn load_or_request(
     Ok(cert)
 }
 
-/// Creates a CSR and waits (until approved and signed, denied, or cancelled).
+/// Creates a CSR and waits (until approved and signed, denied, or cancelled). The CSR is
+/// watched by name, as the kubelet does, so a certificate is taken as soon as it is issued; a
+/// failed watch is started again with back-off, never given up.
 pub async fn obtain(
     client: &Client,
     request: &Request,
@@ -235,18 +236,36 @@ pub async fn obtain(
         .await?;
     let name = created.metadata.name.unwrap_or_default();
     tracing::info!(csr = %name, signer = request.signer, "waiting for the certificate signing request to be approved and signed");
-    loop {
-        if let Some(cert_pem) = signed(&csrs, &name).await? {
-            return Ok(KeyedCert {
-                cert_pem,
-                key_pem: key.serialize_pem(),
-            });
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return Err(Error::Cancelled(name)),
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+    let key_pem = key.serialize_pem();
+    let signed_pem = tokio::select! {
+        () = cancel.cancelled() => return Err(Error::Cancelled(name)),
+        signed = wait_signed(csrs, &name) => signed?,
+    };
+    Ok(KeyedCert {
+        cert_pem: signed_pem,
+        key_pem,
+    })
+}
+
+/// The certificate of CSR `name` once issued, from a watch of that one object.
+async fn wait_signed(csrs: Api<CertificateSigningRequest>, name: &str) -> Result<String> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(watcher(csrs, config).default_backoff().applied_objects());
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(csr) => {
+                if let Some(cert) = signed(&csr, name)? {
+                    return Ok(cert);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(csr = name, %err, "watching the certificate signing request; retrying")
+            }
         }
     }
+    Err(Error::Cancelled(name.into()))
 }
 
 fn csr_object(request: &Request, csr_pem: &str) -> CertificateSigningRequest {
@@ -265,9 +284,9 @@ fn csr_object(request: &Request, csr_pem: &str) -> CertificateSigningRequest {
     }
 }
 
-async fn signed(csrs: &Api<CertificateSigningRequest>, name: &str) -> Result<Option<String>> {
-    let csr = csrs.get(name).await?;
-    let status = csr.status.unwrap_or_default();
+/// The certificate of `csr` if issued; an error if it was denied or failed.
+fn signed(csr: &CertificateSigningRequest, name: &str) -> Result<Option<String>> {
+    let status = csr.status.clone().unwrap_or_default();
     for condition in status.conditions.iter().flatten() {
         if matches!(condition.type_.as_str(), "Denied" | "Failed") && condition.status == "True" {
             return Err(Error::Refused {

@@ -174,7 +174,8 @@ async fn two_agents_on_one_machine_share_a_deployment_of_http_pods() -> Result<(
     let (_first, cancel) = start_agent(&cluster, &data.path().join("a")).await?;
     // The second joins through TLS bootstrap, with its own name, port and pod range.
     let mut config = cluster::node_config(OTHER, &data.path().join("b"))?;
-    config.port = wasmlet_testkit::free_port();
+    let port = wasmlet_testkit::free_port();
+    config.port = port;
     config.pod_cidr = "127.65.0.0/16".parse()?;
     let credentials = Credentials {
         bootstrap_kubeconfig: Some(cluster.var("WASMLET_BOOTSTRAP_KUBECONFIG").into()),
@@ -186,6 +187,7 @@ async fn two_agents_on_one_machine_share_a_deployment_of_http_pods() -> Result<(
     })
     .await?;
     cluster.kubectl(&["certificate", "approve", &csr])?;
+    cluster::kubelet_api_up(port).await?;
 
     let deployment = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: default}}\n\

@@ -214,5 +214,17 @@ pub async fn start_agent(
     })
     .await?;
     cluster.kubectl(&["certificate", "approve", &csr])?;
+    kubelet_api_up(port).await?;
     Ok((agent, cancel))
+}
+
+/// Waits until the agent's kubelet API on 127.0.0.1:`port` accepts connections (it starts
+/// once the approved serving certificate is issued), so `kubectl logs` can reach it.
+#[allow(dead_code)]
+pub async fn kubelet_api_up(port: u16) -> Result<()> {
+    eventually(Duration::from_secs(30), "the kubelet API to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .await
+    .map(drop)
 }
