@@ -165,6 +165,7 @@ fn node_context(
     };
     Ok(NodeContext {
         recorder: Recorder::new(client.clone(), reporter),
+        watches: crate::watches::ObjectWatches::new(client.clone()),
         client,
         node_name: config.node_name.clone(),
         node_ip: config.node_ip,

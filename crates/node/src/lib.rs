@@ -42,3 +42,4 @@ pub mod running;
 pub mod server;
 pub mod stats;
 pub mod status;
+pub mod watches;

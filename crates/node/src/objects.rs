@@ -1,29 +1,35 @@
-//! What a pod reads from the API besides itself: its ConfigMaps and Secrets, fetched one by
-//! one (the Node authorizer lets a node read those of its pods, never list them), and the
-//! service account tokens of its projected volumes, from the TokenRequest API, bound to the
-//! pod; and the credentials of its `imagePullSecrets`. Fetched when the pod starts and again
-//! every [`REFRESH`] while it runs, so updates reach its volumes; a token is renewed past 80%
-//! of its lifetime, as the kubelet does.
+//! What a pod reads from the API besides itself: its ConfigMaps and Secrets, followed through
+//! the node's shared watches ([`crate::watches`]: the Node authorizer lets a node watch the
+//! objects its pods reference by name, never list them all), and the service account tokens
+//! of its projected volumes, from the TokenRequest API, bound to the pod; and the credentials
+//! of its `imagePullSecrets`. A change of an object reaches the pod's volumes as soon as the
+//! watch sees it; a token is renewed past 80% of its lifetime, as the kubelet does.
 //!
 //! At the pod's start a refusal (403) is tried again a few times within about 3 s
-//! ([`FORBIDDEN_RETRY`]): the Node authorizer and NodeRestriction admission learn that the
-//! pod is bound to this node from the API server's own watches, which can trail the node's
-//! watch by a moment, and until then refuse the node its pod's objects ("no relationship
-//! found between node and this object", "token bound to a pod scheduled on a different
-//! node"). Without the retry such a pod waited for the next [`REFRESH`], 30 s.
+//! ([`FORBIDDEN_RETRY`]; the watches retry with their own back-off): the Node authorizer and
+//! NodeRestriction admission learn that the pod is bound to this node from the API server's
+//! own watches, which can trail the node's watch by a moment, and until then refuse the node
+//! its pod's objects ("no relationship found between node and this object", "token bound to
+//! a pod scheduled on a different node").
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
-use kube::Client;
 use kube::api::{Api, PostParams};
+use kube::{Client, Resource};
 use wasmlet_oci::auth::Keyring;
 use wasmlet_pod::{ConfigMapContent, ConfigObjects, References, SecretContent, TokenKey};
 
-/// How often a running pod's objects are read again.
-pub const REFRESH: Duration = Duration::from_secs(30);
+use crate::watches::{ObjectWatches, Seen, Watched};
+
+/// How long a starting pod waits for the first answer of its objects' watches before it
+/// starts with what is known (a missing object is reported by the worker as the kubelet
+/// does, and arrives with the watch's next answer).
+pub const START_WAIT: Duration = Duration::from_secs(5);
 
 /// The pauses between tries of a read the API server refused (403) at a pod's start.
 pub const FORBIDDEN_RETRY: [Duration; 6] = [
@@ -41,60 +47,93 @@ struct Token {
     renew_at: Instant,
 }
 
-/// The objects of one pod, with the tokens obtained so far.
+/// The objects of one pod: its holds on the node's watches and the tokens obtained so far.
 pub struct PodObjects {
     client: Client,
     namespace: String,
+    watches: ObjectWatches,
+    config_maps: Vec<Watched<ConfigMap>>,
+    secrets: Vec<Watched<Secret>>,
     tokens: BTreeMap<TokenKey, Token>,
-    /// Whether a fetch has been done (the first one retries refusals).
-    fetched: bool,
-    /// What the last fetch gave: kept for an object whose read fails (an API server away
-    /// must not empty a running pod's volumes).
-    last: ConfigObjects,
+    /// Whether the pod's objects are subscribed to (the first fetch does it).
+    subscribed: bool,
 }
 
 impl PodObjects {
     /// Nothing fetched yet for a pod of `namespace`.
-    pub fn new(client: Client, namespace: &str) -> PodObjects {
+    pub fn new(client: Client, watches: ObjectWatches, namespace: &str) -> PodObjects {
         PodObjects {
             client,
             namespace: namespace.to_owned(),
+            watches,
+            config_maps: Vec::new(),
+            secrets: Vec::new(),
             tokens: BTreeMap::new(),
-            fetched: false,
-            last: ConfigObjects::default(),
+            subscribed: false,
         }
     }
 
     /// Everything `pod` references that exists now. Missing objects stay missing: the
-    /// worker reports them as the kubelet does, and a later fetch may find them.
+    /// worker reports them as the kubelet does, and a change brings them.
     pub async fn fetch(&mut self, pod: &Pod) -> ConfigObjects {
         let refs = References::of_pod(pod);
-        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-        let retry: &[Duration] = if self.fetched { &[] } else { &FORBIDDEN_RETRY };
-        self.fetched = true;
-        let mut objects = ConfigObjects::default();
-        for name in &refs.config_maps {
-            let read = read(&config_maps, name, retry).await;
-            let known = self.last.config_maps.get(name);
-            if let Some(content) = read.content(known, |cm| ConfigMapContent::from(&cm)) {
-                objects.config_maps.insert(name.clone(), content);
-            }
+        let retry: &[Duration] = if self.subscribed {
+            &[]
+        } else {
+            &FORBIDDEN_RETRY
+        };
+        if !self.subscribed {
+            self.subscribe(&refs).await;
         }
-        for name in &refs.secrets {
-            let read = read(&secrets, name, retry).await;
-            let known = self.last.secrets.get(name);
-            if let Some(content) = read.content(known, |s| SecretContent::from(&s)) {
-                objects.secrets.insert(name.clone(), content);
-            }
-        }
+        let mut objects = ConfigObjects {
+            config_maps: contents(&self.config_maps, |c| ConfigMapContent::from(c)),
+            secrets: contents(&self.secrets, |s| SecretContent::from(s)),
+            ..ConfigObjects::default()
+        };
         for key in &refs.tokens {
             if let Some(token) = self.token(pod, key, retry).await {
                 objects.tokens.insert(key.clone(), token);
             }
         }
-        self.last = objects.clone();
         objects
+    }
+
+    /// Holds the watches of the pod's objects and waits (up to [`START_WAIT`]) for their
+    /// first answers.
+    async fn subscribe(&mut self, refs: &References) {
+        self.subscribed = true;
+        let (namespace, watches) = (&self.namespace, &self.watches);
+        self.config_maps = (refs.config_maps.iter())
+            .map(|name| watches.config_maps.subscribe(namespace, name))
+            .collect();
+        self.secrets = (refs.secrets.iter())
+            .map(|name| watches.secrets.subscribe(namespace, name))
+            .collect();
+        let settled = (self
+            .config_maps
+            .iter_mut()
+            .map(|w| w.settled(START_WAIT).boxed()))
+        .chain(
+            self.secrets
+                .iter_mut()
+                .map(|w| w.settled(START_WAIT).boxed()),
+        );
+        futures::future::join_all(settled).await;
+    }
+
+    /// Waits until one of the pod's objects changed or one of its tokens is due for renewal.
+    pub async fn changed(&mut self) {
+        let renewal = self.tokens.values().map(|t| t.renew_at).min();
+        let due = async move {
+            match renewal {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut waits: Vec<BoxFuture<'_, ()>> = vec![due.boxed()];
+        waits.extend(self.config_maps.iter_mut().map(|w| w.changed().boxed()));
+        waits.extend(self.secrets.iter_mut().map(|w| w.changed().boxed()));
+        futures::future::select_all(waits).await;
     }
 
     /// The credentials of the pod's `imagePullSecrets` (docker config JSON secrets).
@@ -174,49 +213,27 @@ impl PodObjects {
 /// `None` when it does not exist or cannot be read (logged).
 async fn fetch<K>(api: &Api<K>, name: &str) -> Option<K>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match read(api, name, &FORBIDDEN_RETRY).await {
-        Read::Found(object) => Some(object),
-        Read::Missing | Read::Failed => None,
-    }
-}
-
-/// GETs one object, a refusal tried again after each pause of `retry`.
-async fn read<K>(api: &Api<K>, name: &str, retry: &[Duration]) -> Read<K>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match retry_forbidden(retry, || api.get_opt(name)).await {
-        Ok(Some(found)) => Read::Found(found),
-        Ok(None) => Read::Missing,
+    match retry_forbidden(&FORBIDDEN_RETRY, || api.get_opt(name)).await {
+        Ok(found) => found,
         Err(err) => {
             tracing::warn!(name, %err, "reading an object the pod needs failed");
-            Read::Failed
+            None
         }
     }
 }
 
-/// What reading one object gave.
-enum Read<K> {
-    /// It exists.
-    Found(K),
-    /// It does not exist.
-    Missing,
-    /// The API server could not be asked (or refused).
-    Failed,
-}
-
-impl<K> Read<K> {
-    /// The content to hand the pod: the object read, nothing when it does not exist, and
-    /// the `known` content when it could not be read.
-    fn content<C: Clone>(self, known: Option<&C>, convert: impl FnOnce(K) -> C) -> Option<C> {
-        match self {
-            Read::Found(object) => Some(convert(object)),
-            Read::Missing => None,
-            Read::Failed => known.cloned(),
-        }
-    }
+/// The content of each watched object that exists, by name.
+fn contents<K: Resource + Clone, C>(
+    watched: &[Watched<K>],
+    convert: impl Fn(&K) -> C,
+) -> BTreeMap<String, C> {
+    let present = watched.iter().filter_map(|w| match w.seen() {
+        Seen::Present(object) => Some((w.name().to_owned(), convert(&object))),
+        Seen::Pending | Seen::Missing => None,
+    });
+    present.collect()
 }
 
 /// Runs `op`, and again after each pause of `retry` while the API server refuses it (403).

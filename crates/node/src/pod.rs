@@ -28,7 +28,7 @@ use wasmlet_worker::{
     PodDir, PodWorker, Resume, ResumedContainer, WorkerConfig, WorkerEvent, WorkerFacts,
 };
 
-use crate::objects::{self, PodObjects};
+use crate::objects::PodObjects;
 use crate::pods::NodeContext;
 
 /// How long a failed status write waits before it is tried again.
@@ -115,7 +115,7 @@ impl PodTask {
             reported: pod.status.clone(),
             dirty: false,
             events_seen: 0,
-            objects: PodObjects::new(context.client.clone(), &namespace),
+            objects: PodObjects::new(context.client.clone(), context.watches.clone(), &namespace),
             context,
             pod,
         }
@@ -197,9 +197,6 @@ impl PodTask {
     ) -> Outcome {
         let mut facts = worker.facts();
         let mut outcome = None;
-        let mut refresh = tokio::time::interval(objects::REFRESH);
-        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        refresh.tick().await;
         loop {
             let latest = facts.borrow_and_update().clone();
             if latest.pod.terminal {
@@ -211,7 +208,7 @@ impl PodTask {
             tokio::select! {
                 _ = facts.changed() => {}
                 () = optional(retry) => {}
-                _ = refresh.tick(), if outcome.is_none() => {
+                () = self.objects.changed(), if outcome.is_none() => {
                     worker.update_objects(self.objects.fetch(&self.pod).await);
                 }
                 changed = updates.changed(), if outcome.is_none() => match changed {

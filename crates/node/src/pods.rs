@@ -48,6 +48,8 @@ pub struct NodeContext {
     pub recorder: Recorder,
     /// The pods whose workers run, for the kubelet API's resource metrics.
     pub running: Arc<RunningPods>,
+    /// The watches of the ConfigMaps and Secrets pods use, shared between them.
+    pub watches: crate::watches::ObjectWatches,
     /// Whether a shutdown of the agent reports its pods Failed (`Terminated`), as the
     /// kubelet's graceful node shutdown does, instead of leaving their status as it was.
     pub drain_on_shutdown: bool,
