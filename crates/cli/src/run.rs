@@ -154,6 +154,7 @@ pub(crate) fn terminal_spec(
             cpu_millis: None,
             fuel: None,
         },
+        network: None,
     }
 }
 

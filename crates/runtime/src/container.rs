@@ -14,7 +14,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use crate::cpu::Throttle;
 use crate::exit::ExitStatus;
 use crate::log::{OutputSink, SharedSink, Stream};
-use crate::program::{Pre, Program};
+use crate::program::{Pre, Program, ProgramKind};
 use crate::runtime::{Error, Result, Runtime, describe};
 use crate::spec::{ContainerSpec, Limits};
 use crate::state::{ComponentState, Control, MemoryLimiter, ModuleState, StopCause};
@@ -120,8 +120,14 @@ impl Runtime {
     pub fn start(&self, program: &Program, spec: ContainerSpec) -> Result<Container> {
         let deadline = spec.limits.timeout.map(|t| Instant::now() + t);
         let control = Arc::new(Control::new(deadline));
-        let builder = wasi_builder(&spec)?;
+        let mut builder = wasi_builder(&spec)?;
         let sink = SharedSink::new(OutputSink::new(spec.stdio)?);
+        if let Some(network) = spec
+            .network
+            .filter(|_| program.kind() != ProgramKind::Module)
+        {
+            network.grant(&mut builder, sink.clone());
+        }
         let meter = Arc::new(Meter::default());
         let limiter = MemoryLimiter::new(spec.limits.memory_bytes, control.clone(), meter.clone());
         let run = self.instance_future(program, builder, &sink, &spec.limits, &control, limiter)?;

@@ -205,6 +205,9 @@ impl Handler {
         builder
             .stdout(self.sink.stream(Stream::Stdout))
             .stderr(self.sink.stream(Stream::Stderr));
+        if let Some(network) = self.spec.network {
+            network.grant(&mut builder, self.sink.clone());
+        }
         let limiter = MemoryLimiter::new(limits.memory_bytes, control.clone(), self.meter.clone());
         let state = self.runtime.component_state(builder, limiter);
         let mut store = self.runtime.new_store(state, limits, &control)?;

@@ -26,7 +26,9 @@
 //!   (pooling with copy-on-write memory images when the host allows it, else on-demand).
 //! - [`Program`]: a loaded `.wasm`/`.wat` (preview 1 module, `wasi:cli/run` component or
 //!   `wasi:http` component), compiled once and instantiated many times.
-//! - [`ContainerSpec`]: argv, env, working directory, [`Preopen`]s, [`Stdio`], [`Limits`].
+//! - [`ContainerSpec`]: argv, env, working directory, [`Preopen`]s, [`Stdio`], [`Limits`], and
+//!   for a component the [`Network`] its `wasi:sockets` reach: TCP and UDP, binding and
+//!   listening only on the pod's IP ([`sockets`]).
 //! - [`Container`]: a running instance (a tokio task, not a thread): [`Container::wait`],
 //!   [`Container::stop`], [`Container::kill`], ending in an [`ExitStatus`]. A command is
 //!   started with [`Runtime::start`]; a `wasi:http` component is served as a container with
@@ -48,6 +50,7 @@ mod http;
 pub mod log;
 mod program;
 mod runtime;
+pub mod sockets;
 mod spec;
 mod state;
 mod usage;
@@ -58,6 +61,7 @@ pub use exit::{ExitReason, ExitStatus, KILLED_EXIT_CODE, TRAP_EXIT_CODE};
 pub use log::LogConfig;
 pub use program::{Program, ProgramKind, is_component, to_binary};
 pub use runtime::{Allocator, AllocatorChoice, Error, Result, Runtime, RuntimeConfig};
+pub use sockets::Network;
 pub use spec::{ContainerSpec, Limits, Preopen, Stdio};
 pub use tokio_util::sync::CancellationToken;
 pub use usage::Usage;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::log::LogConfig;
+use crate::sockets::Network;
 
 /// One container to run: the caller has already expanded argv and env (Kubernetes
 /// `$(VAR)` references, ConfigMaps, Secrets); the runtime passes them through as given.
@@ -23,6 +24,9 @@ pub struct ContainerSpec {
     pub stdio: Stdio,
     /// Memory, time and fuel bounds.
     pub limits: Limits,
+    /// `wasi:sockets` for a component, with binds held to the pod IP (see
+    /// [`crate::sockets`]); `None` gives it no sockets. Modules get none either way.
+    pub network: Option<Network>,
 }
 
 /// A host directory made visible to the guest.

@@ -96,6 +96,15 @@
 //! address already in use (...: change the container's ports[].containerPort ...)`), retried
 //! with back-off. The instances' output goes to the container's CRI log.
 //!
+//! # Sockets
+//! Every component (a `wasi:cli/run` command or a `wasi:http` server) gets `wasi:sockets`
+//! (TCP, UDP, name lookup) through [`wasmlet_runtime::Network`]: it may bind and listen on the
+//! pod IP (the same address as above; a program learns it through the downward API,
+//! `status.podIP`) and connect anywhere, but not listen on the unspecified address or another
+//! address, which would take the port on every pod's address; such a bind is refused and the
+//! reason, with that fix, is written to the container's log. Preview 1 modules have no
+//! sockets API and get none.
+//!
 //! # Probes
 //! `startupProbe`, `livenessProbe` and `readinessProbe` with `httpGet` (plain HTTP to the pod
 //! IP or `host`, the port a number or a named `containerPort`, `httpHeaders`, success on 200

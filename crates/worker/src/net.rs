@@ -5,6 +5,7 @@
 use std::io;
 
 use wasmlet_pod::NodeFacts;
+use wasmlet_runtime::Network;
 
 /// The address the pod's containers listen on and probes reach: the first pod IP, else
 /// the first host IP, else `127.0.0.1`.
@@ -14,6 +15,19 @@ pub(crate) fn pod_ip(node: &NodeFacts) -> &str {
         (Some(_), _) => &node.pod_ips[0],
         (None, Some(_)) => &node.host_ips[0],
         (None, None) => "127.0.0.1",
+    }
+}
+
+/// The network of the pod's components: `wasi:sockets` that bind and listen on [`pod_ip`]
+/// only (see [`wasmlet_runtime::sockets`]). `None`, no sockets, if that is not an IP address.
+pub(crate) fn network(node: &NodeFacts) -> Option<Network> {
+    let ip = pod_ip(node);
+    match ip.parse() {
+        Ok(pod_ip) => Some(Network { pod_ip }),
+        Err(_) => {
+            tracing::warn!("pod IP {ip:?} is not an IP address: components get no sockets");
+            None
+        }
     }
 }
 
@@ -67,5 +81,9 @@ mod tests {
         assert_eq!(pod_ip(&node), "192.168.1.2");
         node.pod_ips = vec!["10.0.0.7".into()];
         assert_eq!(pod_ip(&node), "10.0.0.7");
+        let network = network(&node).map(|n| n.pod_ip.to_string());
+        assert_eq!(network.as_deref(), Some("10.0.0.7"));
+        node.pod_ips = vec!["pod".into()];
+        assert_eq!(super::network(&node), None);
     }
 }
