@@ -34,6 +34,7 @@ use wasmlet_worker::PodDir;
 
 use crate::identity::ServingCert;
 use crate::logs::{self, LogOptions};
+use crate::pods::PodStore;
 use crate::running::RunningPods;
 use crate::stats::{self, CpuRates, Summary};
 use crate::{machine, metrics};
@@ -69,7 +70,7 @@ pub struct ApiContext {
     /// The pods whose workers run, with their usage.
     pub running: Arc<RunningPods>,
     /// The pods bound to this node, as the agent's watch last saw them.
-    pub pods: crate::pods::PodStore,
+    pub pods: PodStore,
     /// The previous CPU samples, for the summary's `usageNanoCores`.
     pub rates: Arc<CpuRates>,
 }
@@ -404,7 +405,7 @@ async fn container_logs(
         Err(err) => return (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
     };
     let api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let pod_object = match api.get(&pod).await {
+    let pod_object = match known_pod(&context.pods, &api, &namespace, &pod).await {
         Ok(pod) => pod,
         Err(err) => {
             return (
@@ -427,7 +428,13 @@ async fn container_logs(
         Err(err) => return (StatusCode::NOT_FOUND, err.to_string()).into_response(),
     };
     if options.follow && !options.previous {
-        return follow(api, pod, container, files, options).await;
+        let watched = Watched {
+            store: context.pods.clone(),
+            api,
+            namespace,
+            pod,
+        };
+        return follow(watched, container, files, options).await;
     }
     let text: String = files
         .iter()
@@ -482,11 +489,33 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A pod as this node's watch knows it (the API server asked only when the watch has not
+/// seen it, as just after the agent started).
+async fn known_pod(
+    store: &PodStore,
+    api: &Api<Pod>,
+    namespace: &str,
+    name: &str,
+) -> kube::Result<Pod> {
+    let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+    match store.get(&key) {
+        Some(pod) => Ok(Pod::clone(&pod)),
+        None => api.get(name).await,
+    }
+}
+
+/// The pod whose log is followed.
+struct Watched {
+    store: PodStore,
+    api: Api<Pod>,
+    namespace: String,
+    pod: String,
+}
+
 /// Streams the current log: what is there (after tail/since), then new lines as they are
 /// written, until the container is terminated in the pod's status and the file is drained.
 async fn follow(
-    api: Api<Pod>,
-    pod: String,
+    pod: Watched,
     container: String,
     files: Vec<PathBuf>,
     options: LogOptions,
@@ -503,16 +532,8 @@ async fn follow(
         if sender.send(Ok(first)).await.is_err() {
             return;
         }
-        tail_file(
-            &api,
-            &pod,
-            &container,
-            &current,
-            offset,
-            options.timestamps,
-            &sender,
-        )
-        .await;
+        let file = (current.as_path(), offset, options.timestamps);
+        tail_file(&pod, &container, file, &sender).await;
     });
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|item| (item, receiver))
@@ -520,18 +541,15 @@ async fn follow(
     Body::from_stream(stream).into_response()
 }
 
+/// Sends the lines written to `path` past `offset` until `container` has terminated.
 async fn tail_file(
-    api: &Api<Pod>,
-    pod: &str,
+    pod: &Watched,
     container: &str,
-    path: &std::path::Path,
-    mut offset: u64,
-    timestamps: bool,
+    (path, mut offset, timestamps): (&std::path::Path, u64, bool),
     sender: &tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
 ) {
-    let mut polls = 0u32;
     loop {
-        let stopped = polls.is_multiple_of(4) && terminated(api, pod, container).await;
+        let stopped = terminated(pod, container).await;
         let chunk = read_new_lines(path, &mut offset, timestamps);
         if !chunk.is_empty() && sender.send(Ok(chunk)).await.is_err() {
             return;
@@ -539,7 +557,6 @@ async fn tail_file(
         if stopped || sender.is_closed() {
             return;
         }
-        polls = polls.wrapping_add(1);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -563,8 +580,9 @@ fn read_new_lines(path: &std::path::Path, offset: &mut u64, timestamps: bool) ->
     out
 }
 
-async fn terminated(api: &Api<Pod>, pod: &str, container: &str) -> bool {
-    let Ok(pod) = api.get(pod).await else {
+/// Whether `container` has terminated in the pod's status (or the pod is gone).
+async fn terminated(pod: &Watched, container: &str) -> bool {
+    let Ok(pod) = known_pod(&pod.store, &pod.api, &pod.namespace, &pod.pod).await else {
         return true;
     };
     let status = pod.status.unwrap_or_default();
