@@ -27,6 +27,7 @@ pub mod agent;
 pub mod bootstrap;
 pub mod certs;
 pub mod config;
+pub mod disk;
 pub mod heartbeat;
 pub mod identity;
 pub mod images;

@@ -350,6 +350,7 @@ mod tests {
             start_time: Time(Timestamp::from_millisecond(1_700_000_000_500).unwrap()),
             cpu: cpu(1_500_000_000),
             memory: memory(65536),
+            logs: None,
         };
         Summary {
             node: crate::stats::NodeStats {
@@ -368,6 +369,8 @@ mod tests {
                 containers: vec![container],
                 cpu: cpu(1_500_000_000),
                 memory: memory(65536),
+                volume: Vec::new(),
+                ephemeral_storage: None,
             }],
         }
     }

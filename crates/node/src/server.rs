@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wasmlet_worker::PodDir;
 
+use crate::disk::PodDisk;
 use crate::identity::ServingCert;
 use crate::logs::{self, LogOptions};
 use crate::pods::PodStore;
@@ -338,10 +339,17 @@ async fn pods(State(context): State<Arc<ApiContext>>) -> Response {
     axum::Json(body).into_response()
 }
 
-/// The summary now: the machine's readings (a failed one is left out) and the running
-/// containers' usage.
-fn take_summary(context: &ApiContext) -> Summary {
-    let pods = context.running.list().into_iter().map(|pod| {
+/// The summary now: the machine's readings (a failed one is left out), the running
+/// containers' usage and, `with_disk`, the pods' disk use.
+fn take_summary(context: &ApiContext, with_disk: bool) -> Summary {
+    let running = context.running.list();
+    let disks = match with_disk {
+        true => (running.iter())
+            .map(|pod| (pod.uid.clone(), PodDisk::read(&context.data_dir, &pod.uid)))
+            .collect(),
+        false => Default::default(),
+    };
+    let pods = running.into_iter().map(|pod| {
         let usage = pod.usage.containers();
         (pod, usage)
     });
@@ -353,6 +361,7 @@ fn take_summary(context: &ApiContext) -> Summary {
         machine: ok("machine", machine::read(&context.data_dir)),
         process: ok("agent process", machine::process()),
         pods: pods.collect(),
+        disks,
     };
     stats::summary(&inputs, &context.rates)
 }
@@ -364,12 +373,17 @@ fn ok<T>(what: &str, reading: Result<T, machine::Error>) -> Option<T> {
         .ok()
 }
 
+/// The summary with the pods' disk use, read off the async threads (it walks their
+/// directories).
 async fn stats_summary(State(context): State<Arc<ApiContext>>) -> Response {
-    axum::Json(take_summary(&context)).into_response()
+    match tokio::task::spawn_blocking(move || take_summary(&context, true)).await {
+        Ok(summary) => axum::Json(summary).into_response(),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
 }
 
 async fn resource_metrics(State(context): State<Arc<ApiContext>>) -> Response {
-    prometheus_text(metrics::resource_metrics(&take_summary(&context)))
+    prometheus_text(metrics::resource_metrics(&take_summary(&context, false)))
 }
 
 async fn agent_metrics(State(context): State<Arc<ApiContext>>) -> Response {

@@ -10,7 +10,7 @@
 //! the last rate); for a container seen for the first time it is the average since its start.
 //! A pod's figures are its containers' sums.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use wasmlet_worker::ContainerUsage;
 
+use crate::disk::{DirUsage, PodDisk};
 use crate::machine::{CpuReading, MemoryReading, ProcessReading, Readings};
 use crate::running::RunningPod;
 
@@ -150,6 +151,48 @@ pub struct PodStats {
     pub cpu: CpuStats,
     /// The sum of its containers' memory.
     pub memory: MemoryStats,
+    /// Its volumes' disk use (emptyDir, ConfigMap, Secret, downward API and projected).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volume: Vec<VolumeStats>,
+    /// Its local ephemeral storage: volumes and logs together.
+    #[serde(rename = "ephemeral-storage", skip_serializing_if = "Option::is_none")]
+    pub ephemeral_storage: Option<UsageFs>,
+}
+
+/// Disk use of a volume, a pod's ephemeral storage or a container's logs, on the file system
+/// of the data directory (whose free and total figures it repeats).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageFs {
+    /// When it was measured.
+    pub time: Time,
+    /// Bytes available on the file system.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_bytes: Option<u64>,
+    /// The file system's size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_bytes: Option<u64>,
+    /// Bytes used.
+    pub used_bytes: u64,
+    /// Free inodes of the file system.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inodes_free: Option<u64>,
+    /// Inodes of the file system.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inodes: Option<u64>,
+    /// Inodes used.
+    pub inodes_used: u64,
+}
+
+/// One volume's disk use.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStats {
+    /// The volume's name in the pod.
+    pub name: String,
+    /// Its use.
+    #[serde(flatten)]
+    pub fs: UsageFs,
 }
 
 /// Names a pod.
@@ -175,6 +218,9 @@ pub struct ContainerStats {
     pub cpu: CpuStats,
     /// Memory.
     pub memory: MemoryStats,
+    /// Its logs' disk use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<UsageFs>,
 }
 
 /// What a summary is made from: readings taken at `at`.
@@ -194,6 +240,8 @@ pub struct Inputs {
     pub process: Option<ProcessReading>,
     /// The running pods and their containers' usage.
     pub pods: Vec<(RunningPod, Vec<ContainerUsage>)>,
+    /// The pods' disk use, by UID (left out of the resource metrics, which need none).
+    pub disks: BTreeMap<String, PodDisk>,
 }
 
 /// The previous CPU sample of each node, pod and container, for `usageNanoCores`.
@@ -277,6 +325,7 @@ pub fn summary(inputs: &Inputs, rates: &CpuRates) -> Summary {
         .pods
         .iter()
         .map(|(pod, containers)| pod_stats(pod, containers, at, rates))
+        .map(|stats| with_disk(stats, inputs))
         .collect();
     let mut system_containers = Vec::new();
     if let Some(process) = &inputs.process {
@@ -341,6 +390,7 @@ fn agent_stats(process: &ProcessReading, at: Timestamp, rates: &CpuRates) -> Con
         start_time: Time(started),
         cpu: cpu_stats(at, process.cpu, rate),
         memory: memory_stats(at, process.resident_bytes),
+        logs: None,
     }
 }
 
@@ -357,6 +407,7 @@ fn all_pods_stats(pods: &[PodStats], at: Timestamp, boot_time: u64) -> Container
         start_time: Time(seconds(boot_time)),
         cpu,
         memory: memory_stats(at, sum(|p| p.memory.working_set_bytes)),
+        logs: None,
     }
 }
 
@@ -391,6 +442,42 @@ fn pod_stats(
         containers,
         cpu: cpu_stats(at, used, rate),
         memory: memory_stats(at, memory),
+        volume: Vec::new(),
+        ephemeral_storage: None,
+    }
+}
+
+/// Adds the pod's disk use (volumes, ephemeral storage, each container's logs) when it was
+/// read.
+fn with_disk(mut stats: PodStats, inputs: &Inputs) -> PodStats {
+    let Some(disk) = inputs.disks.get(&stats.pod_ref.uid) else {
+        return stats;
+    };
+    let fs = |usage: DirUsage| usage_fs(usage, inputs);
+    stats.volume = (disk.volumes.iter())
+        .map(|(name, usage)| VolumeStats {
+            name: name.clone(),
+            fs: fs(*usage),
+        })
+        .collect();
+    stats.ephemeral_storage = Some(fs(disk.total()));
+    for container in &mut stats.containers {
+        container.logs = disk.logs.get(&container.name).map(|usage| fs(*usage));
+    }
+    stats
+}
+
+/// `usage` with the data file system's free and total figures.
+fn usage_fs(usage: DirUsage, inputs: &Inputs) -> UsageFs {
+    let machine = inputs.machine.as_ref();
+    UsageFs {
+        time: Time(inputs.at),
+        available_bytes: machine.map(|m| m.fs_available),
+        capacity_bytes: machine.map(|m| m.fs_total),
+        used_bytes: usage.bytes,
+        inodes_free: machine.map(|m| m.fs_inodes_free),
+        inodes: machine.map(|m| m.fs_inodes),
+        inodes_used: usage.inodes,
     }
 }
 
@@ -408,6 +495,7 @@ fn container_stats(
         start_time: Time(container.started_at),
         cpu: cpu_stats(at, used, rate),
         memory: memory_stats(at, container.usage.memory_bytes),
+        logs: None,
     }
 }
 
@@ -565,6 +653,7 @@ mod tests {
             }),
             process: None,
             pods: vec![running("a", &[("x", 1000, 65536), ("y", 500, 131072)])],
+            disks: BTreeMap::new(),
         }
     }
 
@@ -590,6 +679,32 @@ mod tests {
         let pods = &node.system_containers[0];
         assert_eq!(pods.name, "pods");
         assert_eq!(pods.memory.working_set_bytes, Some(196_608));
+    }
+
+    #[test]
+    fn a_pods_disk_use_is_reported_by_volume_and_container_logs() {
+        let mut inputs = inputs();
+        let usage = |bytes, inodes| DirUsage { bytes, inodes };
+        let disk = PodDisk {
+            volumes: BTreeMap::from([("data".into(), usage(8192, 3))]),
+            logs: BTreeMap::from([("x".into(), usage(4096, 2))]),
+        };
+        inputs.disks.insert("uid-a".into(), disk);
+        let json = serde_json::to_value(summary(&inputs, &CpuRates::default())).unwrap();
+        let pod = &json["pods"][0];
+        assert_eq!(pod["volume"][0]["name"], "data");
+        assert_eq!(pod["volume"][0]["usedBytes"], 8192);
+        assert_eq!(pod["volume"][0]["inodesUsed"], 3);
+        assert_eq!(pod["volume"][0]["capacityBytes"], 100);
+        assert_eq!(pod["volume"][0]["availableBytes"], 40);
+        assert_eq!(pod["ephemeral-storage"]["usedBytes"], 12288);
+        assert_eq!(pod["ephemeral-storage"]["inodesUsed"], 5);
+        assert_eq!(pod["containers"][0]["logs"]["usedBytes"], 4096);
+        assert!(pod["containers"][1].get("logs").is_none(), "{pod:#}");
+        // Without disk readings (the resource metrics) nothing of it appears.
+        let json = serde_json::to_value(summary(&self::inputs(), &CpuRates::default())).unwrap();
+        assert!(json["pods"][0].get("volume").is_none());
+        assert!(json["pods"][0].get("ephemeral-storage").is_none());
     }
 
     #[test]

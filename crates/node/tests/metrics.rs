@@ -133,6 +133,27 @@ async fn check_kubelet_endpoints(cluster: &Cluster, port: u16) -> Result<()> {
     );
     assert!(container["startTime"].is_string(), "{pod:#}");
     assert_eq!(pod["memory"]["workingSetBytes"], BUSY_BYTES, "{pod:#}");
+    // Disk use: the projected service account volume (token and CA files), the logs.
+    let volumes = pod["volume"].as_array().context("volume stats")?;
+    let token = (volumes.iter())
+        .find(|v| {
+            v["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("kube-api-access-"))
+        })
+        .with_context(|| format!("no service account volume in {pod:#}"))?;
+    assert!(token["usedBytes"].as_u64() > Some(0), "{pod:#}");
+    assert!(token["inodesUsed"].as_u64() > Some(2), "{pod:#}");
+    assert!(token["capacityBytes"].as_u64() > Some(0), "{pod:#}");
+    let ephemeral = &pod["ephemeral-storage"];
+    assert!(
+        ephemeral["usedBytes"].as_u64() >= token["usedBytes"].as_u64(),
+        "{pod:#}"
+    );
+    assert!(
+        container["logs"]["inodesUsed"].as_u64() >= Some(2),
+        "{pod:#}"
+    );
 
     let resource = get(cluster, port, "/metrics/resource")?;
     let labels = "{container=\"busy\",namespace=\"default\",pod=\"busy\"}";
