@@ -132,7 +132,11 @@ async fn supervise(
     let last = worker.wait().await;
     let status = pod_status(&pod, &last.pod, None);
     print_status(&pod, &status);
-    let _ = std::fs::remove_dir_all(worker.dir().path().join("volumes"));
+    let volumes = worker.dir().path().join("volumes");
+    if let Err(err) = wasmlet_worker::tmpfs::unmount_under(&volumes) {
+        eprintln!("warning: {err}");
+    }
+    let _ = std::fs::remove_dir_all(volumes);
     Ok(match fatal {
         true => ExitCode::from(1),
         false => pod_exit_code(&status),

@@ -133,9 +133,13 @@
 //!   follow).
 //!
 //! # Volumes
-//! - `emptyDir`: a directory under the pod directory; `medium: Memory` is a plain directory
-//!   too (no tmpfs); a `sizeLimit` is enforced as the kubelet's eviction manager does: past
-//!   it (measured every 10 s) the pod is evicted (`Failed`, reason `Evicted`).
+//! - `emptyDir`: a directory under the pod directory; `medium: Memory` mounts a tmpfs on it
+//!   sized by its `sizeLimit` (else the node's allocatable memory), so a write past the limit
+//!   fails with "No space left on device", as on a kubelet's node; without the right to mount
+//!   (`CAP_SYS_ADMIN`) it is a directory on disk, with a warning. A `sizeLimit` is also
+//!   enforced as the kubelet's eviction manager does: past it (measured every 10 s) the pod is
+//!   evicted (`Failed`, reason `Evicted`). Removing the pod's directory unmounts its tmpfs
+//!   volumes first.
 //! - `hostPath`: the host directory, after the check its `type` asks for.
 //! - `configMap`, `secret`, `downwardAPI`, `projected`: files written atomically with their
 //!   modes (the kubelet's `..data` symlink swap), always mounted read-only. Projected service
@@ -154,6 +158,7 @@ mod probe;
 pub mod resume;
 pub mod serving;
 pub mod storage;
+pub mod tmpfs;
 pub mod usage;
 pub mod volumes;
 mod worker;

@@ -77,8 +77,12 @@ impl PodDir {
         }
     }
 
-    /// Removes the pod's directory and everything in it (hostPath volumes are not in it).
+    /// Removes the pod's directory and everything in it (hostPath volumes are not in it),
+    /// its memory-backed volumes unmounted first.
     pub fn remove(&self) -> std::io::Result<()> {
+        if self.path.exists() {
+            crate::tmpfs::unmount_under(&self.path)?;
+        }
         match std::fs::remove_dir_all(&self.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

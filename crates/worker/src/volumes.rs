@@ -2,7 +2,8 @@
 //! the runtime's preopened directories.
 //!
 //! - `emptyDir`: a directory under the pod directory, for the pod's lifetime. `medium: Memory`
-//!   is a plain directory too (no tmpfs: the worker runs unprivileged); `sizeLimit` is
+//!   mounts a tmpfs on it, sized by `sizeLimit` or else the node's allocatable memory
+//!   (`crate::tmpfs`; a plain directory when the worker may not mount). `sizeLimit` is also
 //!   enforced by eviction (`crate::storage`).
 //! - `hostPath`: the host directory itself, after the check (or creation) its `type` asks
 //!   for. Only directories can be mounted: WASI preopens are directories.
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmlet_pod::k8s_openapi::api::core::v1::Pod;
-use wasmlet_pod::volume::{HostPathType, VolumeContent};
+use wasmlet_pod::volume::{EmptyDirMedium, HostPathType, VolumeContent};
 use wasmlet_pod::{
     ConfigObjects, FileToWrite, MountPlan, NodeFacts, VolumeError, VolumePlan, plan_volume,
 };
@@ -90,17 +91,24 @@ pub(crate) fn set_up(
             volume: volume.name.clone(),
             message,
         };
-        let m = materialise(&plan, dir).map_err(setup_err)?;
+        let m = materialise(&plan, dir, node).map_err(setup_err)?;
         mounted.insert(plan.name, m);
     }
     Ok(mounted)
 }
 
-fn materialise(plan: &VolumePlan, dir: &PodDir) -> Result<Mounted, String> {
+fn materialise(plan: &VolumePlan, dir: &PodDir, node: &NodeFacts) -> Result<Mounted, String> {
     let path = dir.volume(&plan.name);
     match &plan.content {
-        VolumeContent::EmptyDir { .. } => {
+        VolumeContent::EmptyDir {
+            medium,
+            size_limit_bytes,
+        } => {
             std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if *medium == EmptyDirMedium::Memory {
+                let node_memory = u64::try_from(node.allocatable.memory_bytes).unwrap_or(0);
+                in_memory(&path, size_limit_bytes.unwrap_or(node_memory));
+            }
             Ok(Mounted {
                 host: path,
                 always_read_only: false,
@@ -120,6 +128,18 @@ fn materialise(plan: &VolumePlan, dir: &PodDir) -> Result<Mounted, String> {
                 always_read_only: true,
             })
         }
+    }
+}
+
+/// Mounts a tmpfs of `size_bytes` on a memory-backed emptyDir; without the right to mount,
+/// it stays a directory on disk.
+fn in_memory(path: &Path, size_bytes: u64) {
+    if let Err(err) = crate::tmpfs::mount(path, size_bytes.max(1)) {
+        tracing::warn!(
+            volume = %path.display(),
+            %err,
+            "emptyDir medium Memory is a directory on disk: mounting a tmpfs needs CAP_SYS_ADMIN"
+        );
     }
 }
 

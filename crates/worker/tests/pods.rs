@@ -472,3 +472,63 @@ async fn an_empty_dir_past_its_size_limit_evicts_the_pod() {
         facts.events
     );
 }
+
+#[tokio::test]
+async fn a_memory_backed_empty_dir_is_a_tmpfs_of_its_size_limit() {
+    // Four writers of 20 KiB each on a 64 KiB tmpfs: the last to write finds no space.
+    let chunk = "x".repeat(20 * 1024);
+    let mount = "volumeMounts: [{name: ram, mountPath: /r}]";
+    let writers: String = (1..=4)
+        .map(|i| {
+            format!("  - {{name: big{i}, image: fs, args: [write, big{i}, '{chunk}'], {mount}}}\n")
+        })
+        .collect();
+    let pod = start(
+        &format!(
+            "  restartPolicy: Never\n  volumes: [{{name: ram, emptyDir: {{medium: Memory, sizeLimit: 64Ki}}}}]\n  \
+             containers:\n  \
+             - {{name: small, image: fs, args: [write, small, hello], {mount}}}\n{writers}  \
+             - {{name: sleeper, image: sleep, args: ['600000']}}\n"
+        ),
+        "",
+    );
+    let names = ["small", "big1", "big2", "big3", "big4"];
+    let done = |f: &wasmlet_worker::WorkerFacts| {
+        (names.iter()).all(|c| matches!(container(f, c).state, RunState::Terminated(_)))
+    };
+    let facts = pod.until(done).await;
+    let volume = pod.worker.dir().volume("ram");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = (mounts.lines())
+        .find(|l| l.split(' ').nth(4) == volume.to_str())
+        .unwrap_or_else(|| panic!("no mount at {}:\n{mounts}", volume.display()));
+    assert!(
+        line.contains(" - tmpfs ") && line.contains("size=64k"),
+        "{line}"
+    );
+    assert_eq!(terminated(&facts, "small").exit_code, 0);
+    assert_eq!(
+        std::fs::read_to_string(volume.join("small")).unwrap(),
+        "hello"
+    );
+    // A write past the size limit fails for lack of space (WASI errno 51, ENOSPC).
+    let codes: Vec<i32> = (1..=4)
+        .map(|i| terminated(&facts, &format!("big{i}")).exit_code)
+        .collect();
+    assert!(codes.iter().all(|c| [0, 51].contains(c)), "{codes:?}");
+    assert!(codes.contains(&51), "every 20 KiB write fit: {codes:?}");
+    let written: u64 = (1..=4)
+        .filter_map(|i| std::fs::metadata(volume.join(format!("big{i}"))).ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(written <= 64 * 1024, "{written} bytes on a 64 KiB tmpfs");
+
+    pod.kill().await;
+    pod.worker.dir().remove().unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dir = pod.worker.dir().path().to_str().unwrap().to_owned();
+    assert!(
+        !mounts.contains(&dir),
+        "a mount under {dir} was left:\n{mounts}"
+    );
+}

@@ -106,6 +106,13 @@ pub fn start_on(node: NodeFacts, spec: &str, extra: &str) -> Pod {
     }
 }
 
+impl Drop for Pod {
+    /// Memory-backed volumes are mounts: undone before the temporary root is removed.
+    fn drop(&mut self) {
+        let _ = wasmlet_worker::tmpfs::unmount_under(self.worker.dir().path());
+    }
+}
+
 impl Pod {
     pub async fn finish(&self) -> WorkerFacts {
         tokio::time::timeout(Duration::from_secs(60), self.worker.wait())
