@@ -61,6 +61,15 @@ pub struct NodeArgs {
     /// controllers replace them on other nodes.
     #[arg(long)]
     drain_on_shutdown: bool,
+    /// Renew the client certificate (from TLS bootstrap) at 70-90% of its life, as the
+    /// kubelet's flag of the same name; `=false` uses it until it expires.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    rotate_certificates: bool,
+    /// Renew the kubelet API's serving certificate (a `kubernetes.io/kubelet-serving` CSR)
+    /// at 70-90% of its life; `=false` asks for a new one only at a start that finds it
+    /// expired.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    rotate_server_certificates: bool,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -96,6 +105,8 @@ fn config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     config.registry.ca_files = args.registry_ca_file.clone();
     config.registry.insecure = args.insecure_registry.clone();
     config.drain_on_shutdown = args.drain_on_shutdown;
+    config.rotate_certificates = args.rotate_certificates;
+    config.rotate_server_certificates = args.rotate_server_certificates;
     Ok(config)
 }
 

@@ -233,7 +233,15 @@ async fn run_api(
         Err(err) => return tracing::error!(%err, "the kubelet API is off"),
     };
     let renewal = rotation::Rotation::serving(client.clone(), request, path, resolver);
-    let rotation = tokio::spawn(rotation::run(renewal, cancel.clone()));
+    let rotation = match config.rotate_server_certificates {
+        true => tokio::spawn(rotation::run(renewal, cancel.clone())),
+        false => {
+            tracing::info!(
+                "serving certificate rotation is off (--rotate-server-certificates=false)"
+            );
+            tokio::spawn(async {})
+        }
+    };
     let context = server::ApiContext {
         client,
         node_name: config.node_name.clone(),

@@ -61,6 +61,13 @@ pub struct NodeConfig {
     /// On shutdown, report the stopped pods Failed (`Terminated`) so their controllers
     /// replace them elsewhere; else their status is left for the next start.
     pub drain_on_shutdown: bool,
+    /// Renew the client certificate (one from TLS bootstrap, in a file) before it expires,
+    /// as the kubelet's `--rotate-certificates`; else it is used until it expires.
+    pub rotate_certificates: bool,
+    /// Renew the kubelet API's serving certificate before it expires, as the kubelet's
+    /// `--rotate-server-certificates`; else a new one is asked for only at a start that finds
+    /// the stored one expired.
+    pub rotate_server_certificates: bool,
 }
 
 /// The default pod CIDR: a loopback range, reachable on this machine without any set-up.
@@ -158,6 +165,8 @@ impl NodeConfig {
                 .expect("the default pod CIDR parses"),
             registry: ClientConfig::default(),
             drain_on_shutdown: false,
+            rotate_certificates: true,
+            rotate_server_certificates: true,
         }
     }
 

@@ -141,6 +141,9 @@ impl Rotation {
 /// Keeps the node's client certificate renewed when [`Rotation::client`] allows; otherwise
 /// says once why not and returns.
 pub async fn run_client(node: NodeClient, config: NodeConfig, cancel: CancellationToken) {
+    if !config.rotate_certificates {
+        return tracing::info!("client certificate rotation is off (--rotate-certificates=false)");
+    }
     match Rotation::client(node, &config) {
         Ok(rotation) => run(rotation, cancel).await,
         Err(err) => tracing::info!(%err, "the client certificate is not rotated"),

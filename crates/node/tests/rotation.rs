@@ -30,24 +30,32 @@ const VALID_BEFORE: i64 = 60;
 /// ...and until this many seconds after it.
 const VALID_AFTER: i64 = 60;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotates_the_client_and_serving_certificates_while_running() -> Result<()> {
-    let cluster = Cluster::start(NODE)?;
-    let data = tempfile::tempdir()?;
-    let files = Files::new(data.path());
+/// A node agent started with the short-lived certificates.
+struct Started {
+    files: Files,
+    first_client: String,
+    first_serving: String,
+    expiry: i64,
+    port: u16,
+    cancel: CancellationToken,
+    agent: tokio::task::JoinHandle<Result<(), agent::Error>>,
+}
+
+/// Issues the two-minute certificates into `data` and starts the agent on them, with
+/// rotation on or off.
+fn start(cluster: &Cluster, data: &Path, rotate: bool) -> Result<Started> {
+    let files = Files::new(data);
     let now = Timestamp::now().as_second();
-    let expiry = now + VALID_AFTER;
-    let ca = TestCa::load(&cluster)?;
+    let ca = TestCa::load(cluster)?;
     write(&files.client, &ca.issue(node_params(now, false)?)?)?;
     write(&files.serving, &ca.issue(node_params(now, true)?)?)?;
     std::fs::copy(&files.client, &files.first_client)?;
-    write_kubeconfig(&cluster, &files.kubeconfig, &files.client)?;
-    write_kubeconfig(&cluster, &files.first_kubeconfig, &files.first_client)?;
-    let first_client = serial(&files.client)?;
-    let first_serving = serial(&files.serving)?;
-
-    let mut config = cluster::node_config(NODE, data.path())?;
+    write_kubeconfig(cluster, &files.kubeconfig, &files.client)?;
+    write_kubeconfig(cluster, &files.first_kubeconfig, &files.first_client)?;
+    let mut config = cluster::node_config(NODE, data)?;
     config.port = free_port()?;
+    config.rotate_certificates = rotate;
+    config.rotate_server_certificates = rotate;
     let port = config.port;
     let credentials = Credentials {
         kubeconfig: Some(files.kubeconfig.clone()),
@@ -55,6 +63,30 @@ async fn rotates_the_client_and_serving_certificates_while_running() -> Result<(
     };
     let cancel = CancellationToken::new();
     let agent = tokio::spawn(agent::run(config, credentials, cancel.clone()));
+    Ok(Started {
+        first_client: serial(&files.client)?,
+        first_serving: serial(&files.serving)?,
+        files,
+        expiry: now + VALID_AFTER,
+        port,
+        cancel,
+        agent,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotates_the_client_and_serving_certificates_while_running() -> Result<()> {
+    let cluster = Cluster::start(NODE)?;
+    let data = tempfile::tempdir()?;
+    let Started {
+        files,
+        first_client,
+        first_serving,
+        expiry,
+        port,
+        cancel,
+        agent,
+    } = start(&cluster, data.path(), true)?;
 
     // The client certificate: a CSR by the node itself, approved and signed by the cluster,
     // whose certificate is now the file's.
@@ -126,6 +158,28 @@ async fn rotates_the_client_and_serving_certificates_while_running() -> Result<(
 
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(15), agent).await???;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_rotation_off_the_certificates_are_kept_past_their_deadlines() -> Result<()> {
+    let cluster = Cluster::start(NODE)?;
+    let data = tempfile::tempdir()?;
+    let node = start(&cluster, data.path(), false)?;
+    eventually(Duration::from_secs(30), "the kubelet API", || {
+        served_serial(node.port).ok()
+    })
+    .await?;
+    // The latest deadline is at 90% of the two minutes, 48 s after the start.
+    let past = node.expiry - VALID_AFTER + 50 - Timestamp::now().as_second();
+    tokio::time::sleep(Duration::from_secs(u64::try_from(past).unwrap_or(0))).await;
+    assert_eq!(serial(&node.files.client)?, node.first_client);
+    assert_eq!(serial(&node.files.serving)?, node.first_serving);
+    assert_eq!(served_serial(node.port)?, node.first_serving);
+    let csrs = cluster.kubectl_json(&["get", "csr"])?;
+    assert_eq!(csrs["items"].as_array().map(Vec::len), Some(0), "{csrs:#}");
+    node.cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(15), node.agent).await???;
     Ok(())
 }
 
