@@ -106,6 +106,7 @@ impl KeyedCert {
             serial: cert.raw_serial_as_string(),
             common_name: subject.iter_common_name().next().and_then(text),
             organizations: subject.iter_organization().filter_map(text).collect(),
+            alt_names: alt_names(&cert),
         })
     }
 }
@@ -123,6 +124,43 @@ pub struct CertInfo {
     pub common_name: Option<String>,
     /// The subject's O values.
     pub organizations: Vec<String>,
+    /// The subject alternative names: IP addresses and DNS names.
+    pub alt_names: AltNames,
+}
+
+/// The IP addresses and DNS names a certificate is for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AltNames {
+    /// IP SANs.
+    pub ips: Vec<IpAddr>,
+    /// DNS SANs.
+    pub dns_names: Vec<String>,
+}
+
+/// The IP and DNS subject alternative names of `cert`.
+fn alt_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> AltNames {
+    use x509_parser::extensions::GeneralName;
+    let mut names = AltNames::default();
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return names;
+    };
+    for name in &san.value.general_names {
+        match name {
+            GeneralName::DNSName(dns) => names.dns_names.push((*dns).to_owned()),
+            GeneralName::IPAddress(bytes) => names.ips.extend(ip_of(bytes)),
+            _ => {}
+        }
+    }
+    names
+}
+
+/// An IP address from its 4 or 16 bytes.
+fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        _ => None,
+    }
 }
 
 impl CertInfo {
@@ -158,6 +196,15 @@ pub struct Request {
 }
 
 impl Request {
+    /// Whether a certificate with `info` serves this request: each IP address and DNS name
+    /// asked for is among its alternative names (a node whose addresses changed needs a new
+    /// serving certificate, as the kubelet's certificate manager decides from its template).
+    pub fn covered_by(&self, info: &CertInfo) -> bool {
+        let names = &info.alt_names;
+        self.ips.iter().all(|ip| names.ips.contains(ip))
+            && (self.dns_names.iter()).all(|dns| names.dns_names.contains(dns))
+    }
+
     /// The node's client certificate (signer `kubernetes.io/kube-apiserver-client-kubelet`).
     pub fn client(node_name: &str) -> Self {
         Self {
@@ -213,7 +260,14 @@ pub async fn load_or_request(
     let stored = std::fs::read_to_string(path)
         .ok()
         .and_then(|t| KeyedCert::from_pem(&t));
-    if let Some(stored) = stored.filter(|cert| cert.fresh(now)) {
+    let usable = |cert: &KeyedCert| {
+        let covers = cert.info().is_some_and(|info| request.covered_by(&info));
+        if !covers {
+            tracing::info!(path = %path.display(), ips = ?request.ips, names = ?request.dns_names, "the stored certificate is not for this node's addresses; asking for a new one");
+        }
+        cert.fresh(now) && covers
+    };
+    if let Some(stored) = stored.filter(usable) {
         return Ok(stored);
     }
     let cert = obtain(client, request, cancel).await?;
@@ -381,6 +435,39 @@ mod tests {
         assert!(keyed.fresh(now));
         assert!(!keyed.fresh(4_100_000_000), "near expiry");
         assert!(KeyedCert::from_pem("nothing").is_none());
+    }
+
+    #[test]
+    fn a_serving_certificate_must_name_the_nodes_addresses() {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["n1".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let cert = params.self_signed(&key).unwrap();
+        let keyed = KeyedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        let info = keyed.info().unwrap();
+        assert_eq!(info.alt_names.ips, ["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(info.alt_names.dns_names, ["n1"]);
+        let serving = |ip: &str, name: &str| Request {
+            node_name: name.into(),
+            signer: SERVING_SIGNER,
+            ips: vec![ip.parse().unwrap()],
+            dns_names: vec![name.into()],
+        };
+        assert!(serving("127.0.0.1", "n1").covered_by(&info));
+        assert!(
+            !serving("10.0.0.2", "n1").covered_by(&info),
+            "a new node IP"
+        );
+        assert!(!serving("127.0.0.1", "n2").covered_by(&info), "a new name");
+        assert!(
+            Request::client("n1").covered_by(&info),
+            "client requests name no SANs"
+        );
     }
 
     #[test]

@@ -249,6 +249,7 @@ mod tests {
             serial: "01".into(),
             common_name: Some("system:node:n1".into()),
             organizations: vec!["system:nodes".into()],
+            alt_names: Default::default(),
         }
     }
 

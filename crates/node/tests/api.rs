@@ -90,6 +90,43 @@ async fn kubelet_api_serves_logs_to_the_api_server_only() -> Result<()> {
 
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(15), agent).await??;
+
+    // Started again on another address, the node asks for a serving certificate for it
+    // instead of serving the stored one, which does not name it.
+    let mut config = cluster::node_config(NODE, data.path())?;
+    config.node_ip = "127.0.0.2".parse()?;
+    config.port = port;
+    let credentials = wasmlet_node::agent::Credentials {
+        kubeconfig: Some(cluster.var("WASMLET_NODE_KUBECONFIG").into()),
+        ..Default::default()
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let agent = tokio::spawn(wasmlet_node::agent::run(
+        config,
+        credentials,
+        cancel.clone(),
+    ));
+    let csr = eventually(
+        Duration::from_secs(30),
+        "a serving CSR for 127.0.0.2",
+        || cluster::serving_csr(&cluster, NODE),
+    )
+    .await?;
+    cluster.kubectl(&["certificate", "approve", &csr])?;
+    let url = format!("https://127.0.0.2:{port}/healthz");
+    let answer = eventually(Duration::from_secs(30), "healthz on 127.0.0.2", || {
+        let output = Command::new("curl")
+            .args(["-sk", "--max-time", "10"])
+            .args(admin)
+            .arg(&url)
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&output.stdout).into_owned()).filter(|body| body == "ok")
+    })
+    .await?;
+    assert_eq!(answer, "ok");
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(15), agent).await???;
     Ok(())
 }
 
