@@ -612,15 +612,22 @@ def density_paragraph(rows: list[dict]) -> str:
         cm = idle.get("GET configmaps", 0)
         if total:
             out.append(
-                f"Idle is not free for the control plane: with {fmt(best['pods'])} pods that do nothing, the API server "
-                f"answered {total:,.0f} requests a second and used {proc(best, 'kube-apiserver').get('idle_cpu_pct', '?')} % "
+                ("Idle is not free for the control plane" if cm > total / 2 else
+                 "Idle pods cost the control plane next to nothing")
+                + f": with {fmt(best['pods'])} pods that do nothing, the API server "
+                f"answered {total:,.1f} requests a second and used {proc(best, 'kube-apiserver').get('idle_cpu_pct', '?')} % "
                 f"of a core, etcd {proc(best, 'etcd').get('idle_cpu_pct', '?')} %, the agent "
                 f"{proc(best, 'agent').get('idle_cpu_pct', '?')} %"
                 + (f"; {cm:,.0f} of those requests a second were GETs of ConfigMaps, one per pod every 30 s: **here wasmlet "
                    "loses** to the kubelet, which by default watches each ConfigMap and Secret once for all the pods that "
                    "use it (`configMapAndSecretChangeDetectionStrategy: Watch`), where the agent reads every pod's "
                    "objects again every 30 s (here the `kube-root-ca.crt` of each pod's token volume), so its idle load "
-                   "on the API server and etcd grows with the pods." if cm > total / 2 else "."))
+                   "on the API server and etcd grows with the pods." if cm > total / 2 else
+                   "; the busiest were " + ", ".join(f"{k} {v:,.1f}/s" for k, v in sorted(
+                       idle.items(), key=lambda kv: -kv[1])[:3]) + ". The agent follows each ConfigMap and Secret its "
+                   "pods use with one watch shared by all of them (here the `kube-root-ca.crt` of every pod's token "
+                   "volume), as the kubelet's default `Watch` strategy does, so pods that do nothing make the API "
+                   "server read nothing for them."))
         agent = proc(best, "agent")
         if agent.get("rss_kib_per_pod") is not None:
             out.append(
