@@ -6,13 +6,19 @@
 //! [`LogConfig::max_size`] it is rotated: `x.log` becomes `x.log.1`, `x.log.1` becomes
 //! `x.log.2`, and so on, keeping [`LogConfig::max_files`] files in all (like the kubelet's
 //! `containerLogMaxSize` / `containerLogMaxFiles`).
+//!
+//! A log file is closed once its container has written nothing for [`IDLE_CLOSE`] and opened
+//! again (appending) at the next write, so an idle container holds no descriptor for its log:
+//! a node of thousands of quiet pods would otherwise run out of open files for logs alone. One
+//! thread, started with the first log, closes the idle ones.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use tokio::io::AsyncWrite;
@@ -82,11 +88,15 @@ impl Stream {
     }
 }
 
-/// A CRI-format log file with rotation.
+/// How long a log file stays open without a write.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(5);
+
+/// A CRI-format log file with rotation, open while it is being written.
 pub struct CriLog {
     config: LogConfig,
-    file: File,
+    file: Option<File>,
     size: u64,
+    last_write: Instant,
 }
 
 impl CriLog {
@@ -101,7 +111,34 @@ impl CriLog {
         }
         let file = append(&config.path).map_err(io_err)?;
         let size = file.metadata().map_err(io_err)?.len();
-        Ok(CriLog { config, file, size })
+        Ok(CriLog {
+            config,
+            file: Some(file),
+            size,
+            last_write: Instant::now(),
+        })
+    }
+
+    /// Closes the file if nothing was written for `idle` (the next write opens it again).
+    pub fn close_if_idle(&mut self, idle: Duration) {
+        if self.file.is_some() && self.last_write.elapsed() >= idle {
+            self.file = None;
+        }
+    }
+
+    /// Whether the file is open now.
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The open file, opened again (appending) if it was closed while idle.
+    fn file(&mut self) -> io::Result<&mut File> {
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => append(&self.config.path)?,
+        };
+        self.last_write = Instant::now();
+        Ok(self.file.insert(file))
     }
 
     /// Writes one entry; `full` says whether it ends a line (`F`) or not (`P`).
@@ -114,7 +151,7 @@ impl CriLog {
         if self.size > 0 && self.size + entry.len() as u64 > self.config.max_size {
             self.rotate()?;
         }
-        self.file.write_all(&entry)?;
+        self.file()?.write_all(&entry)?;
         self.size += entry.len() as u64;
         Ok(())
     }
@@ -131,7 +168,7 @@ impl CriLog {
         if keep > 1 {
             std::fs::rename(&self.config.path, rotated(&self.config.path, 1))?;
         }
-        self.file = File::create(&self.config.path)?;
+        self.file = Some(File::create(&self.config.path)?);
         self.size = 0;
         Ok(())
     }
@@ -202,7 +239,17 @@ impl OutputSink {
                 log.write_entry(stream, false, &rest)?;
             }
         }
-        log.file.flush()
+        match &mut log.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the log file if it has been idle for `idle`.
+    fn close_if_idle(&mut self, idle: Duration) {
+        if let Some(log) = &mut self.log {
+            log.close_if_idle(idle);
+        }
     }
 }
 
@@ -222,7 +269,12 @@ pub(crate) struct SharedSink(Arc<Mutex<OutputSink>>);
 
 impl SharedSink {
     pub(crate) fn new(sink: OutputSink) -> SharedSink {
-        SharedSink(Arc::new(Mutex::new(sink)))
+        let has_log = sink.log.is_some();
+        let shared = SharedSink(Arc::new(Mutex::new(sink)));
+        if has_log {
+            idle_closer().register(&shared.0);
+        }
+        shared
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, OutputSink> {
@@ -237,6 +289,54 @@ impl SharedSink {
             stream,
         }
     }
+}
+
+/// The sinks whose log files the idle closer looks after.
+struct IdleCloser {
+    sinks: Mutex<Vec<Weak<Mutex<OutputSink>>>>,
+}
+
+impl IdleCloser {
+    fn register(&self, sink: &Arc<Mutex<OutputSink>>) {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        sinks.push(Arc::downgrade(sink));
+    }
+
+    /// Forgets dropped sinks and closes the files idle for [`IDLE_CLOSE`]; a sink being
+    /// written at this moment is left for the next sweep.
+    fn sweep(&self) {
+        let live: Vec<Arc<Mutex<OutputSink>>> = {
+            let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+            sinks.retain(|w| w.strong_count() > 0);
+            sinks.iter().filter_map(Weak::upgrade).collect()
+        };
+        for sink in live {
+            if let Ok(mut sink) = sink.try_lock() {
+                sink.close_if_idle(IDLE_CLOSE);
+            }
+        }
+    }
+}
+
+/// The process's idle closer, its thread started on first use.
+fn idle_closer() -> &'static IdleCloser {
+    static CLOSER: OnceLock<IdleCloser> = OnceLock::new();
+    CLOSER.get_or_init(|| {
+        let spawned = std::thread::Builder::new()
+            .name("wasmlet-logs".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(IDLE_CLOSE / 2);
+                    idle_closer().sweep();
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::warn!(%err, "log files of idle containers stay open");
+        }
+        IdleCloser {
+            sinks: Mutex::new(Vec::new()),
+        }
+    })
 }
 
 /// One guest output stream (stdout or stderr), as WASI sees it.
@@ -331,6 +431,41 @@ mod tests {
                 e("stdout", "P", "xy"),
             ]
         );
+    }
+
+    #[test]
+    fn an_idle_log_is_closed_and_opened_again_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let mut log = CriLog::open(LogConfig::new(&path)).unwrap();
+        log.write_entry(Stream::Stdout, true, b"before").unwrap();
+        log.close_if_idle(Duration::from_secs(3600));
+        assert!(log.is_open(), "written just now");
+        log.close_if_idle(Duration::ZERO);
+        assert!(!log.is_open());
+        log.write_entry(Stream::Stderr, true, b"after").unwrap();
+        assert!(log.is_open());
+        assert_eq!(
+            entries(&path),
+            vec![e("stdout", "F", "before"), e("stderr", "F", "after")]
+        );
+    }
+
+    #[test]
+    fn the_idle_closer_closes_quiet_sinks_and_forgets_dropped_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let closer = IdleCloser {
+            sinks: Mutex::new(Vec::new()),
+        };
+        let quiet = Arc::new(Mutex::new(sink(dir.path(), 16)));
+        let gone = Arc::new(Mutex::new(sink(&dir.path().join("x"), 16)));
+        closer.register(&quiet);
+        closer.register(&gone);
+        drop(gone);
+        quiet.lock().unwrap().log.as_mut().unwrap().last_write -= IDLE_CLOSE;
+        closer.sweep();
+        assert!(!quiet.lock().unwrap().log.as_ref().unwrap().is_open());
+        assert_eq!(closer.sinks.lock().unwrap().len(), 1);
     }
 
     #[test]
