@@ -395,7 +395,7 @@ SECTIONS = [
      "then inside one "
      "process: instantiate-and-run per second on one core, pooled against not."),
     ("2", "2. Pod start latency through the wasmlet node agent",
-     "The same control plane as item 3, with one `wasmlet node` joined by TLS bootstrap (`--max-pods 10000`; "
+     "The same control plane as item 3, with one `wasmlet node` joined by TLS bootstrap (`--max-pods` the last density step, 20,000; "
      "item 3's containerd and kubelet stopped by then). The images were pushed to a loopback docker-registry "
      "and pulled into the agent's store before it started, and the pods say `imagePullPolicy: IfNotPresent`, so "
      "no pull is timed. Pods tolerate the node's `kubernetes.io/arch=wasm32-wasi` taints and select it by its "
@@ -425,7 +425,7 @@ SECTIONS = [
     ("4", "4. Density of idle pods on one node agent",
      "Idle pods on one `wasmlet node`, half sleepers (wasm `sleep` for an hour) and half wasi:http servers "
      "(the http hello component listening on its pod IP, no requests), created in batches of 50 up to each "
-     "step's total (500, 1,000, 2,000, 5,000, then 10,000, the agent's `--max-pods`), each step bounded in "
+     "step's total (500, 1,000, 2,000, 5,000, 10,000, then 20,000, the agent's `--max-pods`), each step bounded in "
      "time; a step degrades when its pods are not all Running within that time, a pod fails, a process "
      "dies or the machine runs short of memory, and the stepping stops there. After each step: the resident "
      "memory, threads, open files and memory mappings of the agent and of the control plane's processes, "
@@ -586,9 +586,13 @@ def density_paragraph(rows: list[dict]) -> str:
                                if v >= 10)
             out.append(
                 f"**What ran out first: the agent's open files.** At the {fmt(bad['pods'])}-pod step it held {fmt(fds)} "
-                f"descriptors, this machine's limit{f' ({listed})' if listed else ''}: every pod holds two, its "
-                "container's log file and either the sleeper's WASI preopen of its ServiceAccount token volume or the "
-                "idle wasi:http server's listening socket. The pods that did not start met `Too many open files` "
+                f"descriptors, this machine's limit{f' ({listed})' if listed else ''}: "
+                + ("every pod holds two, its container's log file and either the sleeper's WASI preopen of its "
+                   "ServiceAccount token volume or the idle wasi:http server's listening socket"
+                   if kinds.get("log file", 0) > bad["pods"] / 2 else
+                   "every pod holds one, the sleeper's WASI preopen of its ServiceAccount token volume or the idle "
+                   "wasi:http server's listening socket (a quiet container's log file is closed)")
+                + ". The pods that did not start met `Too many open files` "
                 "opening their log file, preopening their volume or binding their listener (RunContainerError, "
                 "retried with back-off), and the agent's own new connections to the API server failed alike. A kubelet keeps no descriptor open per pod (the container runtime writes the logs, and "
                 "the kernel holds the mounts), and a systemd service's hard limit is 524,288 by default; on this "
@@ -657,10 +661,13 @@ def unpeered_losses(rows: list[dict]) -> list[str]:
                    "object once for all its pods (item 4).")
     bad = f["bad"]
     if bad and (proc(bad, "agent").get("fds") or 0) >= FD_LIMIT * 0.98:
+        kinds = proc(bad, "agent").get("fd_kinds") or {}
+        held = ("two descriptors in the agent (its log file; a sleeper's WASI preopened volume or a wasi:http "
+                "server's listener)" if kinds.get("log file", 0) > bad["pods"] / 2 else
+                "one descriptor in the agent (a sleeper's WASI preopened volume or a wasi:http server's listener)")
         out.append(f"- **What gave out first** in density is the agent's open files, at {fmt(bad['running'])} of "
-                   f"{fmt(bad['pods'])} pods under this machine's limit of {FD_LIMIT:,}. Why: each pod holds two "
-                   "descriptors in the agent (its log file; a sleeper's WASI preopened volume or a wasi:http "
-                   "server's listener), where a kubelet keeps none open per pod (item 4).")
+                   f"{fmt(bad['pods'])} pods under this machine's limit of {FD_LIMIT:,}. Why: each pod holds "
+                   f"{held}, where a kubelet keeps none open per pod (item 4).")
     return out
 
 
