@@ -432,7 +432,10 @@ SECTIONS = [
      "their CPU during the step and over 30 s of quiet after it, with the API server's requests per second by kind "
      "over those 30 s. The agent's open files are capped by the "
      "hard limit of this machine's shell (20,000; root here lacks CAP_SYS_RESOURCE to raise it), and the "
-     "kernel caps a process's memory mappings at vm.max_map_count (65,530)."),
+     "kernel caps a process's memory mappings at vm.max_map_count (65,530). With `--max-pods 20000` the "
+     "pooling allocator's slots (about 8 GiB of address space each, 157 TiB in all) do not fit the 128 TiB "
+     "of a process's address space, so the agent uses the on-demand instance allocator, as its log says "
+     "(item 1 measures both)."),
     ("5", "5. Pull throughput", "One blob from a loopback registry (Debian's docker-registry) into the store, against curl."),
     ("6", "6. HTTP", "The wasi:http hello component served with one instance per request, loaded with wrk for "
      "a fixed time, in rounds that alternate between wasmlet and its peer (medians reported); the peer is "
@@ -596,11 +599,14 @@ def density_paragraph(rows: list[dict]) -> str:
                 "opening their log file, preopening their volume or binding their listener (RunContainerError, "
                 "retried with back-off), and the agent's own new connections to the API server failed alike. A kubelet keeps no descriptor open per pod (the container runtime writes the logs, and "
                 "the kernel holds the mounts), and a systemd service's hard limit is 524,288 by default; on this "
-                f"machine the hard limit is {FD_LIMIT:,} and root cannot raise it. Nothing else was "
-                f"near its end: the agent's resident memory was {proc(bad, 'agent').get('rss_kib', 0) / 1024:,.0f} MiB "
-                f"with {bad['mem_available_mib'] / 1024:.1f} GiB of the machine still available, its memory mappings "
-                f"{fmt(agent.get('maps'))} of {MAP_LIMIT:,}, and the API server used "
-                f"{proc(bad, 'kube-apiserver').get('rss_kib', 0) / 1024:,.0f} MiB.")
+                f"machine the hard limit is {FD_LIMIT:,} and root cannot raise it. The agent's resident memory was "
+                f"{proc(bad, 'agent').get('rss_kib', 0) / 1024:,.0f} MiB with "
+                f"{bad['mem_available_mib'] / 1024:.1f} GiB of the machine still available, and the API server used "
+                f"{proc(bad, 'kube-apiserver').get('rss_kib', 0) / 1024:,.0f} MiB; "
+                + (f"the next limit was close: the agent's memory mappings, {fmt(agent.get('maps'))} of the kernel's "
+                   f"{MAP_LIMIT:,} (about {agent.get('maps', 0) / max(bad['running'], 1):.1f} a pod: each instance's "
+                   "linear memory and its guard regions)." if (agent.get("maps") or 0) > MAP_LIMIT * 0.8 else
+                   f"its memory mappings were {fmt(agent.get('maps'))} of {MAP_LIMIT:,}."))
     if best:
         a, b = best.get("to_scheduled_s") or {}, best.get("scheduled_to_observed_s") or {}
         new = best["pods"] - (steps[steps.index(best) - 1]["pods"] if steps.index(best) else 0)
