@@ -475,7 +475,8 @@ async fn an_empty_dir_past_its_size_limit_evicts_the_pod() {
 
 #[tokio::test]
 async fn a_memory_backed_empty_dir_is_a_tmpfs_of_its_size_limit() {
-    // Four writers of 20 KiB each on a 64 KiB tmpfs: the last to write finds no space.
+    // A small file first (an init container), then four writers of 20 KiB each on a 64 KiB
+    // tmpfs: the last to write finds no space.
     let chunk = "x".repeat(20 * 1024);
     let mount = "volumeMounts: [{name: ram, mountPath: /r}]";
     let writers: String = (1..=4)
@@ -486,8 +487,9 @@ async fn a_memory_backed_empty_dir_is_a_tmpfs_of_its_size_limit() {
     let pod = start(
         &format!(
             "  restartPolicy: Never\n  volumes: [{{name: ram, emptyDir: {{medium: Memory, sizeLimit: 64Ki}}}}]\n  \
-             containers:\n  \
-             - {{name: small, image: fs, args: [write, small, hello], {mount}}}\n{writers}  \
+             initContainers:\n  \
+             - {{name: small, image: fs, args: [write, small, hello], {mount}}}\n  \
+             containers:\n{writers}  \
              - {{name: sleeper, image: sleep, args: ['600000']}}\n"
         ),
         "",
