@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
 use wasmlet_oci::auth::Keyring;
-use wasmlet_pod::{ConfigMapContent, ConfigObjects, References, SecretContent, TokenKey};
+use wasmlet_pod::{ConfigObjects, References, TokenKey};
 
 use crate::watches::{ObjectWatches, Seen, Watched};
 
@@ -77,19 +77,13 @@ impl PodObjects {
     /// worker reports them as the kubelet does, and a change brings them.
     pub async fn fetch(&mut self, pod: &Pod) -> ConfigObjects {
         let refs = References::of_pod(pod);
-        let retry: &[Duration] = if self.subscribed {
-            &[]
-        } else {
-            &FORBIDDEN_RETRY
-        };
-        if !self.subscribed {
+        let first = !self.subscribed;
+        if first {
             self.subscribe(&refs).await;
         }
-        let mut objects = ConfigObjects {
-            config_maps: contents(&self.config_maps, |c| ConfigMapContent::from(c)),
-            secrets: contents(&self.secrets, |s| SecretContent::from(s)),
-            ..ConfigObjects::default()
-        };
+        let retry: &[Duration] = if first { &FORBIDDEN_RETRY } else { &[] };
+        let mut objects =
+            ConfigObjects::from_objects(&present(&self.config_maps), &present(&self.secrets));
         for key in &refs.tokens {
             if let Some(token) = self.token(pod, key, retry).await {
                 objects.tokens.insert(key.clone(), token);
@@ -224,13 +218,11 @@ where
     }
 }
 
-/// The content of each watched object that exists, by name.
-fn contents<K: Resource + Clone, C>(
-    watched: &[Watched<K>],
-    convert: impl Fn(&K) -> C,
-) -> BTreeMap<String, C> {
-    let present = watched.iter().filter_map(|w| match w.seen() {
-        Seen::Present(object) => Some((w.name().to_owned(), convert(&object))),
+/// The watched objects that exist now.
+fn present<K: Resource + Clone>(watched: &[Watched<K>]) -> Vec<K> {
+    let seen = watched.iter().map(Watched::seen);
+    let present = seen.filter_map(|seen| match seen {
+        Seen::Present(object) => Some(K::clone(&object)),
         Seen::Pending | Seen::Missing => None,
     });
     present.collect()

@@ -152,11 +152,6 @@ impl<K: Resource> Watched<K> {
         self.seen.borrow().clone()
     }
 
-    /// The object's name.
-    pub fn name(&self) -> &str {
-        &self.key.1
-    }
-
     /// Waits for the next change of what is known (forever if the watch is gone).
     pub async fn changed(&mut self) {
         if self.seen.changed().await.is_err() {
