@@ -418,10 +418,16 @@ async fn container_logs(
         Ok(options) => options,
         Err(err) => return (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
     };
-    let api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let pod_object = match known_pod(&context.pods, &api, &namespace, &pod).await {
+    let watched = Watched {
+        store: context.pods.clone(),
+        api: Api::namespaced(context.client.clone(), &namespace),
+        namespace,
+        pod,
+    };
+    let pod_object = match watched.get().await {
         Ok(pod) => pod,
         Err(err) => {
+            let (namespace, pod) = (&watched.namespace, &watched.pod);
             return (
                 StatusCode::NOT_FOUND,
                 format!("pod {namespace}/{pod}: {err}"),
@@ -442,12 +448,6 @@ async fn container_logs(
         Err(err) => return (StatusCode::NOT_FOUND, err.to_string()).into_response(),
     };
     if options.follow && !options.previous {
-        let watched = Watched {
-            store: context.pods.clone(),
-            api,
-            namespace,
-            pod,
-        };
         return follow(watched, container, files, options).await;
     }
     let text: String = files
@@ -503,27 +503,24 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A pod as this node's watch knows it (the API server asked only when the watch has not
-/// seen it, as just after the agent started).
-async fn known_pod(
-    store: &PodStore,
-    api: &Api<Pod>,
-    namespace: &str,
-    name: &str,
-) -> kube::Result<Pod> {
-    let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
-    match store.get(&key) {
-        Some(pod) => Ok(Pod::clone(&pod)),
-        None => api.get(name).await,
-    }
-}
-
-/// The pod whose log is followed.
+/// The pod whose log is read.
 struct Watched {
     store: PodStore,
     api: Api<Pod>,
     namespace: String,
     pod: String,
+}
+
+impl Watched {
+    /// The pod as this node's watch knows it (the API server asked only when the watch has
+    /// not seen it, as just after the agent started).
+    async fn get(&self) -> kube::Result<Arc<Pod>> {
+        let key = kube::runtime::reflector::ObjectRef::new(&self.pod).within(&self.namespace);
+        match self.store.get(&key) {
+            Some(pod) => Ok(pod),
+            None => self.api.get(&self.pod).await.map(Arc::new),
+        }
+    }
 }
 
 /// Streams the current log: what is there (after tail/since), then new lines as they are
@@ -596,18 +593,19 @@ fn read_new_lines(path: &std::path::Path, offset: &mut u64, timestamps: bool) ->
 
 /// Whether `container` has terminated in the pod's status (or the pod is gone).
 async fn terminated(pod: &Watched, container: &str) -> bool {
-    let Ok(pod) = known_pod(&pod.store, &pod.api, &pod.namespace, &pod.pod).await else {
+    let Ok(pod) = pod.get().await else {
         return true;
     };
-    let status = pod.status.unwrap_or_default();
-    let statuses = status
-        .container_statuses
-        .into_iter()
-        .flatten()
-        .chain(status.init_container_statuses.into_iter().flatten());
-    statuses
-        .filter(|s| s.name == container)
-        .any(|s| s.state.is_some_and(|state| state.terminated.is_some()))
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    let statuses = (status.container_statuses.iter().flatten())
+        .chain(status.init_container_statuses.iter().flatten());
+    statuses.filter(|s| s.name == container).any(|s| {
+        s.state
+            .as_ref()
+            .is_some_and(|state| state.terminated.is_some())
+    })
 }
 
 #[cfg(test)]
