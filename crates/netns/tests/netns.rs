@@ -8,6 +8,32 @@ use std::time::Duration;
 
 use wasmlet_netns::{Error, NetNs, is_pinned, remove};
 
+/// A temp dir whose pins are removed when the test ends, pass or fail.
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch(tempfile::tempdir().unwrap())
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let nested = self.0.path().join("nested");
+        for dir in [self.0.path(), nested.as_path()] {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if is_pinned(&entry.path()) {
+                    let _ = remove(&entry.path());
+                }
+            }
+        }
+    }
+}
+
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -34,7 +60,7 @@ fn up(dir: &Path, name: &str) -> NetNs {
 
 #[test]
 fn a_pinned_namespace_is_entered_by_a_helper_thread_only() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let path = dir.path().join("nested/pod-a");
     let ns = NetNs::create(&path).expect("create a namespace (needs root)");
     assert!(is_pinned(&path));
@@ -54,7 +80,7 @@ fn a_pinned_namespace_is_entered_by_a_helper_thread_only() {
 
 #[test]
 fn sockets_stay_in_the_namespace_they_were_made_in() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let a = up(dir.path(), "a");
     let b = up(dir.path(), "b");
     let listener = a.bind_tcp(loopback(0)).unwrap();
@@ -88,7 +114,7 @@ fn sockets_stay_in_the_namespace_they_were_made_in() {
 
 #[test]
 fn a_new_namespace_has_no_loopback_until_it_is_brought_up() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let path = dir.path().join("fresh");
     let ns = NetNs::create(&path).expect("create a namespace (needs root)");
     // Down, the loopback network is unreachable: a connection fails before any port is tried.
@@ -112,7 +138,7 @@ fn a_new_namespace_has_no_loopback_until_it_is_brought_up() {
 
 #[test]
 fn only_namespace_files_open() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let plain = dir.path().join("plain");
     std::fs::write(&plain, b"").unwrap();
     let err = NetNs::open(&plain).unwrap_err();
@@ -128,7 +154,7 @@ fn only_namespace_files_open() {
 
 #[test]
 fn pins_outlive_their_handles_and_a_panic_inside_reaches_the_caller() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let path = dir.path().join("p");
     let inode = NetNs::create(&path).unwrap().inode();
     let ns = NetNs::open(&path).unwrap();
