@@ -43,4 +43,5 @@ pub mod running;
 pub mod server;
 pub mod stats;
 pub mod status;
+pub mod streaming;
 pub mod watches;

@@ -1,4 +1,5 @@
 //! The kubelet HTTPS API: `/healthz`, `/pods`, `/containerLogs/{ns}/{pod}/{container}`,
+//! `/exec`, `/attach` and `/run` (refused with the reason: [`crate::streaming`]),
 //! and the resource figures: `/stats/summary` (the Summary API, JSON), `/metrics/resource`
 //! (what metrics-server scrapes) and `/metrics` (the agent's own), all read at the time of
 //! the request from the machine and the running pods' usage counters.
@@ -18,7 +19,7 @@ use axum::extract::{Path as UrlPath, RawQuery, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -38,6 +39,7 @@ use crate::logs::{self, LogOptions};
 use crate::pods::PodStore;
 use crate::running::RunningPods;
 use crate::stats::{self, CpuRates, Summary};
+use crate::streaming;
 use crate::{machine, metrics};
 
 /// Errors starting the server.
@@ -206,6 +208,15 @@ fn router(context: ApiContext) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route(
+            "/exec/{*target}",
+            get(streaming::exec).post(streaming::exec),
+        )
+        .route(
+            "/attach/{*target}",
+            get(streaming::attach).post(streaming::attach),
+        )
+        .route("/run/{*target}", post(streaming::run))
         .layer(axum::middleware::from_fn_with_state(
             context.clone(),
             authorize,
@@ -503,18 +514,18 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The pod whose log is read.
-struct Watched {
-    store: PodStore,
-    api: Api<Pod>,
-    namespace: String,
-    pod: String,
+/// A pod a request names: from the node's watch, else the API server.
+pub(crate) struct Watched {
+    pub(crate) store: PodStore,
+    pub(crate) api: Api<Pod>,
+    pub(crate) namespace: String,
+    pub(crate) pod: String,
 }
 
 impl Watched {
     /// The pod as this node's watch knows it (the API server asked only when the watch has
     /// not seen it, as just after the agent started).
-    async fn get(&self) -> kube::Result<Arc<Pod>> {
+    pub(crate) async fn get(&self) -> kube::Result<Arc<Pod>> {
         let key = kube::runtime::reflector::ObjectRef::new(&self.pod).within(&self.namespace);
         match self.store.get(&key) {
             Some(pod) => Ok(pod),

@@ -84,6 +84,17 @@ async fn kubelet_api_serves_logs_to_the_api_server_only() -> Result<()> {
     );
     let stamped = cluster.kubectl(&["logs", "wasm-hello", "--timestamps", "--limit-bytes=30"])?;
     assert_eq!(stamped, "2024-01-01T00:01:01Z hello fro");
+    // exec and attach reach the node through the API server and are refused with the reason.
+    for verb in [
+        &["exec", "wasm-hello", "--", "sh"][..],
+        &["attach", "wasm-hello"][..],
+    ] {
+        let err = cluster.kubectl(verb).unwrap_err().to_string();
+        assert!(
+            err.contains("not supported for WebAssembly containers: a wasm pod has no shell; use kubectl logs, or kubectl port-forward"),
+            "{err}"
+        );
+    }
     let pods = get(port, "/pods", &admin)?;
     let pods: serde_json::Value = serde_json::from_str(&pods)?;
     assert_eq!(pods["items"][0]["metadata"]["name"], "wasm-hello");
