@@ -1,5 +1,6 @@
 //! The kubelet HTTPS API: `/healthz`, `/pods`, `/containerLogs/{ns}/{pod}/{container}`,
-//! `/exec`, `/attach` and `/run` (refused with the reason: [`crate::streaming`]),
+//! `/portForward/{ns}/{pod}` ([`crate::portforward`]), `/exec`, `/attach` and `/run` (refused
+//! with the reason: [`crate::streaming`]),
 //! and the resource figures: `/stats/summary` (the Summary API, JSON), `/metrics/resource`
 //! (what metrics-server scrapes) and `/metrics` (the agent's own), all read at the time of
 //! the request from the machine and the running pods' usage counters.
@@ -37,6 +38,7 @@ use crate::disk::PodDisk;
 use crate::identity::ServingCert;
 use crate::logs::{self, LogOptions};
 use crate::pods::PodStore;
+use crate::portforward;
 use crate::running::RunningPods;
 use crate::stats::{self, CpuRates, Summary};
 use crate::streaming;
@@ -167,7 +169,8 @@ async fn connection(
     let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     let io = hyper_util::rt::TokioIo::new(tls);
-    if let Err(err) = builder.serve_connection(io, service).await {
+    // With upgrades: /portForward switches the connection to SPDY.
+    if let Err(err) = builder.serve_connection_with_upgrades(io, service).await {
         tracing::debug!(%peer, %err, "connection");
     }
 }
@@ -217,6 +220,10 @@ fn router(context: ApiContext) -> Router {
             get(streaming::attach).post(streaming::attach),
         )
         .route("/run/{*target}", post(streaming::run))
+        .route(
+            "/portForward/{*target}",
+            get(portforward::handle).post(portforward::handle),
+        )
         .layer(axum::middleware::from_fn_with_state(
             context.clone(),
             authorize,

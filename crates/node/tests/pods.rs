@@ -221,6 +221,12 @@ async fn two_agents_on_one_machine_share_a_deployment_of_http_pods() -> Result<(
         assert_eq!(body, "hello from wasi:http!", "from {ip}");
     }
 
+    port_forward(
+        &cluster,
+        pods[0]["metadata"]["name"].as_str().unwrap_or_default(),
+    )
+    .await?;
+
     // Scaling to zero stops and deletes every pod on both nodes; scaling back serves again.
     cluster.kubectl(&["scale", "deployment", "web", "--replicas=0"])?;
     eventually(Duration::from_secs(60), "no pods left", || {
@@ -424,6 +430,48 @@ async fn available(cluster: &Cluster, replicas: i64) -> Result<Vec<Value>> {
 /// Whether `wasm` is a component (its layer field is 1; a core module's is 0).
 fn wasmlet_runtime_is_component(wasm: &[u8]) -> bool {
     wasm.get(6) == Some(&1)
+}
+
+/// `kubectl port-forward` to a pod's wasi:http port answers on a local port, request after
+/// request over the one SPDY session; forwarding a port the pod does not listen on prints the
+/// kubelet's error.
+async fn port_forward(cluster: &Cluster, pod: &str) -> Result<()> {
+    let local = wasmlet_testkit::free_port();
+    let target = format!("pod/{pod}");
+    let ports = format!("{local}:8080");
+    let mut forward = cluster.kubectl_background(&["port-forward", &target, &ports])?;
+    let url = format!("http://127.0.0.1:{local}/");
+    let first = eventually(Duration::from_secs(30), "port-forward answers", || {
+        http_get(&url).ok()
+    })
+    .await;
+    let again = http_get(&url);
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert_eq!(first?, "hello from wasi:http!");
+    assert_eq!(again?, "hello from wasi:http!");
+
+    let local = wasmlet_testkit::free_port();
+    let ports = format!("{local}:9");
+    let mut forward = cluster.kubectl_background(&["port-forward", &target, &ports])?;
+    let url = format!("http://127.0.0.1:{local}/");
+    eventually(Duration::from_secs(30), "kubectl listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", local)).ok()
+    })
+    .await?;
+    assert!(
+        http_get(&url).is_err(),
+        "nothing listens on port 9 of the pod"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = forward.kill();
+    let output = forward.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("error forwarding port 9 to pod {pod}")),
+        "{stderr}"
+    );
+    Ok(())
 }
 
 fn http_get(url: &str) -> Result<String> {

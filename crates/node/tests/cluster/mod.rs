@@ -68,6 +68,18 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Starts kubectl as the admin in the background (`kubectl port-forward`), its stderr
+    /// captured; the caller kills it.
+    #[allow(dead_code)]
+    pub fn kubectl_background(&self, args: &[&str]) -> Result<std::process::Child> {
+        Ok(Command::new(cache_bin().join("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", self.var("KUBECONFIG"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?)
+    }
+
     /// Stops the API server, leaves it down for `down_for`, and starts it again with the
     /// same command line; returns once it is ready.
     #[allow(dead_code)]
