@@ -71,6 +71,7 @@ pub fn run_pod(path: &Path, args: &RunArgs, registry: &RegistryArgs) -> anyhow::
         node: node_facts(&uid),
         output: Some(prefixed_output()),
         resume: Default::default(),
+        network: None,
     };
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -156,6 +156,7 @@ impl PodTask {
             },
             output: None,
             resume: resume_of(self.pod.status.as_ref()),
+            network: None,
         };
         let resolver = Arc::new(self.context.images.with_keyring(keyring));
         let runtime = self.context.runtime.clone();

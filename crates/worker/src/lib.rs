@@ -27,6 +27,7 @@
 //!     node: NodeFacts { node_name: "edge-1".into(), pod_uid: "uid-1".into(), ..Default::default() },
 //!     output: None,
 //!     resume: Default::default(),
+//!     network: None,
 //! };
 //! let objects = manifest.config_objects();
 //! let worker = PodWorker::start(runtime, resolver, config, manifest.pod.clone(), objects)?;

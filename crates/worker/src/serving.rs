@@ -5,11 +5,16 @@
 //! `hostPort`. A wildcard address covers the specific ones on its port, so a `hostPort`
 //! equal to the `containerPort` binds once. A port that cannot be bound fails the start
 //! (`RunContainerError`) with the Go-style message and the fix.
+//!
+//! A pod with a network namespace of its own (a node on the cluster's CNI network) listens
+//! inside it, on the pod IP only: sockets are made by a thread that entered the namespace
+//! ([`wasmlet_netns`]), and its `hostPort`s are the CNI `portmap` plugin's, on the node.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use tokio::net::TcpListener;
+use wasmlet_netns::NetNs;
 use wasmlet_pod::k8s_openapi::api::core::v1::{Container, ContainerPort};
 
 use crate::net::go_error;
@@ -57,16 +62,36 @@ fn bind_hint(err: &io::Error) -> &'static str {
     }
 }
 
-/// Binds every address the container listens on (see the module doc).
-pub(crate) async fn listen(container: &Container, pod_ip: &str) -> Result<Vec<TcpListener>, Error> {
+/// Binds every address the container listens on (see the module doc), inside `netns` when
+/// the pod has one.
+pub(crate) async fn listen(
+    container: &Container,
+    pod_ip: &str,
+    netns: Option<&NetNs>,
+) -> Result<Vec<TcpListener>, Error> {
+    let mut addrs = addresses(container, pod_ip)?;
+    if netns.is_some() {
+        addrs.truncate(1);
+    }
     let mut listeners = Vec::new();
-    for addr in addresses(container, pod_ip)? {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind { addr, source })?;
-        listeners.push(listener);
+    for addr in addrs {
+        let bound = match netns {
+            Some(ns) => bind_inside(ns, addr),
+            None => TcpListener::bind(addr).await,
+        };
+        listeners.push(bound.map_err(|source| Error::Bind { addr, source })?);
     }
     Ok(listeners)
+}
+
+/// A listener made inside the pod's namespace, handed to tokio.
+fn bind_inside(ns: &NetNs, addr: SocketAddr) -> io::Result<TcpListener> {
+    let listener = ns.bind_tcp(addr).map_err(|e| match e {
+        wasmlet_netns::Error::Socket { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    })?;
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
 }
 
 /// The addresses a container listens on, without duplicates.

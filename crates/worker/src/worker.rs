@@ -75,6 +75,9 @@ pub struct WorkerConfig {
     pub output: Option<OutputFactory>,
     /// What an earlier worker of this pod left behind (empty for a new pod).
     pub resume: Resume,
+    /// The pod's network namespace, where its listeners are made; `None`: the node's own
+    /// network (the pod IP is an address of the node).
+    pub network: Option<Arc<wasmlet_netns::NetNs>>,
 }
 
 /// What the worker knows, published on every change.
@@ -360,6 +363,7 @@ struct Worker {
     pod: Pod,
     objects: ConfigObjects,
     node: NodeFacts,
+    network: Option<Arc<wasmlet_netns::NetNs>>,
     dir: PodDir,
     uid: String,
     clock: Clock,
@@ -421,6 +425,7 @@ impl Worker {
             runtime,
             resolver,
             output: config.output,
+            network: config.network,
             label: pod_label(&name, &namespace, &uid),
             policy: RestartPolicy::of_pod(&pod),
             pod,
@@ -838,9 +843,10 @@ impl Worker {
             return self.runtime.start(program, spec).map_err(|e| run_error(&e));
         }
         let container = &self.records[index].spec;
-        let listeners = serving::listen(container, net::pod_ip(&self.node))
-            .await
-            .map_err(|e| run_error(&e))?;
+        let listeners =
+            serving::listen(container, net::pod_ip(&self.node), self.network.as_deref())
+                .await
+                .map_err(|e| run_error(&e))?;
         self.runtime
             .start_http(program, spec, listeners)
             .map_err(|e| run_error(&e))

@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    container, events_of, free_address, has_event, node_with_pod_ip, running, start_on, terminated,
-    waiting_reason,
+    container, events_of, free_address, has_event, node_with_pod_ip, running, start_in, start_on,
+    terminated, waiting_reason,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -71,6 +71,62 @@ async fn an_http_container_serves_on_the_pod_ip_and_its_host_port_until_stopped(
         .collect();
     assert_eq!(told, ["Pulling", "Pulled", "Created", "Started", "Killing"]);
     assert!(has_event(&done, "Killing", "Stopping container web"));
+}
+
+/// `GET /` on `127.0.0.1:port` dialled from inside `ns`.
+async fn get_inside(
+    ns: std::sync::Arc<wasmlet_netns::NetNs>,
+    port: u16,
+) -> std::io::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut conn = ns
+            .connect_tcp(addr, Duration::from_secs(10))
+            .map_err(std::io::Error::other)?;
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response)?;
+        Ok(response)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_pod_with_a_network_namespace_serves_inside_it_and_nowhere_else() {
+    use std::sync::Arc;
+    use wasmlet_netns::NetNs;
+    let scratch = tempfile::tempdir().unwrap();
+    let (pod_path, other_path) = (scratch.path().join("pod"), scratch.path().join("other"));
+    let ns = Arc::new(NetNs::create(&pod_path).expect("create a namespace (needs root)"));
+    let other = Arc::new(NetNs::create(&other_path).unwrap());
+    for n in [&ns, &other] {
+        n.set_loopback_up().unwrap();
+    }
+    // The pod IP is the namespace's own address; a hostPort is portmap's business, not bound.
+    let pod = start_in(
+        node_with_pod_ip("127.0.0.1"),
+        Some(ns.clone()),
+        "  containers:\n  - name: web\n    image: http\n    \
+         ports: [{containerPort: 8080, hostPort: 8080}]\n",
+        "",
+    );
+    pod.until(|f| running(f, "web")).await;
+    let response = get_inside(ns.clone(), 8080).await.unwrap();
+    assert!(
+        response.contains("\r\nhello from wasi:http!\n"),
+        "{response}"
+    );
+    let elsewhere = get_inside(other.clone(), 8080).await.unwrap_err();
+    assert!(elsewhere.to_string().contains("refused"), "{elsewhere}");
+    pod.worker.stop(Duration::from_secs(30));
+    let done = pod.finish().await;
+    assert_eq!(terminated(&done, "web").exit_code, 0);
+    drop((ns, other));
+    for path in [pod_path, other_path] {
+        wasmlet_netns::remove(&path).unwrap();
+    }
 }
 
 #[tokio::test]

@@ -85,6 +85,16 @@ pub fn start(spec: &str, extra: &str) -> Pod {
 
 /// Starts the pod of a manifest on a node with these facts (see [`start`]).
 pub fn start_on(node: NodeFacts, spec: &str, extra: &str) -> Pod {
+    start_in(node, None, spec, extra)
+}
+
+/// Starts the pod of a manifest with a network namespace of its own (see [`start`]).
+pub fn start_in(
+    node: NodeFacts,
+    network: Option<Arc<wasmlet_netns::NetNs>>,
+    spec: &str,
+    extra: &str,
+) -> Pod {
     let text =
         format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p, uid: u1}}\nspec:\n{spec}{extra}");
     let manifest = load_manifest(&text).unwrap();
@@ -94,6 +104,7 @@ pub fn start_on(node: NodeFacts, spec: &str, extra: &str) -> Pod {
         node,
         output: None,
         resume: Default::default(),
+        network,
     };
     let objects = manifest.config_objects();
     let pod = manifest.pod.clone();
