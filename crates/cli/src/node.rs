@@ -7,6 +7,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use wasmlet_node::agent::{self, Credentials};
 use wasmlet_node::config::{EvictionHard, NodeConfig};
+use wasmlet_node::network::{CniPaths, NetworkMode};
 
 /// Flags of `wasmlet node`, named as the kubelet's.
 #[derive(clap::Args)]
@@ -47,9 +48,23 @@ pub struct NodeArgs {
     /// (the kubelet's defaults; unnamed signals keep theirs).
     #[arg(long, default_value = "")]
     eviction_hard: String,
-    /// The range pod IPs are taken from (each pod gets one; wasi:http pods listen on it).
-    #[arg(long, default_value = wasmlet_node::config::DEFAULT_POD_CIDR)]
-    pod_cidr: String,
+    /// How pods get their addresses: `cni` (each pod in a network namespace of its own,
+    /// attached by the cluster's CNI configuration) or `loopback` (addresses of a loopback
+    /// range of this machine, for one machine) [default: cni when --cni-conf-dir holds a
+    /// configuration, else loopback].
+    #[arg(long, value_enum)]
+    network: Option<NetworkFlag>,
+    /// Where the CNI network configuration is (the first .conflist, .conf or .json in
+    /// lexical order is used).
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// Where CNI plugins are (repeatable, or comma-separated; searched in order).
+    #[arg(long, default_value = "/opt/cni/bin", value_delimiter = ',')]
+    cni_bin_dir: Vec<PathBuf>,
+    /// Loopback mode: the range pod IPs are taken from [default: 127.64.0.0/16]. CNI mode:
+    /// overrides the node's spec.podCIDR as the range given to IPAM plugins.
+    #[arg(long)]
+    pod_cidr: Option<String>,
     /// Extra PEM CA certificate to trust for registries (repeatable).
     #[arg(long)]
     registry_ca_file: Vec<PathBuf>,
@@ -101,13 +116,39 @@ fn config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     config.port = args.port;
     config.max_pods = args.max_pods;
     config.eviction_hard = EvictionHard::parse(&args.eviction_hard)?;
-    config.pod_cidr = args.pod_cidr.parse()?;
+    config.pod_cidr = args.pod_cidr.as_deref().map(str::parse).transpose()?;
+    config.network = network_mode(args);
     config.registry.ca_files = args.registry_ca_file.clone();
     config.registry.insecure = args.insecure_registry.clone();
     config.drain_on_shutdown = args.drain_on_shutdown;
     config.rotate_certificates = args.rotate_certificates;
     config.rotate_server_certificates = args.rotate_server_certificates;
     Ok(config)
+}
+
+/// `--network`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum NetworkFlag {
+    /// The cluster's network through CNI.
+    Cni,
+    /// Loopback addresses of this machine.
+    Loopback,
+}
+
+fn network_mode(args: &NodeArgs) -> NetworkMode {
+    let paths = CniPaths {
+        conf_dir: args.cni_conf_dir.clone(),
+        bin_dirs: args.cni_bin_dir.clone(),
+    };
+    let flag = args.network.unwrap_or_else(|| match paths.has_config() {
+        true => NetworkFlag::Cni,
+        false => NetworkFlag::Loopback,
+    });
+    tracing::info!(network = ?flag, conf_dir = %paths.conf_dir.display(), "pod network");
+    match flag {
+        NetworkFlag::Cni => NetworkMode::Cni(paths),
+        NetworkFlag::Loopback => NetworkMode::Loopback,
+    }
 }
 
 fn hostname() -> anyhow::Result<String> {

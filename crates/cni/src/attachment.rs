@@ -32,6 +32,10 @@ pub struct Attachment {
     pub args: Vec<(String, String)>,
     /// `hostPort`s, given to plugins whose `capabilities` include `portMappings`.
     pub port_mappings: Vec<PortMapping>,
+    /// The node's pod CIDRs (`spec.podCIDRs`), given as `ipRanges` (one range set each) to
+    /// plugins whose `capabilities` include `ipRanges`, so `host-local` allocates from them.
+    #[serde(default)]
+    pub ip_ranges: Vec<String>,
 }
 
 impl Attachment {
@@ -44,6 +48,7 @@ impl Attachment {
             ifname: "eth0".to_string(),
             args: Vec::new(),
             port_mappings: Vec::new(),
+            ip_ranges: Vec::new(),
         }
     }
 
@@ -63,6 +68,12 @@ impl Attachment {
     /// Sets the host ports.
     pub fn ports(mut self, port_mappings: Vec<PortMapping>) -> Attachment {
         self.port_mappings = port_mappings;
+        self
+    }
+
+    /// Sets the pod CIDRs IPAM allocates from (the node's `spec.podCIDRs`).
+    pub fn ip_ranges(mut self, cidrs: Vec<String>) -> Attachment {
+        self.ip_ranges = cidrs;
         self
     }
 

@@ -144,9 +144,43 @@ impl Cni {
         }
     }
 
+    /// The result of the ADD of `attachment` to network `network`, as cached then: the pod's
+    /// IPs for an agent that restarts while the pod's namespace is still attached. `None`
+    /// when there is no cached result (never attached, or detached since).
+    pub fn cached(&self, network: &str, attachment: &Attachment) -> Result<Option<CniResult>> {
+        let path = self.cache_path(network, attachment);
+        let Some(cached) = read_cache(&path)? else {
+            return Ok(None);
+        };
+        CniResult::from_value(cached.result)
+            .map(Some)
+            .map_err(|source| Error::Result {
+                network: network.to_string(),
+                plugin: String::new(),
+                source,
+            })
+    }
+
     /// Every attachment with a cached ADD result, with the configuration it was made with:
     /// after a crash, what a start-up clean-up must DEL for pods that are gone.
     pub fn attachments(&self) -> Result<Vec<(NetworkConfig, Attachment)>> {
+        self.cached_attachments(|_| true)
+    }
+
+    /// The cached attachments of sandbox `container_id` (one per network and interface).
+    pub fn attachments_of(&self, container_id: &str) -> Result<Vec<(NetworkConfig, Attachment)>> {
+        let marker = format!("-{container_id}-");
+        let found = self.cached_attachments(|name| name.contains(&marker))?;
+        Ok(found
+            .into_iter()
+            .filter(|(_, a)| a.container_id == container_id)
+            .collect())
+    }
+
+    fn cached_attachments(
+        &self,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(NetworkConfig, Attachment)>> {
         let entries = match std::fs::read_dir(&self.cache_dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -155,7 +189,9 @@ impl Cni {
         let mut found = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_none_or(|e| e != "json") {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !name.ends_with(".json") || !wanted(&name) {
                 continue;
             }
             if let Some(c) = read_cache(&path)? {
@@ -343,18 +379,37 @@ fn plugin_stdin(
     if let Some(previous) = previous {
         stdin.insert("prevResult".into(), previous.clone());
     }
-    let wants_ports = plugin
-        .get("capabilities")
-        .and_then(|c| c.get("portMappings"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    if wants_ports && !attachment.port_mappings.is_empty() {
-        stdin.insert(
-            "runtimeConfig".into(),
-            serde_json::json!({ "portMappings": attachment.port_mappings }),
-        );
+    let runtime = runtime_config(plugin, attachment);
+    if !runtime.is_empty() {
+        stdin.insert("runtimeConfig".into(), Value::Object(runtime));
     }
     Value::Object(stdin)
+}
+
+/// The runtime configuration a plugin's `capabilities` ask for and the attachment has:
+/// `portMappings` (host ports) and `ipRanges` (the node's pod CIDRs, one range set each).
+fn runtime_config(plugin: &Map<String, Value>, attachment: &Attachment) -> Map<String, Value> {
+    let wants = |capability: &str| {
+        plugin
+            .get("capabilities")
+            .and_then(|c| c.get(capability))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    let mut runtime = Map::new();
+    if wants("portMappings") && !attachment.port_mappings.is_empty() {
+        let ports = serde_json::to_value(&attachment.port_mappings).unwrap_or_default();
+        runtime.insert("portMappings".into(), ports);
+    }
+    if wants("ipRanges") && !attachment.ip_ranges.is_empty() {
+        let sets = attachment
+            .ip_ranges
+            .iter()
+            .map(|subnet| serde_json::json!([{ "subnet": subnet }]))
+            .collect();
+        runtime.insert("ipRanges".into(), Value::Array(sets));
+    }
+    runtime
 }
 
 fn plugin_name(plugin: &Map<String, Value>) -> &str {
@@ -394,6 +449,24 @@ mod tests {
             portmap["runtimeConfig"]["portMappings"][0]["hostPort"],
             8080
         );
+    }
+
+    #[test]
+    fn ip_ranges_go_to_plugins_that_ask_for_them_one_range_set_per_cidr() {
+        let config = NetworkConfig::parse(
+            br#"{"cniVersion":"1.0.0","name":"k8s","plugins":[{"type":"bridge","capabilities":{"ipRanges":true}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#,
+            true,
+        )
+        .unwrap();
+        let cidrs = vec!["10.244.1.0/24".to_string(), "fd00:1::/64".to_string()];
+        let a = Attachment::new("id", Path::new("/n")).ip_ranges(cidrs);
+        let bridge = plugin_stdin(&config, &config.plugins[0], None, &a);
+        assert_eq!(
+            bridge["runtimeConfig"]["ipRanges"],
+            serde_json::json!([[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00:1::/64"}]])
+        );
+        let portmap = plugin_stdin(&config, &config.plugins[1], None, &a);
+        assert!(portmap.get("runtimeConfig").is_none(), "{portmap}");
     }
 
     #[test]

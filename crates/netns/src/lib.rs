@@ -32,6 +32,9 @@
 //! - **Entering.** [`NetNs::run`] runs a closure on a thread that entered the namespace and
 //!   returns its result; only that thread moves, never the caller's. The socket helpers
 //!   ([`NetNs::bind_tcp`], [`NetNs::bind_udp`], [`NetNs::connect_tcp`]) are built on it.
+//! - **Polling inside.** [`InNamespace`] wraps a future so that each poll runs inside the
+//!   namespace (the polling thread enters and leaves around it): the sockets a guest makes
+//!   as it runs are its pod's, whichever runtime thread polls it.
 //! - **Lifetime.** A namespace lives while it is pinned, or while any socket made in it or
 //!   any [`NetNs`] handle is open; [`remove`] drops the pin only.
 //!
@@ -40,5 +43,7 @@
 
 mod link;
 mod namespace;
+mod polled;
 
 pub use namespace::{Error, NetNs, Result, is_pinned, remove};
+pub use polled::InNamespace;

@@ -196,6 +196,20 @@ impl NetNs {
         })
     }
 
+    /// Moves the calling thread into this namespace for good: the threads and processes it
+    /// starts afterwards are born there. For a process (or a test) that lives in one
+    /// namespace; an agent serving many pods' namespaces uses [`NetNs::run`] instead.
+    pub fn enter(&self) -> Result<()> {
+        rustix::thread::move_into_link_name_space(
+            self.file.as_fd(),
+            Some(LinkNameSpaceType::Network),
+        )
+        .map_err(|e| Error::Enter {
+            path: self.path.clone(),
+            source: e.into(),
+        })
+    }
+
     /// A TCP listener on `addr` inside the namespace (blocking; set it non-blocking before
     /// handing it to an async runtime).
     pub fn bind_tcp(&self, addr: SocketAddr) -> Result<TcpListener> {

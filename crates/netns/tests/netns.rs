@@ -166,3 +166,48 @@ fn pins_outlive_their_handles_and_a_panic_inside_reaches_the_caller() {
     assert_eq!(ns.run(own_namespace).unwrap(), inode);
     remove(&path).unwrap();
 }
+
+#[test]
+fn a_thread_that_enters_stays_and_its_children_are_born_inside() {
+    let dir = Scratch::new();
+    let ns = up(dir.path(), "lab");
+    let host = own_namespace();
+    let (here, child) = std::thread::spawn(move || {
+        ns.enter().unwrap();
+        let child = std::thread::spawn(own_namespace).join().unwrap();
+        (own_namespace(), (child, ns.inode()))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(here, child.1, "the thread that entered is inside");
+    assert_eq!(child.0, child.1, "a thread it starts is born inside");
+    assert_eq!(own_namespace(), host, "other threads stay where they were");
+}
+
+#[test]
+fn a_future_polled_inside_makes_its_sockets_there_and_the_thread_goes_back() {
+    let dir = Scratch::new();
+    let ns = std::sync::Arc::new(up(dir.path(), "pod"));
+    let host = own_namespace();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let inside = wasmlet_netns::InNamespace::new(ns.clone(), async {
+        let first = own_namespace();
+        // Yield, so the second half is a second poll.
+        tokio::task::yield_now().await;
+        let listener = tokio::net::TcpListener::bind(loopback(0)).await.unwrap();
+        (first, own_namespace(), listener)
+    });
+    let (first, second, listener) = runtime.block_on(inside).unwrap();
+    assert_eq!((first, second), (ns.inode(), ns.inode()));
+    assert_eq!(own_namespace(), host, "the polling thread is back home");
+    let port = listener.local_addr().unwrap().port();
+    assert!(
+        std::net::TcpStream::connect(loopback(port)).is_err(),
+        "the listener is not on the host's loopback"
+    );
+    let dialled = ns.connect_tcp(loopback(port), Duration::from_secs(5));
+    assert!(dialled.is_ok(), "the listener is in the pod's namespace");
+}

@@ -18,7 +18,7 @@ use wasmlet_runtime::{Runtime, RuntimeConfig};
 use crate::config::NodeConfig;
 use crate::identity::{NodeClient, ServingCert};
 use crate::images::RegistryResolver;
-use crate::ips::IpPool;
+use crate::network::Network;
 use crate::pods::{self, NodeContext};
 use crate::running::RunningPods;
 use crate::{bootstrap, certs, heartbeat, machine, rotation, server, status};
@@ -99,6 +99,13 @@ pub async fn run(
         return Ok(());
     };
     tracing::info!(node = %config.node_name, "node registered");
+    let network = Arc::new(Network::new(
+        &config.network,
+        config.node_ip,
+        &config.data_dir,
+        config.pod_cidr,
+    ));
+    network.observe_node(&node);
     let rotation = tokio::spawn(rotation::run_client(
         node_client,
         config.clone(),
@@ -108,6 +115,7 @@ pub async fn run(
     let status = tokio::spawn(heartbeat::run_status(
         client.clone(),
         config.clone(),
+        network.clone(),
         cancel.clone(),
     ));
     let running = Arc::new(RunningPods::default());
@@ -115,7 +123,7 @@ pub async fn run(
     let pods = tokio::spawn(run_pods(
         client.clone(),
         config.clone(),
-        (running.clone(), writer),
+        (running.clone(), writer, network),
         cancel.clone(),
     ));
     let api = tokio::spawn(run_api(
@@ -134,21 +142,26 @@ pub async fn run(
 async fn run_pods(
     client: Client,
     config: NodeConfig,
-    (running, writer): (Arc<RunningPods>, reflector::store::Writer<Pod>),
+    (running, writer, network): (
+        Arc<RunningPods>,
+        reflector::store::Writer<Pod>,
+        Arc<Network>,
+    ),
     cancel: CancellationToken,
 ) {
-    let context = match node_context(client, &config, running) {
+    let context = match node_context(client, &config, running, network) {
         Ok(context) => Arc::new(context),
         Err(err) => return tracing::error!(%err, "cannot run pods"),
     };
     pods::run(context, writer, cancel).await;
 }
 
-/// What the pod tasks share: the runtime, the image store, the IP pool, the recorder.
+/// What the pod tasks share: the runtime, the image store, the pod networks, the recorder.
 fn node_context(
     client: Client,
     config: &NodeConfig,
     running: Arc<RunningPods>,
+    network: Arc<Network>,
 ) -> Result<NodeContext> {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(config.data_dir.join("cache")),
@@ -172,7 +185,7 @@ fn node_context(
         data_dir: config.data_dir.clone(),
         runtime,
         images: RegistryResolver::new(store, config.registry.clone()),
-        ips: IpPool::new(config.pod_cidr),
+        network,
         allocatable: status::node_allocatable(config, &readings),
         running,
         drain_on_shutdown: config.drain_on_shutdown,

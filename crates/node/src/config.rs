@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Taint;
 use wasmlet_oci::client::ClientConfig;
 
 use crate::ips::Cidr;
+use crate::network::NetworkMode;
 
 /// Errors in the agent's configuration.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,8 @@ pub const WASM_PLATFORM: &str = "wasm32-wasi";
 
 /// The agent's configuration.
 ///
-/// [`NodeConfig::new`] sets the kubelet's defaults: port 10250, 1000 pods, labels
+/// [`NodeConfig::new`] sets the kubelet's defaults: port 10250, 1000 pods, loopback pod
+/// addresses, labels
 /// `kubernetes.io/arch` and `kubernetes.io/os` = `wasm32-wasi`, `type=wasmlet`, and the taints
 /// `kubernetes.io/arch=wasm32-wasi:NoSchedule` and `:NoExecute`.
 #[derive(Debug, Clone)]
@@ -54,8 +56,12 @@ pub struct NodeConfig {
     pub taints: Vec<Taint>,
     /// The hard eviction thresholds: below them the node reports pressure.
     pub eviction_hard: EvictionHard,
-    /// The range pod IPs are taken from.
-    pub pod_cidr: Cidr,
+    /// How pods get their addresses: a loopback range, or the cluster's network by CNI.
+    pub network: NetworkMode,
+    /// `--pod-cidr`: in loopback mode the range pod IPs are taken from (default
+    /// [`DEFAULT_POD_CIDR`]); in CNI mode, when set, it overrides the node's `spec.podCIDR`
+    /// as the range given to IPAM plugins.
+    pub pod_cidr: Option<Cidr>,
     /// Registry settings for image pulls (CA files, insecure registries, node credentials).
     pub registry: ClientConfig,
     /// On shutdown, report the stopped pods Failed (`Terminated`) so their controllers
@@ -160,9 +166,8 @@ impl NodeConfig {
             labels,
             taints,
             eviction_hard: EvictionHard::default(),
-            pod_cidr: DEFAULT_POD_CIDR
-                .parse()
-                .expect("the default pod CIDR parses"),
+            network: NetworkMode::Loopback,
+            pod_cidr: None,
             registry: ClientConfig::default(),
             drain_on_shutdown: false,
             rotate_certificates: true,

@@ -12,8 +12,11 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::config::NodeConfig;
 use crate::machine::{self, SystemInfo};
+use crate::network::Network;
 use crate::status;
 
 /// Errors registering the node.
@@ -162,10 +165,18 @@ async fn renew(leases: &Api<Lease>, node: &Node) -> Result<()> {
 
 /// Reports the node status every 10 s when it changed, and at least every 5 minutes; on
 /// `cancel`, reports the node NotReady once before returning.
-pub async fn run_status(client: Client, config: NodeConfig, cancel: CancellationToken) {
+pub async fn run_status(
+    client: Client,
+    config: NodeConfig,
+    network: Arc<Network>,
+    cancel: CancellationToken,
+) {
     let nodes: Api<Node> = Api::all(client);
     let info = machine::system_info();
-    let mut reporter = Reporter::default();
+    let mut reporter = Reporter {
+        last: None,
+        network,
+    };
     loop {
         reporter.tick(&nodes, &config, &info, false).await;
         tokio::select! {
@@ -182,9 +193,11 @@ pub async fn run_status(client: Client, config: NodeConfig, cancel: Cancellation
     }
 }
 
-#[derive(Default)]
 struct Reporter {
     last: Option<(NodeStatus, tokio::time::Instant)>,
+    /// Whether pods can get a network (the Ready condition says so when not), and the
+    /// node's pod CIDRs learnt from each report's answer.
+    network: Arc<Network>,
 }
 
 impl Reporter {
@@ -201,15 +214,23 @@ impl Reporter {
         };
         let previous = self.previous_conditions();
         let mut status = status::node_status(config, &readings, info, &previous, Timestamp::now());
-        if stopping {
+        let not_ready = match stopping {
+            true => Some("kubelet is shutting down".to_string()),
+            false => self.network.not_ready(),
+        };
+        if let Some(message) = not_ready {
             let conditions = status.conditions.get_or_insert_with(Vec::new);
-            status::not_ready(conditions, "kubelet is shutting down", Timestamp::now());
+            status::not_ready(conditions, &message, Timestamp::now());
+            keep_not_ready_since(conditions, &previous);
         }
         if !self.due(&status) {
             return;
         }
         match patch_status(nodes, &config.node_name, &status).await {
-            Ok(_) => self.last = Some((status, tokio::time::Instant::now())),
+            Ok(node) => {
+                self.network.observe_node(&node);
+                self.last = Some((status, tokio::time::Instant::now()));
+            }
             Err(err) => tracing::warn!(%err, "reporting node status"),
         }
     }
@@ -231,6 +252,20 @@ impl Reporter {
     }
 }
 
+/// A node that was already NotReady keeps the time it became so.
+fn keep_not_ready_since(
+    conditions: &mut [k8s_openapi::api::core::v1::NodeCondition],
+    previous: &[k8s_openapi::api::core::v1::NodeCondition],
+) {
+    let before = previous
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "False");
+    if let (Some(before), Some(now)) = (before, conditions.iter_mut().find(|c| c.type_ == "Ready"))
+    {
+        now.last_transition_time = before.last_transition_time.clone();
+    }
+}
+
 /// Exponential back-off: 200 ms doubling to 30 s.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -246,6 +281,11 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// A back-off whose first delay is `first`, doubling up to 30 s.
+    pub fn starting_at(first: Duration) -> Self {
+        Self { next: first }
+    }
+
     /// The delay before the next try; each call doubles the following one, up to 30 s.
     pub fn delay(&mut self) -> Duration {
         let now = self.next;

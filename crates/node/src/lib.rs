@@ -35,6 +35,7 @@ pub mod ips;
 pub mod logs;
 pub mod machine;
 pub mod metrics;
+pub mod network;
 pub mod objects;
 pub mod pod;
 pub mod pods;

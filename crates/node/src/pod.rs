@@ -12,11 +12,10 @@
 //!   start of the agent runs the pod again. With `--drain-on-shutdown` the pod is reported
 //!   Failed (`Terminated`) instead, as the kubelet's graceful node shutdown does.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, ObjectReference, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{ContainerStatus, Node, ObjectReference, Pod, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
@@ -28,11 +27,15 @@ use wasmlet_worker::{
     PodDir, PodWorker, Resume, ResumedContainer, WorkerConfig, WorkerEvent, WorkerFacts,
 };
 
+use crate::heartbeat::Backoff;
+use crate::network::{Error as NetworkError, PodNetwork};
 use crate::objects::PodObjects;
 use crate::pods::NodeContext;
 
 /// How long a failed status write waits before it is tried again.
 const STATUS_RETRY: Duration = Duration::from_secs(2);
+/// The first wait before a pod's network is tried again (doubling up to 30 s).
+const SANDBOX_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs one pod until it is deleted, removed, or the agent shuts down.
 pub async fn run(
@@ -46,7 +49,7 @@ pub async fn run(
         task.idle(&mut updates, &gone).await;
         return;
     }
-    let Some(worker) = task.start_worker().await else {
+    let Some(worker) = task.start_worker(&mut updates, &gone).await else {
         task.idle(&mut updates, &gone).await;
         return;
     };
@@ -54,7 +57,10 @@ pub async fn run(
     let outcome = task.supervise(&worker, &mut updates, &gone).await;
     let facts = worker.wait().await;
     task.context.running.unregister(&task.uid);
-    task.context.ips.release(&task.uid);
+    // A pod the agent leaves running for its next start keeps its network (and IPs).
+    if !matches!(outcome, Outcome::ShuttingDown) || task.context.drain_on_shutdown {
+        task.detach_network().await;
+    }
     match outcome {
         Outcome::ShuttingDown if task.context.drain_on_shutdown => {
             task.report(&shut_down(facts)).await;
@@ -134,29 +140,28 @@ impl PodTask {
         self.pod.metadata.deletion_timestamp.is_some()
     }
 
-    /// Fetches what the pod needs, takes its IP and starts its worker.
-    async fn start_worker(&mut self) -> Option<PodWorker> {
+    /// Fetches what the pod needs, gives it its network and starts its worker. `None` when
+    /// the pod is deleted or removed before it could start, or its worker cannot start.
+    async fn start_worker(
+        &mut self,
+        updates: &mut watch::Receiver<Pod>,
+        gone: &CancellationToken,
+    ) -> Option<PodWorker> {
         let objects = self.objects.fetch(&self.pod).await;
         let keyring = self.objects.pull_secrets(&self.pod).await;
-        let ip = match self.pod_ip() {
-            Ok(ip) => ip,
-            Err(err) => {
-                tracing::error!(pod = %self.name(), %err, "no pod IP");
-                return None;
-            }
-        };
+        let network = self.attach_network(updates, gone).await?;
         let config = WorkerConfig {
             root: self.context.data_dir.clone(),
             node: NodeFacts {
                 node_name: self.context.node_name.clone(),
                 host_ips: vec![self.context.node_ip.to_string()],
-                pod_ips: vec![ip.to_string()],
+                pod_ips: network.ips.iter().map(ToString::to_string).collect(),
                 pod_uid: self.uid.clone(),
                 allocatable: self.context.allocatable,
             },
             output: None,
             resume: resume_of(self.pod.status.as_ref()),
-            network: None,
+            network: network.netns.clone(),
         };
         let resolver = Arc::new(self.context.images.with_keyring(keyring));
         let runtime = self.context.runtime.clone();
@@ -164,28 +169,90 @@ impl PodTask {
             Ok(worker) => Some(worker),
             Err(err) => {
                 tracing::error!(pod = %self.name(), %err, "cannot run the pod");
+                self.detach_network().await;
                 None
             }
         }
     }
 
-    /// The pod's IP: the node's for `hostNetwork` pods, else one of the pod CIDR (the one
-    /// reported before when the agent restarted).
-    fn pod_ip(&self) -> Result<IpAddr, crate::ips::Error> {
-        let spec = self.pod.spec.as_ref();
-        if spec.and_then(|s| s.host_network).unwrap_or(false) {
-            return Ok(self.context.node_ip);
+    /// The pod's network, tried again with back-off while it cannot be had (as the kubelet
+    /// retries a sandbox): each failure is a Warning event, `NetworkNotReady` while the node
+    /// has no network configuration, else `FailedCreatePodSandBox` with the plugin's error.
+    /// `None` if the pod is deleted or removed meanwhile, or the agent stops.
+    async fn attach_network(
+        &mut self,
+        updates: &mut watch::Receiver<Pod>,
+        gone: &CancellationToken,
+    ) -> Option<PodNetwork> {
+        let mut backoff = Backoff::starting_at(SANDBOX_RETRY);
+        loop {
+            if self.context.network.wants_pod_cidr() {
+                self.read_node().await;
+            }
+            match self.context.network.attach(&self.pod).await {
+                Ok(network) => return Some(network),
+                Err(err) => self.network_failed(&err).await,
+            }
+            tokio::select! {
+                changed = updates.changed() => match changed {
+                    Ok(()) => self.pod = updates.borrow_and_update().clone(),
+                    Err(_) => return None,
+                },
+                () = gone.cancelled() => return None,
+                () = tokio::time::sleep(backoff.delay()) => {}
+            }
+            if self.deleting() {
+                return None;
+            }
         }
-        let previous = self
-            .pod
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.as_deref())
-            .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
-        self.context
-            .ips
-            .allocate(&self.uid, previous)
-            .map(IpAddr::V4)
+    }
+
+    /// Reads this node's object so the network learns its `spec.podCIDRs`.
+    async fn read_node(&self) {
+        let nodes: Api<Node> = Api::all(self.context.client.clone());
+        match nodes.get(&self.context.node_name).await {
+            Ok(node) => self.context.network.observe_node(&node),
+            Err(err) => tracing::warn!(%err, "reading the node for its pod CIDR"),
+        }
+    }
+
+    async fn network_failed(&self, err: &NetworkError) {
+        tracing::warn!(pod = %self.name(), %err, "no pod network; retrying");
+        let (reason, note) = match err {
+            NetworkError::NotReady(_) => (
+                "NetworkNotReady",
+                format!(
+                    "network is not ready: {}",
+                    self.context
+                        .network
+                        .not_ready()
+                        .unwrap_or_else(|| err.to_string())
+                ),
+            ),
+            _ => (
+                "FailedCreatePodSandBox",
+                format!("Failed to create pod sandbox: {err}"),
+            ),
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: "CreatePodSandbox".into(),
+            secondary: None,
+        };
+        let reference = self.reference(None);
+        if let Err(err) = self.context.recorder.publish(&event, &reference).await {
+            tracing::warn!(pod = %self.name(), %err, %reason, "publishing an event failed");
+        }
+    }
+
+    /// Takes the pod's network away (DEL, the namespace unpinned); failures are logged and
+    /// left for the next start's clean-up.
+    async fn detach_network(&self) {
+        if let Err(err) = self.context.network.detach(&self.pod).await {
+            tracing::warn!(pod = %self.name(), %err, "removing the pod network failed");
+        }
     }
 
     /// Writes the status on every change of the worker's facts and follows the pod's

@@ -23,7 +23,7 @@ use wasmlet_pod::NodeAllocatable;
 use wasmlet_runtime::Runtime;
 
 use crate::images::RegistryResolver;
-use crate::ips::IpPool;
+use crate::network::Network;
 use crate::running::RunningPods;
 
 /// What every pod task needs.
@@ -40,8 +40,8 @@ pub struct NodeContext {
     pub runtime: Runtime,
     /// Images from the store and registries.
     pub images: RegistryResolver,
-    /// Pod IPs.
-    pub ips: IpPool,
+    /// Pod networks: addresses, namespaces, CNI.
+    pub network: Arc<Network>,
     /// The defaults of unset limits.
     pub allocatable: NodeAllocatable,
     /// Events about pods, as `kubelet` of this node.
@@ -83,7 +83,13 @@ pub async fn run(
             () = cancel.cancelled() => break,
         };
         match event {
-            Some(Ok(event)) => pods.on_event(&context, event),
+            Some(Ok(event)) => {
+                let first_listing = matches!(event, Event::InitDone) && !pods.collected;
+                pods.on_event(&context, event);
+                if first_listing {
+                    pods.collect_garbage(&context).await;
+                }
+            }
             Some(Err(err)) => tracing::warn!(%err, "pod watch failed; retrying"),
             None => break,
         }
@@ -91,11 +97,21 @@ pub async fn run(
     pods.shut_down().await;
 }
 
+/// Whether the pod has ended for good (`Succeeded` or `Failed`).
+fn has_ended(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    matches!(phase, Some("Succeeded" | "Failed"))
+}
+
 #[derive(Default)]
 struct Pods {
     entries: HashMap<String, Entry>,
     /// The UIDs listed since the watch (re)started, until the listing is complete.
     listing: Option<HashSet<String>>,
+    /// The listed pods that have not ended: their networks are kept.
+    unfinished: HashSet<String>,
+    /// Whether the networks of pods gone while the agent was down have been removed.
+    collected: bool,
 }
 
 impl Pods {
@@ -105,6 +121,9 @@ impl Pods {
             Event::InitApply(pod) => {
                 if let (Some(listing), Some(uid)) = (&mut self.listing, &pod.metadata.uid) {
                     listing.insert(uid.clone());
+                    if !has_ended(&pod) {
+                        self.unfinished.insert(uid.clone());
+                    }
                 }
                 self.apply(context, pod);
             }
@@ -139,6 +158,18 @@ impl Pods {
                 task,
             },
         );
+    }
+
+    /// Once, after the first complete listing and before any pod that came later starts:
+    /// removes the networks (namespaces, CNI attachments) of pods that are gone or ended,
+    /// what a crash or `kill -9` of the agent left behind.
+    async fn collect_garbage(&mut self, context: &NodeContext) {
+        self.collected = true;
+        let live = std::mem::take(&mut self.unfinished);
+        let removed = context.network.collect_garbage(live).await;
+        if removed > 0 {
+            tracing::info!(removed, "removed the networks of pods that are gone");
+        }
     }
 
     /// The pod was deleted from the API (e.g. forced): its task stops it at once.

@@ -16,6 +16,7 @@ use crate::exit::ExitStatus;
 use crate::log::{OutputSink, SharedSink, Stream};
 use crate::program::{Pre, Program, ProgramKind};
 use crate::runtime::{Error, Result, Runtime, describe};
+use crate::sockets::Network;
 use crate::spec::{ContainerSpec, Limits};
 use crate::state::{ComponentState, Control, MemoryLimiter, ModuleState, StopCause};
 use crate::usage::{Meter, Metered, Usage};
@@ -122,10 +123,12 @@ impl Runtime {
         let control = Arc::new(Control::new(deadline));
         let mut builder = wasi_builder(&spec)?;
         let sink = SharedSink::new(OutputSink::new(spec.stdio)?);
-        if let Some(network) = spec
+        let network = spec
             .network
-            .filter(|_| program.kind() != ProgramKind::Module)
-        {
+            .clone()
+            .filter(|_| program.kind() != ProgramKind::Module);
+        let namespace = network.as_ref().and_then(|n| n.namespace.clone());
+        if let Some(network) = network {
             network.grant(&mut builder, sink.clone());
         }
         let meter = Arc::new(Meter::default());
@@ -133,13 +136,17 @@ impl Runtime {
         let run = self.instance_future(program, builder, &sink, &spec.limits, &control, limiter)?;
         let run = Metered::new(run, meter.clone());
         let task_control = control.clone();
-        Ok(spawn_container(control, None, meter, async move {
+        let task = async move {
             let status = supervise(run, &task_control).await;
             if let Err(err) = sink.lock().finish() {
                 tracing::warn!("cannot flush the container log: {err}");
             }
             status
-        }))
+        };
+        let task = Network::polled(namespace, task, |err| {
+            ExitStatus::trapped(format!("cannot run in the pod's network namespace: {err}"))
+        });
+        Ok(spawn_container(control, None, meter, task))
     }
 
     /// Starts serving `program` (a `wasi:http/incoming-handler` component) on every one of

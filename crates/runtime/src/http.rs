@@ -17,6 +17,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::log::{OutputSink, SharedSink, Stream};
 use crate::program::{Pre, Program};
 use crate::runtime::{Error, Result, Runtime, describe};
+use crate::sockets::Network;
 use crate::spec::{ContainerSpec, Limits};
 use crate::state::{ComponentState, Control, MemoryLimiter};
 use crate::usage::{Meter, Metered};
@@ -186,6 +187,12 @@ impl Handler {
                 .call_handle(&mut store, req, out)
                 .await
         };
+        let namespace = self.spec.network.as_ref().and_then(|n| n.namespace.clone());
+        let call = Network::polled(namespace, call, |err| {
+            Err(wasmtime::Error::msg(format!(
+                "cannot run in the pod's network namespace: {err}"
+            )))
+        });
         let task = tokio::spawn(Metered::new(call, self.meter.clone()));
         match rx.await {
             Ok(Ok(response)) => Ok(response),
@@ -205,7 +212,7 @@ impl Handler {
         builder
             .stdout(self.sink.stream(Stream::Stdout))
             .stderr(self.sink.stream(Stream::Stderr));
-        if let Some(network) = self.spec.network {
+        if let Some(network) = self.spec.network.clone() {
             network.grant(&mut builder, self.sink.clone());
         }
         let limiter = MemoryLimiter::new(limits.memory_bytes, control.clone(), self.meter.clone());

@@ -20,6 +20,7 @@
 //!
 //! Preview 1 modules get no sockets: WASI preview 1 has no call that creates or binds one.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 
@@ -30,10 +31,53 @@ use crate::log::{SharedSink, Stream};
 
 /// The network of a component: `wasi:sockets` with binds held to the pod IP (see the
 /// [module docs](self)). Without one, a component gets no sockets at all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Network {
     /// The pod's IP: the one specific address the guest may bind and listen on.
     pub pod_ip: IpAddr,
+    /// The pod's own network namespace, when it has one (a node on the cluster's network):
+    /// the guest runs polled inside it ([`wasmlet_netns::InNamespace`]), so the sockets it
+    /// makes (binds, listens, connects, UDP) are the pod's. `None`: the host's network.
+    pub namespace: Option<std::sync::Arc<wasmlet_netns::NetNs>>,
+}
+
+impl PartialEq for Network {
+    fn eq(&self, other: &Network) -> bool {
+        let inode = |n: &Network| n.namespace.as_ref().map(|ns| ns.inode());
+        self.pod_ip == other.pod_ip && inode(self) == inode(other)
+    }
+}
+
+impl Network {
+    /// The host's network, binds held to `pod_ip`.
+    pub fn on_host(pod_ip: IpAddr) -> Network {
+        Network {
+            pod_ip,
+            namespace: None,
+        }
+    }
+
+    /// `run`, polled inside the pod's namespace when it has one; an entry that fails ends it
+    /// with `failed(error message)`.
+    pub(crate) fn polled<F>(
+        namespace: Option<std::sync::Arc<wasmlet_netns::NetNs>>,
+        run: F,
+        failed: impl FnOnce(String) -> F::Output + Send + 'static,
+    ) -> Pin<Box<dyn Future<Output = F::Output> + Send>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send,
+    {
+        match namespace {
+            None => Box::pin(run),
+            Some(ns) => Box::pin(async move {
+                match wasmlet_netns::InNamespace::new(ns, run).await {
+                    Ok(output) => output,
+                    Err(err) => failed(err.to_string()),
+                }
+            }),
+        }
+    }
 }
 
 /// Why a socket address was refused: written to the container's log.
@@ -123,9 +167,7 @@ mod tests {
 
     #[test]
     fn holds_binds_and_listens_to_the_pod_ip() {
-        let network = Network {
-            pod_ip: "127.64.0.5".parse().unwrap(),
-        };
+        let network = Network::on_host("127.64.0.5".parse().unwrap());
         use SocketAddrUse::*;
         let cases: &[(&str, SocketAddrUse, bool)] = &[
             ("127.64.0.5:7000", TcpBind, true),
@@ -156,9 +198,7 @@ mod tests {
 
     #[test]
     fn a_refusal_names_the_fix() {
-        let network = Network {
-            pod_ip: "127.64.0.5".parse().unwrap(),
-        };
+        let network = Network::on_host("127.64.0.5".parse().unwrap());
         let refusal = network
             .check("0.0.0.0:7000".parse().unwrap(), SocketAddrUse::TcpBind)
             .unwrap_err();

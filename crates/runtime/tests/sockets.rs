@@ -31,9 +31,7 @@ fn spec(log: &Path, listen_ip: &str, port: u16, network: Option<Network>) -> Con
 }
 
 fn pod_network() -> Option<Network> {
-    Some(Network {
-        pod_ip: POD_IP.parse().unwrap(),
-    })
+    Some(Network::on_host(POD_IP.parse().unwrap()))
 }
 
 /// A port nothing listens on now, on the pod IP.
@@ -154,4 +152,56 @@ async fn without_a_network_a_component_has_no_sockets() {
         text.contains("tcp_hello: cannot create a TCP socket: wasi:sockets error-code 1"),
         "access-denied: {text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_pod_namespace_the_components_sockets_are_made_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = dir.path().join("pod");
+    let ns = wasmlet_netns::NetNs::create(&pin).expect("a namespace (needs root)");
+    ns.set_loopback_up().unwrap();
+    let ns = std::sync::Arc::new(ns);
+    let log = dir.path().join("0.log");
+    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let program = rt.load(wasmlet_fixtures::tcp_hello()).unwrap();
+    // An address only the pod's namespace has a listener on: lo routes all of 127/8 there.
+    let ip = "127.88.0.1";
+    let port = 7070;
+    let network = Network {
+        pod_ip: ip.parse().unwrap(),
+        namespace: Some(ns.clone()),
+    };
+    let container = rt
+        .start(&program, spec(&log, ip, port, Some(network)))
+        .unwrap();
+    let addr = SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port);
+    let inside = ns.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut conn = loop {
+            match inside.connect_tcp(addr, Duration::from_secs(5)) {
+                Ok(conn) => break conn,
+                Err(err) if started.elapsed() > Duration::from_secs(20) => {
+                    panic!("nothing listens on {addr} in the pod's namespace: {err}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text
+    })
+    .await
+    .unwrap();
+    assert_eq!(text, "hello from wasi:sockets!\n");
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err(),
+        "the component's listener must not be on the host's network"
+    );
+    container.kill();
+    container.wait().await;
+    drop(ns);
+    wasmlet_netns::remove(&pin).unwrap();
 }

@@ -3,6 +3,7 @@
 //! connection refused`, `listen tcp 10.0.0.7:8080: bind: address already in use`.
 
 use std::io;
+use std::sync::Arc;
 
 use wasmlet_pod::NodeFacts;
 use wasmlet_runtime::Network;
@@ -19,11 +20,15 @@ pub(crate) fn pod_ip(node: &NodeFacts) -> &str {
 }
 
 /// The network of the pod's components: `wasi:sockets` that bind and listen on [`pod_ip`]
-/// only (see [`wasmlet_runtime::sockets`]). `None`, no sockets, if that is not an IP address.
-pub(crate) fn network(node: &NodeFacts) -> Option<Network> {
+/// only (see [`wasmlet_runtime::sockets`]), made inside the pod's network namespace when it
+/// has one. `None`, no sockets, if that is not an IP address.
+pub(crate) fn network(
+    node: &NodeFacts,
+    namespace: Option<Arc<wasmlet_netns::NetNs>>,
+) -> Option<Network> {
     let ip = pod_ip(node);
     match ip.parse() {
-        Ok(pod_ip) => Some(Network { pod_ip }),
+        Ok(pod_ip) => Some(Network { pod_ip, namespace }),
         Err(_) => {
             tracing::warn!("pod IP {ip:?} is not an IP address: components get no sockets");
             None
@@ -81,9 +86,9 @@ mod tests {
         assert_eq!(pod_ip(&node), "192.168.1.2");
         node.pod_ips = vec!["10.0.0.7".into()];
         assert_eq!(pod_ip(&node), "10.0.0.7");
-        let network = network(&node).map(|n| n.pod_ip.to_string());
+        let network = network(&node, None).map(|n| n.pod_ip.to_string());
         assert_eq!(network.as_deref(), Some("10.0.0.7"));
         node.pod_ips = vec!["pod".into()];
-        assert_eq!(super::network(&node), None);
+        assert_eq!(super::network(&node, None), None);
     }
 }

@@ -821,7 +821,7 @@ impl Worker {
                 cpu_millis: plan.limits.cpu_millis,
                 ..Limits::default()
             },
-            network: net::network(&self.node),
+            network: net::network(&self.node, self.network.clone()),
         };
         let name = record.spec.name.clone();
         self.events.push(Some(&name), events::created(&name));

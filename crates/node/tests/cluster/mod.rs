@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod workloads;
+
 /// A running test control plane.
 pub struct Cluster {
     state: PathBuf,
@@ -17,7 +19,13 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts a control plane whose node certificate is for `node_name`.
+    #[allow(dead_code)]
     pub fn start(node_name: &str) -> Result<Self> {
+        Self::start_with(node_name, &[])
+    }
+
+    /// [`Cluster::start`] with settings of `tests/cluster/up` (e.g. `WASMLET_CLUSTER_CIDR`).
+    pub fn start_with(node_name: &str, settings: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("wasmlet-cluster")
             .tempdir()?;
@@ -28,6 +36,7 @@ impl Cluster {
             .arg(root().join("tests/cluster/up"))
             .arg(&state)
             .env("WASMLET_NODE_NAME", node_name)
+            .envs(settings.iter().copied())
             .output()
             .context("running tests/cluster/up")?;
         let mut cluster = Self {
@@ -210,6 +219,19 @@ pub async fn start_agent(
 )> {
     let mut config = node_config(name, data)?;
     config.port = port;
+    start_agent_with(cluster, config).await
+}
+
+/// [`start_agent`] with a configuration of the caller's.
+#[allow(dead_code)]
+pub async fn start_agent_with(
+    cluster: &Cluster,
+    config: wasmlet_node::config::NodeConfig,
+) -> Result<(
+    tokio::task::JoinHandle<()>,
+    tokio_util::sync::CancellationToken,
+)> {
+    let (name, port) = (config.node_name.clone(), config.port);
     let credentials = wasmlet_node::agent::Credentials {
         kubeconfig: Some(cluster.var("WASMLET_NODE_KUBECONFIG").into()),
         ..Default::default()
@@ -222,7 +244,7 @@ pub async fn start_agent(
         }
     });
     let csr = eventually(Duration::from_secs(30), "the serving CSR", || {
-        serving_csr(cluster, name)
+        serving_csr(cluster, &name)
     })
     .await?;
     cluster.kubectl(&["certificate", "approve", &csr])?;
