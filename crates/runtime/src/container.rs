@@ -18,7 +18,7 @@ use crate::program::{Pre, Program, ProgramKind};
 use crate::runtime::{Error, Result, Runtime, describe};
 use crate::sockets::Network;
 use crate::spec::{ContainerSpec, Limits};
-use crate::state::{ComponentState, Control, MemoryLimiter, ModuleState, StopCause};
+use crate::state::{ComponentState, Control, MemoryLimiter, ModuleState, PodHttpHooks, StopCause};
 use crate::usage::{Meter, Metered, Usage};
 
 /// A running (or finished) container: a command running to its end, or a `wasi:http`
@@ -133,7 +133,14 @@ impl Runtime {
         }
         let meter = Arc::new(Meter::default());
         let limiter = MemoryLimiter::new(spec.limits.memory_bytes, control.clone(), meter.clone());
-        let run = self.instance_future(program, builder, &sink, &spec.limits, &control, limiter)?;
+        let run = self.instance_future(
+            program,
+            builder,
+            &sink,
+            &spec.limits,
+            &control,
+            (limiter, namespace.clone()),
+        )?;
         let run = Metered::new(run, meter.clone());
         let task_control = control.clone();
         let task = async move {
@@ -191,7 +198,7 @@ impl Runtime {
         sink: &SharedSink,
         limits: &Limits,
         control: &Arc<Control>,
-        limiter: MemoryLimiter,
+        (limiter, namespace): (MemoryLimiter, Option<Arc<wasmlet_netns::NetNs>>),
     ) -> Result<std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<i32>> + Send>>> {
         builder
             .stdout(sink.stream(Stream::Stdout))
@@ -204,7 +211,7 @@ impl Runtime {
                 Ok(Box::pin(run_module(pre.clone(), store)))
             }
             Pre::Command(pre) => {
-                let state = self.component_state(builder, limiter);
+                let state = self.component_state(builder, limiter, namespace);
                 let mut store = self.new_store(state, limits, control)?;
                 store.limiter(|s| &mut s.limiter);
                 Ok(Box::pin(run_command(pre.clone(), store)))
@@ -215,15 +222,19 @@ impl Runtime {
         }
     }
 
+    /// A component's store data; its outgoing `wasi:http` requests dial from `namespace`
+    /// (the pod's network namespace), when given.
     pub(crate) fn component_state(
         &self,
         mut builder: WasiCtxBuilder,
         limiter: MemoryLimiter,
+        namespace: Option<Arc<wasmlet_netns::NetNs>>,
     ) -> ComponentState {
         ComponentState {
             wasi: builder.build(),
             table: wasmtime::component::ResourceTable::new(),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            hooks: PodHttpHooks { namespace },
             limiter,
         }
     }

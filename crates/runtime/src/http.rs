@@ -216,7 +216,8 @@ impl Handler {
             network.grant(&mut builder, self.sink.clone());
         }
         let limiter = MemoryLimiter::new(limits.memory_bytes, control.clone(), self.meter.clone());
-        let state = self.runtime.component_state(builder, limiter);
+        let namespace = self.spec.network.as_ref().and_then(|n| n.namespace.clone());
+        let state = self.runtime.component_state(builder, limiter, namespace);
         let mut store = self.runtime.new_store(state, limits, &control)?;
         store.limiter(|s| &mut s.limiter);
         Ok(store)

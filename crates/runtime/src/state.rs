@@ -1,5 +1,7 @@
 //! What each store holds: WASI contexts, the memory limiter and the stop control.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
@@ -158,7 +160,43 @@ pub(crate) struct ComponentState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) http: WasiHttpCtx,
+    pub(crate) hooks: PodHttpHooks,
     pub(crate) limiter: MemoryLimiter,
+}
+
+/// Outgoing `wasi:http` requests as wasmtime sends them, dialled from inside the pod's
+/// network namespace when it has one (the request's future, which connects, is polled
+/// there; the connection then serves from any thread).
+pub(crate) struct PodHttpHooks {
+    pub(crate) namespace: Option<Arc<wasmlet_netns::NetNs>>,
+}
+
+type SentResponse = wasmtime_wasi_http::Result<(
+    hyper::Response<wasmtime_wasi_http::WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl wasmtime_wasi_http::WasiHttpHooks for PodHttpHooks {
+    fn send_request(
+        &mut self,
+        request: hyper::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SentResponse> + Send> {
+        let sent =
+            Pin::from(wasmtime_wasi_http::default_hooks().send_request(request, options, fut));
+        let Some(ns) = self.namespace.clone() else {
+            return Box::new(sent);
+        };
+        Box::new(async move {
+            match wasmlet_netns::InNamespace::new(ns, sent).await {
+                Ok(sent) => sent,
+                Err(err) => Err(wasmtime_wasi_http::Error::Connect(std::io::Error::other(
+                    err.to_string(),
+                ))),
+            }
+        })
+    }
 }
 
 impl WasiView for ComponentState {
@@ -175,7 +213,7 @@ impl WasiHttpView for ComponentState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.hooks,
         }
     }
 }
@@ -183,6 +221,63 @@ impl WasiHttpView for ComponentState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One HTTP answer from a server made inside `ns` on 127.0.0.1 (which the host's
+    /// loopback does not share); returns its port.
+    fn serve_once_inside(ns: &wasmlet_netns::NetNs) -> u16 {
+        use std::io::{Read, Write};
+        let listener = ns.bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        });
+        port
+    }
+
+    async fn get(hooks: &mut PodHttpHooks, port: u16) -> Result<u16, String> {
+        use http_body_util::BodyExt;
+        let body = http_body_util::Empty::<bytes::Bytes>::new()
+            .map_err(|_| unreachable!())
+            .boxed_unsync();
+        let request = hyper::Request::builder()
+            .uri(format!("http://127.0.0.1:{port}/"))
+            .header("host", format!("127.0.0.1:{port}"))
+            .body(body)
+            .unwrap();
+        let sent = wasmtime_wasi_http::WasiHttpHooks::send_request(
+            hooks,
+            request,
+            None,
+            Box::new(async { Ok(()) }),
+        );
+        let (response, io) = Pin::from(sent).await.map_err(|e| format!("{e:?}"))?;
+        tokio::spawn(Pin::from(io));
+        Ok(response.status().as_u16())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outgoing_requests_dial_from_the_pods_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let pin = dir.path().join("pod");
+        let ns = wasmlet_netns::NetNs::create(&pin).expect("a namespace (needs root)");
+        ns.set_loopback_up().unwrap();
+        let ns = Arc::new(ns);
+        let port = serve_once_inside(&ns);
+        let mut on_host = PodHttpHooks { namespace: None };
+        assert!(
+            get(&mut on_host, port).await.is_err(),
+            "the host's 127.0.0.1:{port} is not the pod's"
+        );
+        let mut in_pod = PodHttpHooks {
+            namespace: Some(ns.clone()),
+        };
+        assert_eq!(get(&mut in_pod, port).await, Ok(200));
+        drop((in_pod, ns));
+        wasmlet_netns::remove(&pin).unwrap();
+    }
 
     #[test]
     fn limiter_counts_memories_and_tables_together() {
