@@ -41,6 +41,30 @@ pub enum Error {
         /// The header value.
         header: String,
     },
+    /// A challenge's realm that is not an absolute `http` or `https` URL.
+    #[error(
+        "registry {registry} sent token realm `{realm}`, which is not an absolute http:// or https:// URL ({reason}); the registry's token auth is misconfigured (its realm must be the token server's full URL)"
+    )]
+    InvalidRealm {
+        /// The registry.
+        registry: String,
+        /// The realm as sent.
+        realm: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Credentials withheld from a token realm on plain HTTP.
+    #[error(
+        "credentials for registry {registry} were withheld from its token realm {realm}: the realm is plain HTTP on {authority}, which is neither loopback nor an allowed insecure registry, so the password would cross the network in clear; serve the token realm over HTTPS, or pass --insecure-registry {authority} to allow plain HTTP to it"
+    )]
+    CleartextRealm {
+        /// The registry whose credentials they are.
+        registry: String,
+        /// The realm.
+        realm: String,
+        /// The realm's `host[:port]`.
+        authority: String,
+    },
     /// The token endpoint's answer has no usable token.
     #[error(
         "token server {realm} answered without a usable token (neither `token` nor `access_token` is set): {body}"
@@ -280,6 +304,50 @@ fn parse_params(s: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// Parses a challenge's realm: it must be an absolute `http` or `https` URL with a host.
+pub fn parse_realm(registry: &str, realm: &str) -> Result<reqwest::Url, Error> {
+    let invalid = |reason: String| Error::InvalidRealm {
+        registry: registry.to_string(),
+        realm: realm.chars().take(200).collect(),
+        reason,
+    };
+    let url = reqwest::Url::parse(realm).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!("scheme `{}`", url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host".to_string()));
+    }
+    Ok(url)
+}
+
+/// A URL's `host[:port]`, as `--insecure-registry` names it (the port only when explicit).
+pub fn authority(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+/// Refuses to send `registry`'s basic credentials to a plain-HTTP realm unless
+/// `plain_http_allowed` allows its `host[:port]` (as it does registries: loopback or listed).
+pub fn check_realm_for_credentials(
+    registry: &str,
+    realm: &reqwest::Url,
+    plain_http_allowed: impl Fn(&str) -> bool,
+) -> Result<(), Error> {
+    let authority = authority(realm);
+    if realm.scheme() == "https" || plain_http_allowed(&authority) {
+        return Ok(());
+    }
+    Err(Error::CleartextRealm {
+        registry: registry.to_string(),
+        realm: realm.to_string(),
+        authority,
+    })
+}
+
 /// A bearer token from a token endpoint, with its lifetime.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Token {
@@ -400,6 +468,53 @@ mod tests {
         );
         assert_eq!(Challenge::parse("Negotiate abc"), None);
         assert_eq!(Challenge::parse("Bearer service=x"), None);
+    }
+
+    #[test]
+    fn realms_must_be_absolute_http_urls() {
+        for realm in ["https://auth.example/token", "http://127.0.0.1:5001/t?x=1"] {
+            assert!(parse_realm("r", realm).is_ok(), "{realm}");
+        }
+        for realm in [
+            "/token",
+            "token.example/token",
+            "ftp://h/t",
+            "file:///etc/passwd",
+            "",
+        ] {
+            let err = parse_realm("reg.example", realm).unwrap_err();
+            assert!(matches!(err, Error::InvalidRealm { .. }), "{realm}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("reg.example") && text.contains("absolute http"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_go_to_plain_http_realms_only_where_plain_http_is_allowed() {
+        let allowed = |a: &str| a == "127.0.0.1:5001" || a == "auth.lan:8080";
+        for (realm, ok) in [
+            ("https://auth.example/token", true),
+            ("http://127.0.0.1:5001/token", true),
+            ("http://auth.lan:8080/token", true),
+            ("http://auth.lan/token", false),
+            ("http://auth.example/token", false),
+        ] {
+            let url = parse_realm("reg.example", realm).unwrap();
+            let result = check_realm_for_credentials("reg.example", &url, allowed);
+            assert_eq!(result.is_ok(), ok, "{realm}");
+            if let Err(e) = result {
+                let text = e.to_string();
+                assert!(
+                    text.contains(realm)
+                        && text.contains("withheld")
+                        && text.contains("--insecure-registry auth."),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -680,12 +680,17 @@ impl Client {
     }
 
     fn allows_http(&self, reference: &Reference) -> bool {
-        reference.is_loopback()
+        self.plain_http_allowed(reference.registry())
+    }
+
+    /// Whether `host[:port]` may be spoken to over plain HTTP: loopback, or listed insecure.
+    fn plain_http_allowed(&self, authority: &str) -> bool {
+        crate::reference::is_loopback_authority(authority)
             || self
                 .config
                 .insecure
                 .iter()
-                .any(|i| i == reference.registry())
+                .any(|i| i.eq_ignore_ascii_case(authority))
     }
 
     fn scope(req: &Req<'_>) -> String {
@@ -752,12 +757,18 @@ impl Client {
         scope: &str,
         credential: &auth::Credential,
     ) -> Result<Token> {
+        let registry = reference.registry();
+        let url = auth::parse_realm(registry, realm)?;
+        let basic = credential.basic_header();
+        if basic.is_some() {
+            auth::check_realm_for_credentials(registry, &url, |a| self.plain_http_allowed(a))?;
+        }
         let mut query = vec![("scope", scope)];
         if let Some(s) = service {
             query.push(("service", s));
         }
-        let mut builder = self.http.get(realm).query(&query);
-        if let Some(basic) = credential.basic_header() {
+        let mut builder = self.http.get(url).query(&query);
+        if let Some(basic) = basic {
             builder = builder.header(AUTHORIZATION, basic);
         }
         let resp = builder

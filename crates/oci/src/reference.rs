@@ -86,14 +86,19 @@ impl Reference {
 
     /// Whether the registry lives on this machine (loopback), where plain HTTP is allowed.
     pub fn is_loopback(&self) -> bool {
-        let host = host_of(&self.registry);
-        host == "localhost"
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        is_loopback_authority(&self.registry)
     }
+}
+
+/// Whether `host[:port]` names this machine: `localhost` or a loopback IP literal.
+pub fn is_loopback_authority(authority: &str) -> bool {
+    let host = host_of(authority);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The host part of `host[:port]` (IPv6 literals keep their brackets).

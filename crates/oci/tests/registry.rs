@@ -529,3 +529,59 @@ async fn https_registries_need_their_ca() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn credentials_are_withheld_from_a_plain_http_realm_elsewhere() {
+    let tokens = TokenServer::start(TokenShape::Token, Some(("bob", "pw")), 300);
+    let realm = "http://token.wasmlet.invalid:5001/token";
+    let registry = Registry::start(tokens.registry_auth_at(realm));
+    let host = registry.host();
+    let r = reference(&host, "demo/hello:v1");
+    let err = failed_pull(&client(Some((&host, "bob", "pw"))), &r).await;
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            pull::Error::Registry(client::Error::Auth(
+                wasmlet_oci::auth::Error::CleartextRealm { .. }
+            ))
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(realm)
+            && text.contains("withheld")
+            && text.contains("--insecure-registry token.wasmlet.invalid:5001"),
+        "{text}"
+    );
+    let mut listed = ClientConfig {
+        insecure: vec!["token.wasmlet.invalid:5001".into()],
+        ..Default::default()
+    };
+    listed.keyring.insert(
+        &host,
+        Credential::Basic {
+            username: "bob".into(),
+            password: "pw".into(),
+        },
+    );
+    let err = failed_pull(&Client::new(listed).unwrap(), &r)
+        .await
+        .to_string();
+    assert!(
+        err.contains("cannot reach") && err.contains("token.wasmlet.invalid"),
+        "an allowed realm is asked (and is unreachable here): {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_realm_that_is_not_an_absolute_url_is_refused() {
+    let tokens = TokenServer::start(TokenShape::Token, None, 300);
+    let registry = Registry::start(tokens.registry_auth_at("/token"));
+    let r = reference(&registry.host(), "demo/hello:v1");
+    let err = failed_pull(&client(None), &r).await.to_string();
+    assert!(
+        err.contains("token realm `/token`") && err.contains("not an absolute http"),
+        "{err}"
+    );
+}

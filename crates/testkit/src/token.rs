@@ -93,6 +93,15 @@ impl TokenServer {
         }
     }
 
+    /// Registry auth settings that trust this server's tokens but send clients to `realm`
+    /// (a realm elsewhere, to test what a client sends there).
+    pub fn registry_auth_at(&self, realm: &str) -> Auth {
+        Auth::Token {
+            realm: realm.to_string(),
+            cert_pem: self.cert_pem.clone(),
+        }
+    }
+
     /// How many token requests were answered with a token.
     pub fn issued(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
