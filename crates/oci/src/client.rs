@@ -99,6 +99,45 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// A manifest, index, config or token answer that did not arrive whole in time.
+    #[error(
+        "registry {registry} did not deliver the {what} of {reference} within {}s, the deadline for manifests, configs and token answers; the registry or the network is stalled or far too slow (raise document_deadline in the registry client options if it is only slow)",
+        limit.as_secs_f64()
+    )]
+    Deadline {
+        /// The registry.
+        registry: String,
+        /// The reference.
+        reference: String,
+        /// What was being read.
+        what: String,
+        /// The deadline.
+        limit: Duration,
+    },
+    /// A blob download slower than the minimum progress.
+    #[error(
+        "registry {registry} sent blob {digest} of {reference} too slowly: {got} bytes in {}s after {received} of {size} bytes, under the minimum of {min} bytes per {}s window; the download was stopped (check the network, or lower blob_min_bytes or raise blob_window in the registry client options)",
+        window.as_secs_f64(),
+        window.as_secs_f64()
+    )]
+    Stalled {
+        /// The registry.
+        registry: String,
+        /// The reference.
+        reference: String,
+        /// The blob.
+        digest: Digest,
+        /// Bytes received in the last window.
+        got: u64,
+        /// Bytes received in all.
+        received: u64,
+        /// The blob's declared size.
+        size: u64,
+        /// The minimum per window.
+        min: u64,
+        /// The window.
+        window: Duration,
+    },
     /// Content whose digest or size is not what was asked for.
     #[error(
         "{what} of {reference}: expected {expected}, got {actual}; the registry served corrupt or different content, nothing was stored"
@@ -152,8 +191,25 @@ pub enum Error {
 /// Shorthand for this module's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The default deadline for a small document (manifest, index, config, token answer), from
+/// sending the request to its last byte: 60 s. Such documents are a few KiB; a registry that
+/// needs longer is stalled (or trickling bytes to hold the pull), not slow.
+pub const DOCUMENT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The default minimum progress of a blob download: 64 KiB in every [`BLOB_WINDOW`] (about
+/// 2 KiB/s), so a registry trickling a byte a second is cut off after one window while any
+/// working link, however slow, passes.
+pub const BLOB_MIN_BYTES: u64 = 64 << 10;
+
+/// The default window over which [`BLOB_MIN_BYTES`] must arrive: 30 s.
+pub const BLOB_WINDOW: Duration = Duration::from_secs(30);
+
+/// The longest error answer read from a registry, to quote in our error: 16 KiB.
+const MAX_ERROR_BODY_BYTES: usize = 16 << 10;
+
 /// How a [`Client`] behaves. Defaults: no credentials, system roots, plain HTTP only for
-/// loopback registries, 4 MiB manifest limit, 5 attempts starting at 200 ms back-off.
+/// loopback registries, 4 MiB manifest limit, 5 attempts starting at 200 ms back-off, a
+/// [`DOCUMENT_DEADLINE`] of 60 s and blobs held to [`BLOB_MIN_BYTES`] per [`BLOB_WINDOW`].
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Credentials by registry.
@@ -168,6 +224,14 @@ pub struct ClientConfig {
     pub attempts: u32,
     /// First back-off delay; doubles per attempt.
     pub backoff: Duration,
+    /// Deadline for a manifest, index, config or token answer, request to last byte (also for
+    /// the answer's headers of a blob request). Default [`DOCUMENT_DEADLINE`].
+    pub document_deadline: Duration,
+    /// A blob download fails when fewer bytes than this (or than what remains) arrive in any
+    /// `blob_window`; 0 turns the check off. Default [`BLOB_MIN_BYTES`].
+    pub blob_min_bytes: u64,
+    /// The window of `blob_min_bytes`. Default [`BLOB_WINDOW`].
+    pub blob_window: Duration,
 }
 
 impl Default for ClientConfig {
@@ -179,6 +243,9 @@ impl Default for ClientConfig {
             max_manifest_bytes: 4 << 20,
             attempts: 5,
             backoff: Duration::from_millis(200),
+            document_deadline: DOCUMENT_DEADLINE,
+            blob_min_bytes: BLOB_MIN_BYTES,
+            blob_window: BLOB_WINDOW,
         }
     }
 }
@@ -236,6 +303,9 @@ struct Req<'a> {
     body: Option<Bytes>,
     reference: &'a Reference,
     push: bool,
+    /// When the operation this request serves must be done; a token fetched for it must be
+    /// done by then too.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Client {
@@ -259,8 +329,20 @@ impl Client {
         })
     }
 
-    /// Fetches the manifest (or index) `reference` names, verified against its digest.
+    /// Fetches the manifest (or index) `reference` names, verified against its digest, within
+    /// the document deadline.
     pub async fn fetch_manifest(&self, reference: &Reference) -> Result<FetchedManifest> {
+        let deadline = self.document_deadline();
+        let fetch = self.fetch_manifest_by(reference, deadline);
+        self.by_deadline(reference, "manifest", deadline, fetch)
+            .await
+    }
+
+    async fn fetch_manifest_by(
+        &self,
+        reference: &Reference,
+        deadline: tokio::time::Instant,
+    ) -> Result<FetchedManifest> {
         let path = format!("manifests/{}", reference.manifest_key());
         let mut headers = HeaderMap::new();
         let accept = media::MANIFEST_ACCEPT.join(", ");
@@ -270,9 +352,9 @@ impl Client {
                 .parse()
                 .map_err(|_| self.protocol(reference, "accept"))?,
         );
-        let resp = self
-            .send(self.req(Method::GET, reference, &path, headers, None, false))
-            .await?;
+        let mut req = self.req(Method::GET, reference, &path, headers, None, false);
+        req.deadline = Some(deadline);
+        let resp = self.send(req).await?;
         let resp = self
             .expect(resp, reference, "manifest", &[StatusCode::OK])
             .await?;
@@ -295,11 +377,23 @@ impl Client {
         })
     }
 
-    /// Fetches a small blob (a config) into memory, verified.
+    /// Fetches a small blob (a config) into memory, verified, within the document deadline.
     pub async fn fetch_small_blob(
         &self,
         reference: &Reference,
         desc: &Descriptor,
+    ) -> Result<Bytes> {
+        let deadline = self.document_deadline();
+        let what = format!("blob {}", desc.digest);
+        let fetch = self.fetch_small_blob_by(reference, desc, deadline);
+        self.by_deadline(reference, &what, deadline, fetch).await
+    }
+
+    async fn fetch_small_blob_by(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        deadline: tokio::time::Instant,
     ) -> Result<Bytes> {
         if desc.size as usize > self.config.max_manifest_bytes {
             return Err(Error::TooLarge {
@@ -309,9 +403,9 @@ impl Client {
             });
         }
         let path = format!("blobs/{}", desc.digest);
-        let resp = self
-            .send(self.req(Method::GET, reference, &path, HeaderMap::new(), None, false))
-            .await?;
+        let mut req = self.req(Method::GET, reference, &path, HeaderMap::new(), None, false);
+        req.deadline = Some(deadline);
+        let resp = self.send(req).await?;
         let what = format!("blob {}", desc.digest);
         let resp = self
             .expect(resp, reference, &what, &[StatusCode::OK])
@@ -389,11 +483,7 @@ impl Client {
                 );
             }
             let path = format!("blobs/{}", desc.digest);
-            let resp = self
-                .send(self.req(Method::GET, reference, &path, headers, None, false))
-                .await?;
-            let ok = [StatusCode::OK, StatusCode::PARTIAL_CONTENT];
-            let resp = self.expect(resp, reference, &what, &ok).await?;
+            let resp = self.blob_answer(reference, &path, headers, &what).await?;
             if resp.status() == StatusCode::OK && sink.written > 0 {
                 sink.restart(tmp).await?;
                 progress.restart(&id, 0);
@@ -426,6 +516,26 @@ impl Client {
         Ok(Digest::from_sha256(sink.hasher))
     }
 
+    /// Sends a blob request and waits for its answer's headers, within the document deadline.
+    async fn blob_answer(
+        &self,
+        reference: &Reference,
+        path: &str,
+        headers: HeaderMap,
+        what: &str,
+    ) -> Result<reqwest::Response> {
+        let deadline = self.document_deadline();
+        let mut req = self.req(Method::GET, reference, path, headers, None, false);
+        req.deadline = Some(deadline);
+        let answer = async {
+            let resp = self.send(req).await?;
+            let ok = [StatusCode::OK, StatusCode::PARTIAL_CONTENT];
+            self.expect(resp, reference, what, &ok).await
+        };
+        let what = format!("answer to the request for {what}");
+        self.by_deadline(reference, &what, deadline, answer).await
+    }
+
     async fn copy_body(
         &self,
         resp: reqwest::Response,
@@ -436,8 +546,24 @@ impl Client {
     ) -> Result<(), CopyError> {
         let id = desc.digest.to_string();
         let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(CopyError::Broken)?;
+        let remaining = desc.size.saturating_sub(sink.written);
+        let mut pace = Pace::new(
+            self.config.blob_min_bytes,
+            self.config.blob_window,
+            remaining,
+        );
+        loop {
+            let next = tokio::time::timeout_at(pace.end, stream.next()).await;
+            let chunk = match next {
+                Err(_) => {
+                    let now = tokio::time::Instant::now();
+                    pace.roll(now)
+                        .map_err(|got| self.stalled(reference, desc, sink, got))?;
+                    continue;
+                }
+                Ok(None) => break,
+                Ok(Some(chunk)) => chunk.map_err(CopyError::Broken)?,
+            };
             if sink.written + chunk.len() as u64 > desc.size {
                 return Err(CopyError::Fatal(Error::Mismatch {
                     what: format!("blob {}", desc.digest),
@@ -448,8 +574,56 @@ impl Client {
             }
             sink.write(&chunk).await.map_err(CopyError::Fatal)?;
             progress.advance(&id, chunk.len() as u64);
+            pace.add(chunk.len() as u64);
+            let now = tokio::time::Instant::now();
+            if now >= pace.end {
+                pace.roll(now)
+                    .map_err(|got| self.stalled(reference, desc, sink, got))?;
+            }
         }
         Ok(())
+    }
+
+    fn stalled(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        sink: &Sink,
+        got: u64,
+    ) -> CopyError {
+        CopyError::Fatal(Error::Stalled {
+            registry: reference.registry().to_string(),
+            reference: reference.to_string(),
+            digest: desc.digest.clone(),
+            got,
+            received: sink.written,
+            size: desc.size,
+            min: self.config.blob_min_bytes,
+            window: self.config.blob_window,
+        })
+    }
+
+    fn document_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.config.document_deadline
+    }
+
+    /// Runs `fut` until `deadline`; past it, fails naming `what` and the limit.
+    async fn by_deadline<T>(
+        &self,
+        reference: &Reference,
+        what: &str,
+        deadline: tokio::time::Instant,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout_at(deadline, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Deadline {
+                registry: reference.registry().to_string(),
+                reference: reference.to_string(),
+                what: what.to_string(),
+                limit: self.config.document_deadline,
+            }),
+        }
     }
 
     /// Whether the registry already has a blob.
@@ -513,6 +687,7 @@ impl Client {
             body: Some(bytes),
             reference,
             push: true,
+            deadline: None,
         };
         let resp = self.send(req).await?;
         self.expect(
@@ -576,6 +751,7 @@ impl Client {
             body,
             reference,
             push,
+            deadline: None,
         }
     }
 
@@ -727,14 +903,18 @@ impl Client {
             }
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let scope = Self::scope(req);
+                let deadline = self.document_deadline();
+                let deadline = req.deadline.map_or(deadline, |d| d.min(deadline));
+                let fetch = self.fetch_token(
+                    req.reference,
+                    &realm,
+                    service.as_deref(),
+                    &scope,
+                    &credential,
+                );
+                let what = format!("token answer from realm {realm}");
                 let token = self
-                    .fetch_token(
-                        req.reference,
-                        &realm,
-                        service.as_deref(),
-                        &scope,
-                        &credential,
-                    )
+                    .by_deadline(req.reference, &what, deadline, fetch)
                     .await?;
                 let lifetime = token
                     .expires_in
@@ -795,7 +975,7 @@ impl Client {
         }
         let registry = reference.registry().to_string();
         let url = resp.url().to_string();
-        let body = resp.text().await.unwrap_or_default();
+        let body = error_body(resp).await;
         let detail = error_detail(&body);
         let reference = reference.to_string();
         Err(match status {
@@ -910,6 +1090,54 @@ impl Sink {
     }
 }
 
+/// A blob download's progress check: at least `min` bytes (or what remains, if less) must
+/// arrive in each window ending at `end`.
+struct Pace {
+    min: u64,
+    window: Duration,
+    end: tokio::time::Instant,
+    got: u64,
+    remaining: u64,
+    needed: u64,
+}
+
+impl Pace {
+    fn new(min: u64, window: Duration, remaining: u64) -> Pace {
+        let off = min == 0 || window.is_zero();
+        // Off: a window that never ends (a year is as good as never for one download).
+        let window = if off {
+            Duration::from_secs(365 * 86_400)
+        } else {
+            window
+        };
+        Pace {
+            min,
+            window,
+            end: tokio::time::Instant::now() + window,
+            got: 0,
+            remaining,
+            needed: min.min(remaining),
+        }
+    }
+
+    fn add(&mut self, n: u64) {
+        self.got += n;
+        self.remaining = self.remaining.saturating_sub(n);
+    }
+
+    /// Closes the window that ended: `Err(bytes received in it)` when too few arrived, else
+    /// opens the next one at `now`.
+    fn roll(&mut self, now: tokio::time::Instant) -> Result<(), u64> {
+        if self.got < self.needed {
+            return Err(self.got);
+        }
+        self.end = now + self.window;
+        self.got = 0;
+        self.needed = self.min.min(self.remaining);
+        Ok(())
+    }
+}
+
 enum CopyError {
     Broken(reqwest::Error),
     Fatal(Error),
@@ -937,6 +1165,20 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// The start of an error answer's body (at most [`MAX_ERROR_BODY_BYTES`]), as text.
+async fn error_body(resp: reqwest::Response) -> String {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = MAX_ERROR_BODY_BYTES - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() == MAX_ERROR_BODY_BYTES {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The `mediaType` field of a manifest or index, when it has one.
@@ -1047,6 +1289,28 @@ mod tests {
         ] {
             assert_eq!(c.allows_http(&r.parse().unwrap()), want, "{r}");
         }
+    }
+
+    #[test]
+    fn pace_needs_the_minimum_or_what_remains_in_each_window() {
+        let now = tokio::time::Instant::now();
+        let mut pace = Pace::new(100, Duration::from_secs(1), 250);
+        pace.add(99);
+        assert_eq!(pace.roll(now), Err(99), "99 of the 100 needed");
+        let mut pace = Pace::new(100, Duration::from_secs(1), 250);
+        pace.add(100);
+        assert_eq!(pace.roll(now), Ok(()));
+        assert_eq!(pace.end, now + Duration::from_secs(1));
+        pace.add(100);
+        assert_eq!(pace.roll(now), Ok(()));
+        pace.add(49);
+        assert_eq!(pace.roll(now), Err(49), "50 remained, all needed");
+        let mut pace = Pace::new(100, Duration::from_secs(1), 250);
+        pace.add(50);
+        pace.add(50);
+        assert_eq!(pace.roll(now), Ok(()));
+        let mut off = Pace::new(0, Duration::from_secs(1), 250);
+        assert_eq!(off.roll(now), Ok(()), "0 turns the check off");
     }
 
     #[test]

@@ -585,3 +585,104 @@ async fn a_realm_that_is_not_an_absolute_url_is_refused() {
         "{err}"
     );
 }
+
+/// A client with `config`'s limits and the tests' quick retries.
+fn limited_client(config: ClientConfig) -> Client {
+    Client::new(ClientConfig {
+        attempts: 2,
+        backoff: Duration::from_millis(20),
+        ..config
+    })
+    .unwrap()
+}
+
+fn trickle(path: &str, bytes: usize, every_ms: u64) -> Fault {
+    Fault::Trickle {
+        path: path.into(),
+        bytes,
+        every: Duration::from_millis(every_ms),
+    }
+}
+
+#[tokio::test]
+async fn a_manifest_trickled_past_the_deadline_is_refused() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/hello:v1");
+    push_ok(&r, wasmlet_fixtures::hello(), Format::CncfArtifact).await;
+    let manifest_len = client(None).fetch_manifest(&r).await.unwrap().bytes.len();
+    assert!(manifest_len > 160, "16 bytes a 50 ms take over 0.5 s");
+    let proxy = FaultProxy::start(&registry.url(), trickle("/manifests/", 16, 50));
+    let c = limited_client(ClientConfig {
+        document_deadline: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let err = failed_pull(&c, &reference(&proxy.host(), "demo/hello:v1")).await;
+    let text = err.to_string();
+    assert!(
+        matches!(&err, pull::Error::Registry(client::Error::Deadline { what, .. }) if what == "manifest"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&proxy.host()) && text.contains("0.5s") && text.contains("document_deadline"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_answer_trickled_past_the_deadline_is_refused() {
+    let tokens = TokenServer::start(TokenShape::Token, None, 300);
+    let proxy = FaultProxy::start(&tokens.url(), trickle("/token", 16, 50));
+    let realm = format!("http://{}/token", proxy.host());
+    let registry = Registry::start(tokens.registry_auth_at(&realm));
+    let c = limited_client(ClientConfig {
+        document_deadline: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let err = failed_pull(&c, &reference(&registry.host(), "demo/hello:v1")).await;
+    let text = err.to_string();
+    assert!(
+        matches!(&err, pull::Error::Registry(client::Error::Deadline { what, .. }) if what.contains("token answer")),
+        "{text}"
+    );
+    assert!(text.contains(&realm), "{text}");
+}
+
+#[tokio::test]
+async fn a_blob_trickled_under_the_minimum_progress_is_stopped() {
+    let registry = Registry::start(Auth::Open);
+    let wasm = big_module(32 << 10);
+    let r = reference(&registry.host(), "demo/slow:v1");
+    push_ok(&r, &wasm, Format::CncfArtifact).await;
+    // 1 KiB every 100 ms: at most 5 KiB a 500 ms window, the whole blob in over 3 s.
+    let proxy = FaultProxy::start(&registry.url(), trickle("/blobs/", 1024, 100));
+    let slow = reference(&proxy.host(), "demo/slow:v1");
+    let strict = limited_client(ClientConfig {
+        blob_min_bytes: 16 << 10,
+        blob_window: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let err = failed_pull(&strict, &slow).await;
+    let text = err.to_string();
+    let wasm_digest = Digest::of(&wasm);
+    assert!(
+        matches!(&err, pull::Error::Registry(client::Error::Stalled { digest, .. }) if *digest == wasm_digest),
+        "{text}"
+    );
+    assert!(
+        text.contains("too slowly")
+            && text.contains("16384 bytes per 0.5s")
+            && text.contains("blob_min_bytes"),
+        "{text}"
+    );
+    // The same trickle passes a rule it meets twentyfold (1 KiB in every 2 s).
+    let lenient = limited_client(ClientConfig {
+        blob_min_bytes: 1024,
+        blob_window: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let (_dir, store) = temp_store();
+    let image = pull::pull(&lenient, &store, &slow, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(store.read_blob(&image.wasm).unwrap(), wasm);
+}

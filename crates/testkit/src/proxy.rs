@@ -1,7 +1,8 @@
-//! A proxy in front of a registry that injects faults: broken connections mid-blob, 5xx
-//! answers, corrupt blobs and garbage manifests.
+//! A proxy in front of a registry (or token server) that injects faults: broken connections
+//! mid-blob, 5xx answers, corrupt blobs, garbage manifests and bodies trickled slowly.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -24,6 +25,16 @@ pub enum Fault {
     CorruptBlobs,
     /// Manifest bodies are replaced with invalid JSON.
     GarbageManifests,
+    /// Successful GET bodies whose path contains `path` are sent `bytes` at a time, one
+    /// piece every `every` (headers, Content-Length included, are sent at once).
+    Trickle {
+        /// A part of the request path, e.g. `/manifests/`, `/blobs/` or `/token`.
+        path: String,
+        /// Bytes per piece.
+        bytes: usize,
+        /// The pause before each piece.
+        every: Duration,
+    },
 }
 
 struct Shared {
@@ -119,6 +130,17 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         }
         (Fault::CorruptBlobs, true, _) => corrupt(status, headers, upstream).await,
         (Fault::GarbageManifests, _, true) => garbage(status, headers),
+        (
+            Fault::Trickle {
+                path: p,
+                bytes,
+                every,
+            },
+            _,
+            _,
+        ) if path.contains(p.as_str()) && method == "GET" && status.is_success() => {
+            trickle(status, headers, upstream, *bytes, *every).await
+        }
         _ => respond(status, headers, Body::from_stream(upstream.bytes_stream())),
     }
 }
@@ -165,6 +187,26 @@ fn drop_after(
         let take = chunk.len().min(n - sent);
         sent += take;
         Ok(chunk.slice(..take))
+    });
+    respond(status, headers, Body::from_stream(stream))
+}
+
+/// Sends the upstream body `bytes` at a time with a pause of `every` before each piece.
+async fn trickle(
+    status: StatusCode,
+    headers: HeaderMap,
+    upstream: reqwest::Response,
+    bytes: usize,
+    every: Duration,
+) -> Response {
+    let body = upstream.bytes().await.unwrap_or_default();
+    let pieces: Vec<bytes::Bytes> = (0..body.len())
+        .step_by(bytes.max(1))
+        .map(|at| body.slice(at..(at + bytes.max(1)).min(body.len())))
+        .collect();
+    let stream = futures::stream::iter(pieces).then(move |piece| async move {
+        tokio::time::sleep(every).await;
+        Ok::<_, std::io::Error>(piece)
     });
     respond(status, headers, Body::from_stream(stream))
 }

@@ -80,6 +80,11 @@ impl TokenServer {
         }
     }
 
+    /// `http://127.0.0.1:<port>`, the server's base URL (for a proxy in front of it).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     /// The realm URL.
     pub fn realm(&self) -> String {
         format!("http://127.0.0.1:{}/token", self.port)
