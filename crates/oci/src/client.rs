@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, RANGE, WWW_AUTHENTICATE,
+    ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, LOCATION, RANGE,
+    WWW_AUTHENTICATE,
 };
 use reqwest::{Method, StatusCode};
 use sha2::{Digest as _, Sha256};
@@ -116,14 +117,12 @@ pub enum Error {
     },
     /// A blob download slower than the minimum progress.
     #[error(
-        "registry {registry} sent blob {digest} of {reference} too slowly: {got} bytes in {}s after {received} of {size} bytes, under the minimum of {min} bytes per {}s window; the download was stopped (check the network, or lower blob_min_bytes or raise blob_window in the registry client options)",
+        "the registry sent blob {digest} of {reference} too slowly: {got} bytes in {}s after {received} of {size} bytes, under the minimum of {min} bytes per {}s window; the download was stopped (check the network, or lower blob_min_bytes or raise blob_window in the registry client options)",
         window.as_secs_f64(),
         window.as_secs_f64()
     )]
     Stalled {
-        /// The registry.
-        registry: String,
-        /// The reference.
+        /// The reference (its registry first).
         reference: String,
         /// The blob.
         digest: Digest,
@@ -137,6 +136,38 @@ pub enum Error {
         min: u64,
         /// The window.
         window: Duration,
+    },
+    /// A blob whose declared size is over the limit; refused before downloading.
+    #[error(
+        "blob {digest} of {reference} is declared as {size} bytes, over the {limit}-byte limit for one blob; nothing was downloaded (raise max_blob_bytes in the registry client options if the image is really that large)"
+    )]
+    BlobTooLarge {
+        /// The reference.
+        reference: String,
+        /// The blob.
+        digest: Digest,
+        /// Its declared size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A blob download whose connection kept breaking.
+    #[error(
+        "downloading blob {digest} of {reference} failed: the connection broke {breaks} times, the last after {received} of {size} bytes ({last}); the registry or the network drops long transfers"
+    )]
+    Interrupted {
+        /// The reference (its registry first).
+        reference: String,
+        /// The blob.
+        digest: Digest,
+        /// How many times the connection broke.
+        breaks: u32,
+        /// Bytes received in all.
+        received: u64,
+        /// The blob's declared size.
+        size: u64,
+        /// The last transport error.
+        last: String,
     },
     /// Content whose digest or size is not what was asked for.
     #[error(
@@ -204,6 +235,11 @@ pub const BLOB_MIN_BYTES: u64 = 64 << 10;
 /// The default window over which [`BLOB_MIN_BYTES`] must arrive: 30 s.
 pub const BLOB_WINDOW: Duration = Duration::from_secs(30);
 
+/// The default largest blob (layer) a pull downloads: 4 GiB, well above any WebAssembly
+/// module or image layer that holds one; a descriptor declaring more is refused before any
+/// byte is fetched.
+pub const MAX_BLOB_BYTES: u64 = 4 << 30;
+
 /// The longest error answer read from a registry, to quote in our error: 16 KiB.
 const MAX_ERROR_BODY_BYTES: usize = 16 << 10;
 
@@ -232,6 +268,8 @@ pub struct ClientConfig {
     pub blob_min_bytes: u64,
     /// The window of `blob_min_bytes`. Default [`BLOB_WINDOW`].
     pub blob_window: Duration,
+    /// Largest blob a descriptor may declare for download. Default [`MAX_BLOB_BYTES`].
+    pub max_blob_bytes: u64,
 }
 
 impl Default for ClientConfig {
@@ -246,6 +284,7 @@ impl Default for ClientConfig {
             document_deadline: DOCUMENT_DEADLINE,
             blob_min_bytes: BLOB_MIN_BYTES,
             blob_window: BLOB_WINDOW,
+            max_blob_bytes: MAX_BLOB_BYTES,
         }
     }
 }
@@ -427,6 +466,14 @@ impl Client {
         store: &Store,
         progress: &dyn Progress,
     ) -> Result<()> {
+        if desc.size > self.config.max_blob_bytes {
+            return Err(Error::BlobTooLarge {
+                reference: reference.to_string(),
+                digest: desc.digest.clone(),
+                size: desc.size,
+                limit: self.config.max_blob_bytes,
+            });
+        }
         let id = desc.digest.to_string();
         progress.start(&id, desc.size);
         if store.has_blob(&desc.digest) {
@@ -470,7 +517,7 @@ impl Client {
             hasher: Sha256::new(),
             written: 0,
         };
-        let mut attempt = 0;
+        let (mut breaks, mut restarted) = (0, false);
         loop {
             let mut headers = HeaderMap::new();
             if sink.written > 0 {
@@ -484,9 +531,17 @@ impl Client {
             }
             let path = format!("blobs/{}", desc.digest);
             let resp = self.blob_answer(reference, &path, headers, &what).await?;
-            if resp.status() == StatusCode::OK && sink.written > 0 {
+            if sink.written > 0 && !resumes(&resp, sink.written, desc.size) {
+                if restarted {
+                    return Err(self.no_resume(reference, desc, &resp));
+                }
+                tracing::warn!(%reference, blob = %desc.digest, status = %resp.status(), "resume not honoured, restarting from 0");
+                restarted = true;
                 sink.restart(tmp).await?;
                 progress.restart(&id, 0);
+                if resp.status() != StatusCode::OK {
+                    continue;
+                }
             }
             match self
                 .copy_body(resp, &mut sink, desc, reference, progress)
@@ -495,12 +550,12 @@ impl Client {
                 Ok(()) => break,
                 Err(CopyError::Fatal(e)) => return Err(e),
                 Err(CopyError::Broken(e)) => {
-                    attempt += 1;
-                    if attempt >= self.config.attempts {
-                        return Err(self.transport(reference, &path, e));
+                    breaks += 1;
+                    if breaks >= self.config.attempts {
+                        return Err(self.interrupted(reference, desc, breaks, sink.written, e));
                     }
                     tracing::warn!(%reference, blob = %desc.digest, written = sink.written, "download broke, resuming: {e}");
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    tokio::time::sleep(self.backoff(breaks)).await;
                 }
             }
         }
@@ -514,6 +569,42 @@ impl Client {
             });
         }
         Ok(Digest::from_sha256(sink.hasher))
+    }
+
+    fn interrupted(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        breaks: u32,
+        received: u64,
+        last: reqwest::Error,
+    ) -> Error {
+        Error::Interrupted {
+            reference: reference.to_string(),
+            digest: desc.digest.clone(),
+            breaks,
+            received,
+            size: desc.size,
+            last: error_chain(&last),
+        }
+    }
+
+    fn no_resume(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        resp: &reqwest::Response,
+    ) -> Error {
+        let range = header_str(resp.headers(), CONTENT_RANGE.as_str());
+        self.protocol(
+            reference,
+            &format!(
+                "blob {}: a download resumed with Range was answered {} with Content-Range {} twice (expected 206 from the bytes already received); the registry cannot resume downloads",
+                desc.digest,
+                resp.status(),
+                range.as_deref().unwrap_or("(none)")
+            ),
+        )
     }
 
     /// Sends a blob request and waits for its answer's headers, within the document deadline.
@@ -592,7 +683,6 @@ impl Client {
         got: u64,
     ) -> CopyError {
         CopyError::Fatal(Error::Stalled {
-            registry: reference.registry().to_string(),
             reference: reference.to_string(),
             digest: desc.digest.clone(),
             got,
@@ -1090,6 +1180,29 @@ impl Sink {
     }
 }
 
+/// Whether a registry's answer to `Range: bytes=<from>-` continues a blob of `size` bytes:
+/// 206 with `Content-Range: bytes <from>-<size-1>/<size or *>`.
+fn resumes(resp: &reqwest::Response, from: u64, size: u64) -> bool {
+    resp.status() == StatusCode::PARTIAL_CONTENT
+        && header_str(resp.headers(), CONTENT_RANGE.as_str())
+            .is_some_and(|r| content_range_continues(&r, from, size))
+}
+
+fn content_range_continues(header: &str, from: u64, size: u64) -> bool {
+    let Some((range, total)) = header
+        .trim()
+        .strip_prefix("bytes ")
+        .and_then(|r| r.split_once('/'))
+    else {
+        return false;
+    };
+    let total_ok = total == "*" || total.parse::<u64>() == Ok(size);
+    let range_ok = range.split_once('-').is_some_and(|(a, b)| {
+        a.parse::<u64>() == Ok(from) && b.parse::<u64>() == Ok(size.saturating_sub(1))
+    });
+    total_ok && range_ok
+}
+
 /// A blob download's progress check: at least `min` bytes (or what remains, if less) must
 /// arrive in each window ending at `end`.
 struct Pace {
@@ -1311,6 +1424,22 @@ mod tests {
         assert_eq!(pace.roll(now), Ok(()));
         let mut off = Pace::new(0, Duration::from_secs(1), 250);
         assert_eq!(off.roll(now), Ok(()), "0 turns the check off");
+    }
+
+    #[test]
+    fn content_ranges_that_continue_a_download() {
+        for (header, ok) in [
+            ("bytes 100-999/1000", true),
+            ("bytes 100-999/*", true),
+            ("bytes 0-999/1000", false),
+            ("bytes 100-998/1000", false),
+            ("bytes 100-999/2000", false),
+            ("items 100-999/1000", false),
+            ("bytes 100-999", false),
+            ("", false),
+        ] {
+            assert_eq!(content_range_continues(header, 100, 1000), ok, "{header}");
+        }
     }
 
     #[test]

@@ -686,3 +686,130 @@ async fn a_blob_trickled_under_the_minimum_progress_is_stopped() {
         .unwrap();
     assert_eq!(store.read_blob(&image.wasm).unwrap(), wasm);
 }
+
+/// Pushes a module of about 3 MiB to `r`; returns it.
+async fn push_big(r: &Reference) -> Vec<u8> {
+    let wasm = big_module(3 << 20);
+    push_ok(r, &wasm, Format::CncfArtifact).await;
+    wasm
+}
+
+fn wasm_descriptor(wasm: &[u8], size: u64) -> wasmlet_oci::format::Descriptor {
+    wasmlet_oci::format::Descriptor {
+        media_type: media::WASM_LAYER.into(),
+        digest: Digest::of(wasm),
+        size,
+        platform: None,
+        annotations: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_blob_declared_over_the_limit_is_refused_before_downloading() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/big:v1");
+    let wasm = push_big(&r).await;
+    let proxy = FaultProxy::start(&registry.url(), Fault::None);
+    let via = reference(&proxy.host(), "demo/big:v1");
+    let (_dir, store) = temp_store();
+    let huge = wasm_descriptor(&wasm, 100 << 30);
+    let err = client(None)
+        .fetch_blob(&via, &huge, &store, &NoProgress)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, client::Error::BlobTooLarge { .. }), "{text}");
+    assert!(
+        text.contains("107374182400 bytes")
+            && text.contains("4294967296-byte limit")
+            && text.contains("max_blob_bytes"),
+        "{text}"
+    );
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+    let small = limited_client(ClientConfig {
+        max_blob_bytes: 1 << 20,
+        ..Default::default()
+    });
+    let err = failed_pull(&small, &via).await.to_string();
+    assert!(err.contains("1048576-byte limit"), "{err}");
+}
+
+#[tokio::test]
+async fn a_blob_longer_than_declared_is_cut_off() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/big:v1");
+    let wasm = push_big(&r).await;
+    let (_dir, store) = temp_store();
+    let short = wasm_descriptor(&wasm, 1000);
+    let err = client(None)
+        .fetch_blob(&r, &short, &store, &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("expected 1000 bytes, got more than 1000 bytes"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_keeps_breaking_is_reported_as_such() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/big:v1");
+    let wasm = push_big(&r).await;
+    let proxy = FaultProxy::start(&registry.url(), Fault::DropEveryBlob(100_000));
+    let err = failed_pull(&client(None), &reference(&proxy.host(), "demo/big:v1")).await;
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            pull::Error::Registry(client::Error::Interrupted {
+                breaks: 4,
+                received: 400_000,
+                ..
+            })
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "broke 4 times, the last after 400000 of {} bytes",
+            wasm.len()
+        )) && !text.contains("is it running"),
+        "{text}"
+    );
+    let resumed = proxy
+        .requests()
+        .iter()
+        .filter(|l| l.ends_with(" 206"))
+        .count();
+    assert_eq!(resumed, 3, "each break resumes: {:?}", proxy.requests());
+}
+
+#[tokio::test]
+async fn a_resume_answered_with_the_wrong_range_restarts_once() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/big:v1");
+    let wasm = push_big(&r).await;
+    let proxy = FaultProxy::start(&registry.url(), Fault::DropThenWrongRange(100_000));
+    let (_dir, store) = temp_store();
+    let via = reference(&proxy.host(), "demo/big:v1");
+    let image = pull::pull(&client(None), &store, &via, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(store.read_blob(&image.wasm).unwrap(), wasm);
+    let blob_gets: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|l| l.contains(&image.wasm.to_string()))
+        .collect();
+    assert_eq!(
+        blob_gets.len(),
+        3,
+        "drop, wrong 206, fresh 200: {blob_gets:?}"
+    );
+    assert!(
+        blob_gets[1].ends_with(" 206") && blob_gets[2].ends_with(" 200"),
+        "{blob_gets:?}"
+    );
+}

@@ -19,6 +19,11 @@ pub enum Fault {
     None,
     /// The first GET of each blob sends this many bytes, then drops the connection.
     DropMidBlob(usize),
+    /// Every GET of a blob (resumed ones too) sends this many bytes, then drops.
+    DropEveryBlob(usize),
+    /// The first GET of each blob drops after this many bytes, and a resumed GET (with
+    /// `Range`) is asked upstream from byte 0, so its 206 names the wrong range.
+    DropThenWrongRange(usize),
     /// The first N requests get a 500.
     FailFirst(usize),
     /// Blob bodies have one byte flipped (same length).
@@ -105,6 +110,9 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     }
     let mut headers = request.headers().clone();
     headers.remove("host");
+    if matches!(shared.fault, Fault::DropThenWrongRange(_)) && headers.contains_key("range") {
+        headers.insert("range", axum::http::HeaderValue::from_static("bytes=0-"));
+    }
     let body = axum::body::to_bytes(request.into_body(), 64 << 20)
         .await
         .unwrap_or_default();
@@ -125,9 +133,12 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let is_blob = path.contains("/blobs/sha256:") && method == "GET" && status.is_success();
     let is_manifest = path.contains("/manifests/") && method == "GET" && status.is_success();
     match (&shared.fault, is_blob, is_manifest) {
-        (Fault::DropMidBlob(n), true, _) if first_time(&shared, &path) => {
+        (Fault::DropMidBlob(n) | Fault::DropThenWrongRange(n), true, _)
+            if first_time(&shared, &path) =>
+        {
             drop_after(status, headers, upstream, *n)
         }
+        (Fault::DropEveryBlob(n), true, _) => drop_after(status, headers, upstream, *n),
         (Fault::CorruptBlobs, true, _) => corrupt(status, headers, upstream).await,
         (Fault::GarbageManifests, _, true) => garbage(status, headers),
         (
