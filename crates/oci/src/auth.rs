@@ -560,3 +560,87 @@ mod tests {
         assert_eq!(format!("{c:?}"), "Basic(user, ****)");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn token_answer() -> impl Strategy<Value = Vec<u8>> {
+        let field = prop_oneof![
+            "\\PC{0,20}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            any::<i64>().prop_map(serde_json::Value::from),
+        ];
+        let key = prop_oneof![
+            Just("token"),
+            Just("access_token"),
+            Just("expires_in"),
+            Just("issued_at"),
+        ];
+        prop::collection::btree_map(key, field, 0..4)
+            .prop_map(|m| serde_json::to_vec(&m).unwrap_or_default())
+    }
+
+    /// A token answer parses to a non-empty token, or fails naming the realm.
+    fn check_token(body: &[u8]) -> Result<(), TestCaseError> {
+        match Token::parse(body, "https://realm.example/token") {
+            Ok(t) => prop_assert!(!t.token.is_empty()),
+            Err(e) => prop_assert!(e.to_string().contains("https://realm.example/token")),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn token_answer_properties_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..300)) {
+            check_token(&body)?;
+        }
+
+        #[test]
+        fn token_answer_properties_on_structured_answers(body in token_answer()) {
+            check_token(&body)?;
+        }
+
+        #[test]
+        fn challenge_properties_on_arbitrary_text(header in "\\PC{0,120}") {
+            if let Some(Challenge::Bearer { realm, .. }) = Challenge::parse(&header)
+                && let Err(e) = parse_realm("reg.example", &realm)
+            {
+                prop_assert!(e.to_string().contains("reg.example"));
+            }
+        }
+
+        #[test]
+        fn challenge_properties_round_trip_their_parameters(
+            realm in "https://[a-z]{1,10}\\.example(:[0-9]{1,4})?/[a-z/]{0,10}",
+            service in proptest::option::of("[a-zA-Z0-9 .,:=-]{0,20}"),
+            scope in proptest::option::of("repository:[a-z/]{1,10}:pull(,push)?"),
+            quote_realm in any::<bool>(),
+            scheme in prop_oneof![Just("Bearer"), Just("bearer"), Just("BEARER")],
+        ) {
+            let realm_param = if quote_realm { format!("\"{realm}\"") } else { realm.clone() };
+            let mut header = format!("{scheme} realm={realm_param}");
+            if let Some(s) = &service {
+                header.push_str(&format!(",service=\"{s}\""));
+            }
+            if let Some(s) = &scope {
+                header.push_str(&format!(", scope=\"{s}\""));
+            }
+            prop_assert_eq!(
+                Challenge::parse(&header),
+                Some(Challenge::Bearer { realm: realm.clone(), service, scope }),
+                "{}", header
+            );
+            prop_assert!(parse_realm("r", &realm).is_ok());
+        }
+
+        #[test]
+        fn docker_config_properties_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            if let Err(e) = Keyring::from_docker_config_json(&bytes, "origin-x") {
+                prop_assert!(e.to_string().contains("origin-x"));
+            }
+        }
+    }
+}

@@ -318,3 +318,88 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A reference that parses, from its parts; some parts are then mutated by the tests.
+    fn reference_text() -> impl Strategy<Value = String> {
+        let registry = prop_oneof![
+            Just(String::new()),
+            "[a-z0-9]{1,8}\\.[a-z]{2,4}(:[0-9]{1,5})?/",
+            Just("localhost:5000/".to_string()),
+            Just("[::1]:5000/".to_string()),
+        ];
+        let repo = "[a-z0-9]{1,6}([._-][a-z0-9]{1,4})?(/[a-z0-9]{1,6}){0,3}";
+        let tag = proptest::option::of("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}");
+        let digest = proptest::option::of("[0-9a-f]{64}");
+        (registry, repo, tag, digest).prop_map(|(reg, repo, tag, digest)| {
+            let mut s = format!("{reg}{repo}");
+            if let Some(t) = tag {
+                s.push(':');
+                s.push_str(&t);
+            }
+            if let Some(d) = digest {
+                s.push_str("@sha256:");
+                s.push_str(&d);
+            }
+            s
+        })
+    }
+
+    /// Parses `s`: an error must say what is wrong; a reference must round-trip through
+    /// Display to itself.
+    fn check(s: &str) -> Result<(), TestCaseError> {
+        match s.parse::<Reference>() {
+            Ok(r) => {
+                let again: Reference = r
+                    .to_string()
+                    .parse()
+                    .map_err(|e| TestCaseError::fail(format!("{s:?} -> {r} -> {e}")))?;
+                prop_assert_eq!(&again, &r, "{:?}", s);
+                prop_assert_eq!(again.to_string(), r.to_string());
+            }
+            Err(e) => {
+                let text = e.to_string();
+                prop_assert!(!text.is_empty());
+                if let Error::Repository(part) | Error::Tag(part) = &e {
+                    prop_assert!(text.contains(part.as_str()), "{}", text);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn reference_parse_properties_on_arbitrary_text(s in "\\PC{0,80}") {
+            check(&s)?;
+        }
+
+        #[test]
+        fn reference_parse_properties_on_valid_references(s in reference_text()) {
+            prop_assert!(s.parse::<Reference>().is_ok(), "{}", s);
+            check(&s)?;
+        }
+
+        #[test]
+        fn reference_parse_properties_on_mutated_references(
+            s in reference_text(),
+            at in any::<prop::sample::Index>(),
+            c in prop_oneof![Just(':'), Just('/'), Just('@'), Just('.'), Just('A'), Just(' '), any::<char>()],
+            remove in any::<bool>(),
+        ) {
+            let mut chars: Vec<char> = s.chars().collect();
+            let i = at.index(chars.len() + 1);
+            if remove && i < chars.len() {
+                chars.remove(i);
+            } else {
+                chars.insert(i.min(chars.len()), c);
+            }
+            check(&chars.into_iter().collect::<String>())?;
+        }
+    }
+}
