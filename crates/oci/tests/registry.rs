@@ -813,3 +813,30 @@ async fn a_resume_answered_with_the_wrong_range_restarts_once() {
         "{blob_gets:?}"
     );
 }
+
+#[tokio::test]
+async fn a_registry_that_never_resumes_right_is_restarted_once_then_named() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/big:v1");
+    push_big(&r).await;
+    let proxy = FaultProxy::start(&registry.url(), Fault::DropEveryBlobWrongRange(100_000));
+    let err = failed_pull(&client(None), &reference(&proxy.host(), "demo/big:v1")).await;
+    let text = err.to_string();
+    assert!(
+        text.contains("answered 206 Partial Content with Content-Range bytes 0-")
+            && text.contains("twice")
+            && text.contains("cannot resume downloads"),
+        "{text}"
+    );
+    let wrong = proxy
+        .requests()
+        .iter()
+        .filter(|l| l.ends_with(" 206"))
+        .count();
+    assert_eq!(
+        wrong,
+        2,
+        "one restart, then the error: {:?}",
+        proxy.requests()
+    );
+}

@@ -24,6 +24,9 @@ pub enum Fault {
     /// The first GET of each blob drops after this many bytes, and a resumed GET (with
     /// `Range`) is asked upstream from byte 0, so its 206 names the wrong range.
     DropThenWrongRange(usize),
+    /// Every GET of a blob drops after this many bytes, and every resumed GET is asked
+    /// upstream from byte 0 (a registry that can never resume).
+    DropEveryBlobWrongRange(usize),
     /// The first N requests get a 500.
     FailFirst(usize),
     /// Blob bodies have one byte flipped (same length).
@@ -110,7 +113,11 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     }
     let mut headers = request.headers().clone();
     headers.remove("host");
-    if matches!(shared.fault, Fault::DropThenWrongRange(_)) && headers.contains_key("range") {
+    if matches!(
+        shared.fault,
+        Fault::DropThenWrongRange(_) | Fault::DropEveryBlobWrongRange(_)
+    ) && headers.contains_key("range")
+    {
         headers.insert("range", axum::http::HeaderValue::from_static("bytes=0-"));
     }
     let body = axum::body::to_bytes(request.into_body(), 64 << 20)
@@ -138,7 +145,9 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         {
             drop_after(status, headers, upstream, *n)
         }
-        (Fault::DropEveryBlob(n), true, _) => drop_after(status, headers, upstream, *n),
+        (Fault::DropEveryBlob(n) | Fault::DropEveryBlobWrongRange(n), true, _) => {
+            drop_after(status, headers, upstream, *n)
+        }
         (Fault::CorruptBlobs, true, _) => corrupt(status, headers, upstream).await,
         (Fault::GarbageManifests, _, true) => garbage(status, headers),
         (
