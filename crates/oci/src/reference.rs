@@ -16,6 +16,11 @@ pub enum Error {
     /// The string was empty.
     #[error("empty image reference: give one like `127.0.0.1:5000/demo/hello:v1`")]
     Empty,
+    /// The registry part is not `host[:port]`.
+    #[error(
+        "invalid registry `{0}` in image reference: give a host name or IP (IPv6 in brackets) with an optional numeric port, like `registry.example:5000`"
+    )]
+    Registry(String),
     /// The repository path has characters the distribution spec does not allow.
     #[error(
         "invalid repository `{0}` in image reference: use lowercase letters, digits and `._-/` separators"
@@ -123,6 +128,7 @@ impl FromStr for Reference {
         };
         let (name, tag) = split_tag(rest);
         let (registry, repository) = split_registry(name);
+        validate_registry(&registry)?;
         let repository = match (registry.as_str(), repository.contains('/')) {
             (DEFAULT_REGISTRY, false) => format!("library/{repository}"),
             _ => repository.to_string(),
@@ -163,6 +169,41 @@ fn split_registry(name: &str) -> (String, &str) {
             (registry.to_string(), rest)
         }
         _ => (DEFAULT_REGISTRY.to_string(), name),
+    }
+}
+
+/// A registry is `host[:port]`: a DNS name or IPv4 literal of letters, digits, `.` and `-`,
+/// or an IPv6 literal in brackets, then an optional port of up to 5 digits.
+fn validate_registry(registry: &str) -> Result<(), Error> {
+    let bad = || Error::Registry(registry.chars().take(300).collect());
+    let (host, port) = match registry.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, after) = rest.split_once(']').ok_or_else(bad)?;
+            ip.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+            let port = match after {
+                "" => None,
+                a => Some(a.strip_prefix(':').unwrap_or("not a port")),
+            };
+            (None, port)
+        }
+        None => match registry.split_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(registry), None),
+        },
+    };
+    let host_ok = host.is_none_or(|h| {
+        !h.is_empty()
+            && h.len() <= 253
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && !h.starts_with(['.', '-'])
+    });
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(bad())
     }
 }
 
@@ -312,6 +353,21 @@ mod tests {
             Err(Error::Repository(_))
         ));
         assert!(matches!("a:-bad".parse::<Reference>(), Err(Error::Tag(_))));
+        for bad in [
+            "a b.example/x",
+            "localhost:80.evil.example/x",
+            "reg.example?q=/x",
+            "reg.example:/x",
+            "[::1/x",
+            "[::1]:/x",
+            "[::1]x:5000/x",
+            "[nothex]:5000/x",
+            ".example/x",
+        ] {
+            let err = bad.parse::<Reference>().unwrap_err();
+            assert!(matches!(err, Error::Registry(_)), "{bad}: {err}");
+            assert!(err.to_string().contains("host name or IP"), "{err}");
+        }
         assert!(matches!(
             "a@sha256:zz".parse::<Reference>(),
             Err(Error::Digest(_))
@@ -365,7 +421,7 @@ mod properties {
             Err(e) => {
                 let text = e.to_string();
                 prop_assert!(!text.is_empty());
-                if let Error::Repository(part) | Error::Tag(part) = &e {
+                if let Error::Registry(part) | Error::Repository(part) | Error::Tag(part) = &e {
                     prop_assert!(text.contains(part.as_str()), "{}", text);
                 }
             }
