@@ -261,7 +261,8 @@ pub struct ClientConfig {
     /// First back-off delay; doubles per attempt.
     pub backoff: Duration,
     /// Deadline for a manifest, index, config or token answer, request to last byte (also for
-    /// the answer's headers of a blob request). Default [`DOCUMENT_DEADLINE`].
+    /// a blob request's answer headers, a blob existence check and a manifest upload).
+    /// Default [`DOCUMENT_DEADLINE`].
     pub document_deadline: Duration,
     /// A blob download fails when fewer bytes than this (or than what remains) arrive in any
     /// `blob_window`; 0 turns the check off. Default [`BLOB_MIN_BYTES`].
@@ -716,20 +717,25 @@ impl Client {
         }
     }
 
-    /// Whether the registry already has a blob.
+    /// Whether the registry already has a blob, within the document deadline.
     pub async fn has_blob(&self, reference: &Reference, digest: &Digest) -> Result<bool> {
+        let deadline = self.document_deadline();
         let path = format!("blobs/{digest}");
-        let resp = self
-            .send(self.req(Method::HEAD, reference, &path, HeaderMap::new(), None, true))
-            .await?;
-        match resp.status() {
-            StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => self
-                .expect(resp, reference, "blob", &[])
-                .await
-                .map(|_| false),
-        }
+        let mut req = self.req(Method::HEAD, reference, &path, HeaderMap::new(), None, true);
+        req.deadline = Some(deadline);
+        let check = async {
+            let resp = self.send(req).await?;
+            match resp.status() {
+                StatusCode::OK => Ok(true),
+                StatusCode::NOT_FOUND => Ok(false),
+                _ => self
+                    .expect(resp, reference, "blob", &[])
+                    .await
+                    .map(|_| false),
+            }
+        };
+        let what = format!("answer to whether it has blob {digest}");
+        self.by_deadline(reference, &what, deadline, check).await
     }
 
     /// Uploads a blob (monolithic POST then PUT) unless the registry has it.
@@ -792,7 +798,8 @@ impl Client {
         Ok(())
     }
 
-    /// Uploads a manifest under the reference's tag (or digest); returns its digest.
+    /// Uploads a manifest under the reference's tag (or digest), within the document
+    /// deadline; returns its digest.
     pub async fn push_manifest(
         &self,
         reference: &Reference,
@@ -811,16 +818,16 @@ impl Client {
                 .parse()
                 .map_err(|_| self.protocol(reference, "media type"))?,
         );
-        let resp = self
-            .send(self.req(Method::PUT, reference, &path, headers, Some(bytes), true))
+        let deadline = self.document_deadline();
+        let mut req = self.req(Method::PUT, reference, &path, headers, Some(bytes), true);
+        req.deadline = Some(deadline);
+        let upload = async {
+            let resp = self.send(req).await?;
+            let ok = [StatusCode::CREATED, StatusCode::OK];
+            self.expect(resp, reference, "manifest", &ok).await
+        };
+        self.by_deadline(reference, "answer to the manifest upload", deadline, upload)
             .await?;
-        self.expect(
-            resp,
-            reference,
-            "manifest",
-            &[StatusCode::CREATED, StatusCode::OK],
-        )
-        .await?;
         Ok(digest)
     }
 

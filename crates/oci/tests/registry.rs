@@ -840,3 +840,45 @@ async fn a_registry_that_never_resumes_right_is_restarted_once_then_named() {
         proxy.requests()
     );
 }
+
+/// A peer on loopback that accepts connections and never answers; returns its host.
+fn silent_peer() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        // Holds at most a few connections; the thread ends with the test process.
+        for conn in listener.incoming().take(64).flatten() {
+            held.push(conn);
+        }
+    });
+    host
+}
+
+#[tokio::test]
+async fn a_registry_that_never_answers_fails_at_the_deadline() {
+    let host = silent_peer();
+    let c = limited_client(ClientConfig {
+        document_deadline: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let r = reference(&host, "demo/hello:v1");
+    let err = failed_pull(&c, &r).await;
+    assert!(
+        matches!(&err, pull::Error::Registry(client::Error::Deadline { what, .. }) if what == "manifest"),
+        "{err}"
+    );
+    let err = push::push(
+        &c,
+        &r,
+        &artifact(wasmlet_fixtures::hello(), Format::CncfArtifact),
+        &NoProgress,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("whether it has blob") && err.contains("0.5s"),
+        "{err}"
+    );
+}
