@@ -41,6 +41,30 @@ pub enum Error {
         /// The header value.
         header: String,
     },
+    /// A challenge's realm that is not an absolute `http` or `https` URL.
+    #[error(
+        "registry {registry} sent token realm `{realm}`, which is not an absolute http:// or https:// URL ({reason}); the registry's token auth is misconfigured (its realm must be the token server's full URL)"
+    )]
+    InvalidRealm {
+        /// The registry.
+        registry: String,
+        /// The realm as sent.
+        realm: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Credentials withheld from a token realm on plain HTTP.
+    #[error(
+        "credentials for registry {registry} were withheld from its token realm {realm}: the realm is plain HTTP on {authority}, which is neither loopback nor an allowed insecure registry, so the password would cross the network in clear; serve the token realm over HTTPS, or pass --insecure-registry {authority} to allow plain HTTP to it"
+    )]
+    CleartextRealm {
+        /// The registry whose credentials they are.
+        registry: String,
+        /// The realm.
+        realm: String,
+        /// The realm's `host[:port]`.
+        authority: String,
+    },
     /// The token endpoint's answer has no usable token.
     #[error(
         "token server {realm} answered without a usable token (neither `token` nor `access_token` is set): {body}"
@@ -280,6 +304,50 @@ fn parse_params(s: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// Parses a challenge's realm: it must be an absolute `http` or `https` URL with a host.
+pub fn parse_realm(registry: &str, realm: &str) -> Result<reqwest::Url, Error> {
+    let invalid = |reason: String| Error::InvalidRealm {
+        registry: registry.to_string(),
+        realm: realm.chars().take(200).collect(),
+        reason,
+    };
+    let url = reqwest::Url::parse(realm).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!("scheme `{}`", url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host".to_string()));
+    }
+    Ok(url)
+}
+
+/// A URL's `host[:port]`, as `--insecure-registry` names it (the port only when explicit).
+pub fn authority(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+/// Refuses to send `registry`'s basic credentials to a plain-HTTP realm unless
+/// `plain_http_allowed` allows its `host[:port]` (as it does registries: loopback or listed).
+pub fn check_realm_for_credentials(
+    registry: &str,
+    realm: &reqwest::Url,
+    plain_http_allowed: impl Fn(&str) -> bool,
+) -> Result<(), Error> {
+    let authority = authority(realm);
+    if realm.scheme() == "https" || plain_http_allowed(&authority) {
+        return Ok(());
+    }
+    Err(Error::CleartextRealm {
+        registry: registry.to_string(),
+        realm: realm.to_string(),
+        authority,
+    })
+}
+
 /// A bearer token from a token endpoint, with its lifetime.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Token {
@@ -403,6 +471,53 @@ mod tests {
     }
 
     #[test]
+    fn realms_must_be_absolute_http_urls() {
+        for realm in ["https://auth.example/token", "http://127.0.0.1:5001/t?x=1"] {
+            assert!(parse_realm("r", realm).is_ok(), "{realm}");
+        }
+        for realm in [
+            "/token",
+            "token.example/token",
+            "ftp://h/t",
+            "file:///etc/passwd",
+            "",
+        ] {
+            let err = parse_realm("reg.example", realm).unwrap_err();
+            assert!(matches!(err, Error::InvalidRealm { .. }), "{realm}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("reg.example") && text.contains("absolute http"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_go_to_plain_http_realms_only_where_plain_http_is_allowed() {
+        let allowed = |a: &str| a == "127.0.0.1:5001" || a == "auth.lan:8080";
+        for (realm, ok) in [
+            ("https://auth.example/token", true),
+            ("http://127.0.0.1:5001/token", true),
+            ("http://auth.lan:8080/token", true),
+            ("http://auth.lan/token", false),
+            ("http://auth.example/token", false),
+        ] {
+            let url = parse_realm("reg.example", realm).unwrap();
+            let result = check_realm_for_credentials("reg.example", &url, allowed);
+            assert_eq!(result.is_ok(), ok, "{realm}");
+            if let Err(e) = result {
+                let text = e.to_string();
+                assert!(
+                    text.contains(realm)
+                        && text.contains("withheld")
+                        && text.contains("--insecure-registry auth."),
+                    "{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn docker_config_auths() {
         let json = r#"{"auths":{
             "https://index.docker.io/v1/":{"auth":"dXNlcjpwYXNz"},
@@ -443,5 +558,89 @@ mod tests {
         };
         assert_eq!(c.basic_header().unwrap(), "Basic dXNlcjpwYXNz");
         assert_eq!(format!("{c:?}"), "Basic(user, ****)");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn token_answer() -> impl Strategy<Value = Vec<u8>> {
+        let field = prop_oneof![
+            "\\PC{0,20}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            any::<i64>().prop_map(serde_json::Value::from),
+        ];
+        let key = prop_oneof![
+            Just("token"),
+            Just("access_token"),
+            Just("expires_in"),
+            Just("issued_at"),
+        ];
+        prop::collection::btree_map(key, field, 0..4)
+            .prop_map(|m| serde_json::to_vec(&m).unwrap_or_default())
+    }
+
+    /// A token answer parses to a non-empty token, or fails naming the realm.
+    fn check_token(body: &[u8]) -> Result<(), TestCaseError> {
+        match Token::parse(body, "https://realm.example/token") {
+            Ok(t) => prop_assert!(!t.token.is_empty()),
+            Err(e) => prop_assert!(e.to_string().contains("https://realm.example/token")),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn token_answer_properties_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..300)) {
+            check_token(&body)?;
+        }
+
+        #[test]
+        fn token_answer_properties_on_structured_answers(body in token_answer()) {
+            check_token(&body)?;
+        }
+
+        #[test]
+        fn challenge_properties_on_arbitrary_text(header in "\\PC{0,120}") {
+            if let Some(Challenge::Bearer { realm, .. }) = Challenge::parse(&header)
+                && let Err(e) = parse_realm("reg.example", &realm)
+            {
+                prop_assert!(e.to_string().contains("reg.example"));
+            }
+        }
+
+        #[test]
+        fn challenge_properties_round_trip_their_parameters(
+            realm in "https://[a-z]{1,10}\\.example(:[0-9]{1,4})?/[a-z/]{0,10}",
+            service in proptest::option::of("[a-zA-Z0-9 .,:=-]{0,20}"),
+            scope in proptest::option::of("repository:[a-z/]{1,10}:pull(,push)?"),
+            quote_realm in any::<bool>(),
+            scheme in prop_oneof![Just("Bearer"), Just("bearer"), Just("BEARER")],
+        ) {
+            let realm_param = if quote_realm { format!("\"{realm}\"") } else { realm.clone() };
+            let mut header = format!("{scheme} realm={realm_param}");
+            if let Some(s) = &service {
+                header.push_str(&format!(",service=\"{s}\""));
+            }
+            if let Some(s) = &scope {
+                header.push_str(&format!(", scope=\"{s}\""));
+            }
+            prop_assert_eq!(
+                Challenge::parse(&header),
+                Some(Challenge::Bearer { realm: realm.clone(), service, scope }),
+                "{}", header
+            );
+            prop_assert!(parse_realm("r", &realm).is_ok());
+        }
+
+        #[test]
+        fn docker_config_properties_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            if let Err(e) = Keyring::from_docker_config_json(&bytes, "origin-x") {
+                prop_assert!(e.to_string().contains("origin-x"));
+            }
+        }
     }
 }

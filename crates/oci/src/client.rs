@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, RANGE, WWW_AUTHENTICATE,
+    ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, LOCATION, RANGE,
+    WWW_AUTHENTICATE,
 };
 use reqwest::{Method, StatusCode};
 use sha2::{Digest as _, Sha256};
@@ -99,6 +100,75 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// A manifest, index, config or token answer that did not arrive whole in time.
+    #[error(
+        "registry {registry} did not deliver the {what} of {reference} within {}s, the deadline for manifests, configs and token answers; the registry or the network is stalled or far too slow (raise document_deadline in the registry client options if it is only slow)",
+        limit.as_secs_f64()
+    )]
+    Deadline {
+        /// The registry.
+        registry: String,
+        /// The reference.
+        reference: String,
+        /// What was being read.
+        what: String,
+        /// The deadline.
+        limit: Duration,
+    },
+    /// A blob download slower than the minimum progress.
+    #[error(
+        "the registry sent blob {digest} of {reference} too slowly: {got} bytes in {}s after {received} of {size} bytes, under the minimum of {min} bytes per {}s window; the download was stopped (check the network, or lower blob_min_bytes or raise blob_window in the registry client options)",
+        window.as_secs_f64(),
+        window.as_secs_f64()
+    )]
+    Stalled {
+        /// The reference (its registry first).
+        reference: String,
+        /// The blob.
+        digest: Digest,
+        /// Bytes received in the last window.
+        got: u64,
+        /// Bytes received in all.
+        received: u64,
+        /// The blob's declared size.
+        size: u64,
+        /// The minimum per window.
+        min: u64,
+        /// The window.
+        window: Duration,
+    },
+    /// A blob whose declared size is over the limit; refused before downloading.
+    #[error(
+        "blob {digest} of {reference} is declared as {size} bytes, over the {limit}-byte limit for one blob; nothing was downloaded (raise max_blob_bytes in the registry client options if the image is really that large)"
+    )]
+    BlobTooLarge {
+        /// The reference.
+        reference: String,
+        /// The blob.
+        digest: Digest,
+        /// Its declared size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A blob download whose connection kept breaking.
+    #[error(
+        "downloading blob {digest} of {reference} failed: the connection broke {breaks} times, the last after {received} of {size} bytes ({last}); the registry or the network drops long transfers"
+    )]
+    Interrupted {
+        /// The reference (its registry first).
+        reference: String,
+        /// The blob.
+        digest: Digest,
+        /// How many times the connection broke.
+        breaks: u32,
+        /// Bytes received in all.
+        received: u64,
+        /// The blob's declared size.
+        size: u64,
+        /// The last transport error.
+        last: String,
+    },
     /// Content whose digest or size is not what was asked for.
     #[error(
         "{what} of {reference}: expected {expected}, got {actual}; the registry served corrupt or different content, nothing was stored"
@@ -152,8 +222,30 @@ pub enum Error {
 /// Shorthand for this module's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The default deadline for a small document (manifest, index, config, token answer), from
+/// sending the request to its last byte: 60 s. Such documents are a few KiB; a registry that
+/// needs longer is stalled (or trickling bytes to hold the pull), not slow.
+pub const DOCUMENT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The default minimum progress of a blob download: 64 KiB in every [`BLOB_WINDOW`] (about
+/// 2 KiB/s), so a registry trickling a byte a second is cut off after one window while any
+/// working link, however slow, passes.
+pub const BLOB_MIN_BYTES: u64 = 64 << 10;
+
+/// The default window over which [`BLOB_MIN_BYTES`] must arrive: 30 s.
+pub const BLOB_WINDOW: Duration = Duration::from_secs(30);
+
+/// The default largest blob (layer) a pull downloads: 4 GiB, well above any WebAssembly
+/// module or image layer that holds one; a descriptor declaring more is refused before any
+/// byte is fetched.
+pub const MAX_BLOB_BYTES: u64 = 4 << 30;
+
+/// The longest error answer read from a registry, to quote in our error: 16 KiB.
+const MAX_ERROR_BODY_BYTES: usize = 16 << 10;
+
 /// How a [`Client`] behaves. Defaults: no credentials, system roots, plain HTTP only for
-/// loopback registries, 4 MiB manifest limit, 5 attempts starting at 200 ms back-off.
+/// loopback registries, 4 MiB manifest limit, 5 attempts starting at 200 ms back-off, a
+/// [`DOCUMENT_DEADLINE`] of 60 s and blobs held to [`BLOB_MIN_BYTES`] per [`BLOB_WINDOW`].
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Credentials by registry.
@@ -168,6 +260,17 @@ pub struct ClientConfig {
     pub attempts: u32,
     /// First back-off delay; doubles per attempt.
     pub backoff: Duration,
+    /// Deadline for a manifest, index, config or token answer, request to last byte (also for
+    /// a blob request's answer headers, a blob existence check and a manifest upload).
+    /// Default [`DOCUMENT_DEADLINE`].
+    pub document_deadline: Duration,
+    /// A blob download fails when fewer bytes than this (or than what remains) arrive in any
+    /// `blob_window`; 0 turns the check off. Default [`BLOB_MIN_BYTES`].
+    pub blob_min_bytes: u64,
+    /// The window of `blob_min_bytes`. Default [`BLOB_WINDOW`].
+    pub blob_window: Duration,
+    /// Largest blob a descriptor may declare for download. Default [`MAX_BLOB_BYTES`].
+    pub max_blob_bytes: u64,
 }
 
 impl Default for ClientConfig {
@@ -179,6 +282,10 @@ impl Default for ClientConfig {
             max_manifest_bytes: 4 << 20,
             attempts: 5,
             backoff: Duration::from_millis(200),
+            document_deadline: DOCUMENT_DEADLINE,
+            blob_min_bytes: BLOB_MIN_BYTES,
+            blob_window: BLOB_WINDOW,
+            max_blob_bytes: MAX_BLOB_BYTES,
         }
     }
 }
@@ -236,6 +343,9 @@ struct Req<'a> {
     body: Option<Bytes>,
     reference: &'a Reference,
     push: bool,
+    /// When the operation this request serves must be done; a token fetched for it must be
+    /// done by then too.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Client {
@@ -259,8 +369,20 @@ impl Client {
         })
     }
 
-    /// Fetches the manifest (or index) `reference` names, verified against its digest.
+    /// Fetches the manifest (or index) `reference` names, verified against its digest, within
+    /// the document deadline.
     pub async fn fetch_manifest(&self, reference: &Reference) -> Result<FetchedManifest> {
+        let deadline = self.document_deadline();
+        let fetch = self.fetch_manifest_by(reference, deadline);
+        self.by_deadline(reference, "manifest", deadline, fetch)
+            .await
+    }
+
+    async fn fetch_manifest_by(
+        &self,
+        reference: &Reference,
+        deadline: tokio::time::Instant,
+    ) -> Result<FetchedManifest> {
         let path = format!("manifests/{}", reference.manifest_key());
         let mut headers = HeaderMap::new();
         let accept = media::MANIFEST_ACCEPT.join(", ");
@@ -270,9 +392,9 @@ impl Client {
                 .parse()
                 .map_err(|_| self.protocol(reference, "accept"))?,
         );
-        let resp = self
-            .send(self.req(Method::GET, reference, &path, headers, None, false))
-            .await?;
+        let mut req = self.req(Method::GET, reference, &path, headers, None, false);
+        req.deadline = Some(deadline);
+        let resp = self.send(req).await?;
         let resp = self
             .expect(resp, reference, "manifest", &[StatusCode::OK])
             .await?;
@@ -295,11 +417,23 @@ impl Client {
         })
     }
 
-    /// Fetches a small blob (a config) into memory, verified.
+    /// Fetches a small blob (a config) into memory, verified, within the document deadline.
     pub async fn fetch_small_blob(
         &self,
         reference: &Reference,
         desc: &Descriptor,
+    ) -> Result<Bytes> {
+        let deadline = self.document_deadline();
+        let what = format!("blob {}", desc.digest);
+        let fetch = self.fetch_small_blob_by(reference, desc, deadline);
+        self.by_deadline(reference, &what, deadline, fetch).await
+    }
+
+    async fn fetch_small_blob_by(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        deadline: tokio::time::Instant,
     ) -> Result<Bytes> {
         if desc.size as usize > self.config.max_manifest_bytes {
             return Err(Error::TooLarge {
@@ -309,9 +443,9 @@ impl Client {
             });
         }
         let path = format!("blobs/{}", desc.digest);
-        let resp = self
-            .send(self.req(Method::GET, reference, &path, HeaderMap::new(), None, false))
-            .await?;
+        let mut req = self.req(Method::GET, reference, &path, HeaderMap::new(), None, false);
+        req.deadline = Some(deadline);
+        let resp = self.send(req).await?;
         let what = format!("blob {}", desc.digest);
         let resp = self
             .expect(resp, reference, &what, &[StatusCode::OK])
@@ -333,6 +467,14 @@ impl Client {
         store: &Store,
         progress: &dyn Progress,
     ) -> Result<()> {
+        if desc.size > self.config.max_blob_bytes {
+            return Err(Error::BlobTooLarge {
+                reference: reference.to_string(),
+                digest: desc.digest.clone(),
+                size: desc.size,
+                limit: self.config.max_blob_bytes,
+            });
+        }
         let id = desc.digest.to_string();
         progress.start(&id, desc.size);
         if store.has_blob(&desc.digest) {
@@ -376,7 +518,7 @@ impl Client {
             hasher: Sha256::new(),
             written: 0,
         };
-        let mut attempt = 0;
+        let (mut breaks, mut restarted) = (0, false);
         loop {
             let mut headers = HeaderMap::new();
             if sink.written > 0 {
@@ -389,14 +531,18 @@ impl Client {
                 );
             }
             let path = format!("blobs/{}", desc.digest);
-            let resp = self
-                .send(self.req(Method::GET, reference, &path, headers, None, false))
-                .await?;
-            let ok = [StatusCode::OK, StatusCode::PARTIAL_CONTENT];
-            let resp = self.expect(resp, reference, &what, &ok).await?;
-            if resp.status() == StatusCode::OK && sink.written > 0 {
+            let resp = self.blob_answer(reference, &path, headers, &what).await?;
+            if sink.written > 0 && !resumes(&resp, sink.written, desc.size) {
+                if restarted {
+                    return Err(self.no_resume(reference, desc, &resp));
+                }
+                tracing::warn!(%reference, blob = %desc.digest, status = %resp.status(), "resume not honoured, restarting from 0");
+                restarted = true;
                 sink.restart(tmp).await?;
                 progress.restart(&id, 0);
+                if resp.status() != StatusCode::OK {
+                    continue;
+                }
             }
             match self
                 .copy_body(resp, &mut sink, desc, reference, progress)
@@ -405,12 +551,12 @@ impl Client {
                 Ok(()) => break,
                 Err(CopyError::Fatal(e)) => return Err(e),
                 Err(CopyError::Broken(e)) => {
-                    attempt += 1;
-                    if attempt >= self.config.attempts {
-                        return Err(self.transport(reference, &path, e));
+                    breaks += 1;
+                    if breaks >= self.config.attempts {
+                        return Err(self.interrupted(reference, desc, breaks, sink.written, e));
                     }
                     tracing::warn!(%reference, blob = %desc.digest, written = sink.written, "download broke, resuming: {e}");
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    tokio::time::sleep(self.backoff(breaks)).await;
                 }
             }
         }
@@ -426,6 +572,62 @@ impl Client {
         Ok(Digest::from_sha256(sink.hasher))
     }
 
+    fn interrupted(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        breaks: u32,
+        received: u64,
+        last: reqwest::Error,
+    ) -> Error {
+        Error::Interrupted {
+            reference: reference.to_string(),
+            digest: desc.digest.clone(),
+            breaks,
+            received,
+            size: desc.size,
+            last: error_chain(&last),
+        }
+    }
+
+    fn no_resume(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        resp: &reqwest::Response,
+    ) -> Error {
+        let range = header_str(resp.headers(), CONTENT_RANGE.as_str());
+        self.protocol(
+            reference,
+            &format!(
+                "blob {}: a download resumed with Range was answered {} with Content-Range {} twice (expected 206 from the bytes already received); the registry cannot resume downloads",
+                desc.digest,
+                resp.status(),
+                range.as_deref().unwrap_or("(none)")
+            ),
+        )
+    }
+
+    /// Sends a blob request and waits for its answer's headers, within the document deadline.
+    async fn blob_answer(
+        &self,
+        reference: &Reference,
+        path: &str,
+        headers: HeaderMap,
+        what: &str,
+    ) -> Result<reqwest::Response> {
+        let deadline = self.document_deadline();
+        let mut req = self.req(Method::GET, reference, path, headers, None, false);
+        req.deadline = Some(deadline);
+        let answer = async {
+            let resp = self.send(req).await?;
+            let ok = [StatusCode::OK, StatusCode::PARTIAL_CONTENT];
+            self.expect(resp, reference, what, &ok).await
+        };
+        let what = format!("answer to the request for {what}");
+        self.by_deadline(reference, &what, deadline, answer).await
+    }
+
     async fn copy_body(
         &self,
         resp: reqwest::Response,
@@ -436,8 +638,24 @@ impl Client {
     ) -> Result<(), CopyError> {
         let id = desc.digest.to_string();
         let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(CopyError::Broken)?;
+        let remaining = desc.size.saturating_sub(sink.written);
+        let mut pace = Pace::new(
+            self.config.blob_min_bytes,
+            self.config.blob_window,
+            remaining,
+        );
+        loop {
+            let next = tokio::time::timeout_at(pace.end, stream.next()).await;
+            let chunk = match next {
+                Err(_) => {
+                    let now = tokio::time::Instant::now();
+                    pace.roll(now)
+                        .map_err(|got| self.stalled(reference, desc, sink, got))?;
+                    continue;
+                }
+                Ok(None) => break,
+                Ok(Some(chunk)) => chunk.map_err(CopyError::Broken)?,
+            };
             if sink.written + chunk.len() as u64 > desc.size {
                 return Err(CopyError::Fatal(Error::Mismatch {
                     what: format!("blob {}", desc.digest),
@@ -448,24 +666,76 @@ impl Client {
             }
             sink.write(&chunk).await.map_err(CopyError::Fatal)?;
             progress.advance(&id, chunk.len() as u64);
+            pace.add(chunk.len() as u64);
+            let now = tokio::time::Instant::now();
+            if now >= pace.end {
+                pace.roll(now)
+                    .map_err(|got| self.stalled(reference, desc, sink, got))?;
+            }
         }
         Ok(())
     }
 
-    /// Whether the registry already has a blob.
-    pub async fn has_blob(&self, reference: &Reference, digest: &Digest) -> Result<bool> {
-        let path = format!("blobs/{digest}");
-        let resp = self
-            .send(self.req(Method::HEAD, reference, &path, HeaderMap::new(), None, true))
-            .await?;
-        match resp.status() {
-            StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => self
-                .expect(resp, reference, "blob", &[])
-                .await
-                .map(|_| false),
+    fn stalled(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        sink: &Sink,
+        got: u64,
+    ) -> CopyError {
+        CopyError::Fatal(Error::Stalled {
+            reference: reference.to_string(),
+            digest: desc.digest.clone(),
+            got,
+            received: sink.written,
+            size: desc.size,
+            min: self.config.blob_min_bytes,
+            window: self.config.blob_window,
+        })
+    }
+
+    fn document_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.config.document_deadline
+    }
+
+    /// Runs `fut` until `deadline`; past it, fails naming `what` and the limit.
+    async fn by_deadline<T>(
+        &self,
+        reference: &Reference,
+        what: &str,
+        deadline: tokio::time::Instant,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout_at(deadline, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Deadline {
+                registry: reference.registry().to_string(),
+                reference: reference.to_string(),
+                what: what.to_string(),
+                limit: self.config.document_deadline,
+            }),
         }
+    }
+
+    /// Whether the registry already has a blob, within the document deadline.
+    pub async fn has_blob(&self, reference: &Reference, digest: &Digest) -> Result<bool> {
+        let deadline = self.document_deadline();
+        let path = format!("blobs/{digest}");
+        let mut req = self.req(Method::HEAD, reference, &path, HeaderMap::new(), None, true);
+        req.deadline = Some(deadline);
+        let check = async {
+            let resp = self.send(req).await?;
+            match resp.status() {
+                StatusCode::OK => Ok(true),
+                StatusCode::NOT_FOUND => Ok(false),
+                _ => self
+                    .expect(resp, reference, "blob", &[])
+                    .await
+                    .map(|_| false),
+            }
+        };
+        let what = format!("answer to whether it has blob {digest}");
+        self.by_deadline(reference, &what, deadline, check).await
     }
 
     /// Uploads a blob (monolithic POST then PUT) unless the registry has it.
@@ -513,6 +783,7 @@ impl Client {
             body: Some(bytes),
             reference,
             push: true,
+            deadline: None,
         };
         let resp = self.send(req).await?;
         self.expect(
@@ -527,7 +798,8 @@ impl Client {
         Ok(())
     }
 
-    /// Uploads a manifest under the reference's tag (or digest); returns its digest.
+    /// Uploads a manifest under the reference's tag (or digest), within the document
+    /// deadline; returns its digest.
     pub async fn push_manifest(
         &self,
         reference: &Reference,
@@ -546,16 +818,16 @@ impl Client {
                 .parse()
                 .map_err(|_| self.protocol(reference, "media type"))?,
         );
-        let resp = self
-            .send(self.req(Method::PUT, reference, &path, headers, Some(bytes), true))
+        let deadline = self.document_deadline();
+        let mut req = self.req(Method::PUT, reference, &path, headers, Some(bytes), true);
+        req.deadline = Some(deadline);
+        let upload = async {
+            let resp = self.send(req).await?;
+            let ok = [StatusCode::CREATED, StatusCode::OK];
+            self.expect(resp, reference, "manifest", &ok).await
+        };
+        self.by_deadline(reference, "answer to the manifest upload", deadline, upload)
             .await?;
-        self.expect(
-            resp,
-            reference,
-            "manifest",
-            &[StatusCode::CREATED, StatusCode::OK],
-        )
-        .await?;
         Ok(digest)
     }
 
@@ -576,6 +848,7 @@ impl Client {
             body,
             reference,
             push,
+            deadline: None,
         }
     }
 
@@ -680,12 +953,17 @@ impl Client {
     }
 
     fn allows_http(&self, reference: &Reference) -> bool {
-        reference.is_loopback()
+        self.plain_http_allowed(reference.registry())
+    }
+
+    /// Whether `host[:port]` may be spoken to over plain HTTP: loopback, or listed insecure.
+    fn plain_http_allowed(&self, authority: &str) -> bool {
+        crate::reference::is_loopback_authority(authority)
             || self
                 .config
                 .insecure
                 .iter()
-                .any(|i| i == reference.registry())
+                .any(|i| i.eq_ignore_ascii_case(authority))
     }
 
     fn scope(req: &Req<'_>) -> String {
@@ -722,14 +1000,18 @@ impl Client {
             }
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let scope = Self::scope(req);
+                let deadline = self.document_deadline();
+                let deadline = req.deadline.map_or(deadline, |d| d.min(deadline));
+                let fetch = self.fetch_token(
+                    req.reference,
+                    &realm,
+                    service.as_deref(),
+                    &scope,
+                    &credential,
+                );
+                let what = format!("token answer from realm {realm}");
                 let token = self
-                    .fetch_token(
-                        req.reference,
-                        &realm,
-                        service.as_deref(),
-                        &scope,
-                        &credential,
-                    )
+                    .by_deadline(req.reference, &what, deadline, fetch)
                     .await?;
                 let lifetime = token
                     .expires_in
@@ -752,12 +1034,18 @@ impl Client {
         scope: &str,
         credential: &auth::Credential,
     ) -> Result<Token> {
+        let registry = reference.registry();
+        let url = auth::parse_realm(registry, realm)?;
+        let basic = credential.basic_header();
+        if basic.is_some() {
+            auth::check_realm_for_credentials(registry, &url, |a| self.plain_http_allowed(a))?;
+        }
         let mut query = vec![("scope", scope)];
         if let Some(s) = service {
             query.push(("service", s));
         }
-        let mut builder = self.http.get(realm).query(&query);
-        if let Some(basic) = credential.basic_header() {
+        let mut builder = self.http.get(url).query(&query);
+        if let Some(basic) = basic {
             builder = builder.header(AUTHORIZATION, basic);
         }
         let resp = builder
@@ -784,7 +1072,7 @@ impl Client {
         }
         let registry = reference.registry().to_string();
         let url = resp.url().to_string();
-        let body = resp.text().await.unwrap_or_default();
+        let body = error_body(resp).await;
         let detail = error_detail(&body);
         let reference = reference.to_string();
         Err(match status {
@@ -899,6 +1187,77 @@ impl Sink {
     }
 }
 
+/// Whether a registry's answer to `Range: bytes=<from>-` continues a blob of `size` bytes:
+/// 206 with `Content-Range: bytes <from>-<size-1>/<size or *>`.
+fn resumes(resp: &reqwest::Response, from: u64, size: u64) -> bool {
+    resp.status() == StatusCode::PARTIAL_CONTENT
+        && header_str(resp.headers(), CONTENT_RANGE.as_str())
+            .is_some_and(|r| content_range_continues(&r, from, size))
+}
+
+fn content_range_continues(header: &str, from: u64, size: u64) -> bool {
+    let Some((range, total)) = header
+        .trim()
+        .strip_prefix("bytes ")
+        .and_then(|r| r.split_once('/'))
+    else {
+        return false;
+    };
+    let total_ok = total == "*" || total.parse::<u64>() == Ok(size);
+    let range_ok = range.split_once('-').is_some_and(|(a, b)| {
+        a.parse::<u64>() == Ok(from) && b.parse::<u64>() == Ok(size.saturating_sub(1))
+    });
+    total_ok && range_ok
+}
+
+/// A blob download's progress check: at least `min` bytes (or what remains, if less) must
+/// arrive in each window ending at `end`.
+struct Pace {
+    min: u64,
+    window: Duration,
+    end: tokio::time::Instant,
+    got: u64,
+    remaining: u64,
+    needed: u64,
+}
+
+impl Pace {
+    fn new(min: u64, window: Duration, remaining: u64) -> Pace {
+        let off = min == 0 || window.is_zero();
+        // Off: a window that never ends (a year is as good as never for one download).
+        let window = if off {
+            Duration::from_secs(365 * 86_400)
+        } else {
+            window
+        };
+        Pace {
+            min,
+            window,
+            end: tokio::time::Instant::now() + window,
+            got: 0,
+            remaining,
+            needed: min.min(remaining),
+        }
+    }
+
+    fn add(&mut self, n: u64) {
+        self.got += n;
+        self.remaining = self.remaining.saturating_sub(n);
+    }
+
+    /// Closes the window that ended: `Err(bytes received in it)` when too few arrived, else
+    /// opens the next one at `now`.
+    fn roll(&mut self, now: tokio::time::Instant) -> Result<(), u64> {
+        if self.got < self.needed {
+            return Err(self.got);
+        }
+        self.end = now + self.window;
+        self.got = 0;
+        self.needed = self.min.min(self.remaining);
+        Ok(())
+    }
+}
+
 enum CopyError {
     Broken(reqwest::Error),
     Fatal(Error),
@@ -926,6 +1285,20 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// The start of an error answer's body (at most [`MAX_ERROR_BODY_BYTES`]), as text.
+async fn error_body(resp: reqwest::Response) -> String {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = MAX_ERROR_BODY_BYTES - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() == MAX_ERROR_BODY_BYTES {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The `mediaType` field of a manifest or index, when it has one.
@@ -1035,6 +1408,44 @@ mod tests {
             ("10.1.2.3:5000/a", false),
         ] {
             assert_eq!(c.allows_http(&r.parse().unwrap()), want, "{r}");
+        }
+    }
+
+    #[test]
+    fn pace_needs_the_minimum_or_what_remains_in_each_window() {
+        let now = tokio::time::Instant::now();
+        let mut pace = Pace::new(100, Duration::from_secs(1), 250);
+        pace.add(99);
+        assert_eq!(pace.roll(now), Err(99), "99 of the 100 needed");
+        let mut pace = Pace::new(100, Duration::from_secs(1), 250);
+        pace.add(100);
+        assert_eq!(pace.roll(now), Ok(()));
+        assert_eq!(pace.end, now + Duration::from_secs(1));
+        pace.add(100);
+        assert_eq!(pace.roll(now), Ok(()));
+        pace.add(49);
+        assert_eq!(pace.roll(now), Err(49), "50 remained, all needed");
+        let mut pace = Pace::new(100, Duration::from_secs(1), 250);
+        pace.add(50);
+        pace.add(50);
+        assert_eq!(pace.roll(now), Ok(()));
+        let mut off = Pace::new(0, Duration::from_secs(1), 250);
+        assert_eq!(off.roll(now), Ok(()), "0 turns the check off");
+    }
+
+    #[test]
+    fn content_ranges_that_continue_a_download() {
+        for (header, ok) in [
+            ("bytes 100-999/1000", true),
+            ("bytes 100-999/*", true),
+            ("bytes 0-999/1000", false),
+            ("bytes 100-998/1000", false),
+            ("bytes 100-999/2000", false),
+            ("items 100-999/1000", false),
+            ("bytes 100-999", false),
+            ("", false),
+        ] {
+            assert_eq!(content_range_continues(header, 100, 1000), ok, "{header}");
         }
     }
 

@@ -580,3 +580,125 @@ mod tests {
         assert!(!p("linux", "amd64").is_wasm());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn descriptor_json() -> impl Strategy<Value = serde_json::Value> {
+        let media = prop_oneof![
+            Just(media::WASM_LAYER.to_string()),
+            Just(media::OCI_LAYER_GZIP.to_string()),
+            Just(media::OCI_CONFIG.to_string()),
+            "[a-z./+-]{0,30}",
+        ];
+        (media, "[0-9a-f]{64}", any::<u64>()).prop_map(|(m, hex, size)| {
+            serde_json::json!({"mediaType": m, "digest": format!("sha256:{hex}"), "size": size})
+        })
+    }
+
+    fn manifest_json() -> impl Strategy<Value = serde_json::Value> {
+        (
+            descriptor_json(),
+            prop::collection::vec(descriptor_json(), 0..4),
+        )
+            .prop_map(|(config, layers)| {
+                serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+                    "config": config, "layers": layers})
+            })
+    }
+
+    fn index_json() -> impl Strategy<Value = serde_json::Value> {
+        prop::collection::vec(descriptor_json(), 0..4).prop_map(|manifests| {
+            serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX,
+                "manifests": manifests})
+        })
+    }
+
+    /// Replaces the value reached by following `picks` (one child per step) with `with`.
+    fn mutate(v: &mut serde_json::Value, picks: &[prop::sample::Index], with: serde_json::Value) {
+        let Some((pick, rest)) = picks.split_first() else {
+            *v = with;
+            return;
+        };
+        let child = match v {
+            serde_json::Value::Object(m) if !m.is_empty() => {
+                let i = pick.index(m.len());
+                m.values_mut().nth(i)
+            }
+            serde_json::Value::Array(a) if !a.is_empty() => {
+                let i = pick.index(a.len());
+                a.get_mut(i)
+            }
+            _ => None,
+        };
+        match child {
+            Some(c) => mutate(c, rest, with),
+            None => *v = with,
+        }
+    }
+
+    fn odd_value() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "\\PC{0,20}".prop_map(serde_json::Value::from),
+            Just(serde_json::json!([])),
+            Just(serde_json::json!({})),
+            Just(serde_json::json!(-1)),
+            Just(serde_json::json!(1e300)),
+        ]
+    }
+
+    /// A manifest that parses round-trips through serialisation, and detection never panics.
+    fn check_manifest(bytes: &[u8], config: &[u8]) -> Result<(), TestCaseError> {
+        if let Ok(m) = serde_json::from_slice::<Manifest>(bytes) {
+            let again: Manifest = serde_json::from_slice(&serde_json::to_vec(&m).unwrap())
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(
+                serde_json::to_value(&again).ok(),
+                serde_json::to_value(&m).ok()
+            );
+            if let Err(e) = detect(&m, config) {
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+        if let Ok(i) = serde_json::from_slice::<Index>(bytes) {
+            let again: Index = serde_json::from_slice(&serde_json::to_vec(&i).unwrap())
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(
+                serde_json::to_value(&again).ok(),
+                serde_json::to_value(&i).ok()
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn manifest_and_index_properties_on_arbitrary_bytes(
+            bytes in prop::collection::vec(any::<u8>(), 0..300),
+            config in prop::collection::vec(any::<u8>(), 0..100),
+        ) {
+            check_manifest(&bytes, &config)?;
+        }
+
+        #[test]
+        fn manifest_properties_on_mutated_manifests(
+            mut v in prop_oneof![manifest_json(), index_json()],
+            picks in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+            with in odd_value(),
+            config in prop_oneof![
+                Just(br#"{"config":{"Cmd":["/a.wasm"]}}"#.to_vec()),
+                prop::collection::vec(any::<u8>(), 0..60),
+            ],
+        ) {
+            let bytes = serde_json::to_vec(&v).unwrap();
+            check_manifest(&bytes, &config)?;
+            mutate(&mut v, &picks, with);
+            check_manifest(&serde_json::to_vec(&v).unwrap(), &config)?;
+        }
+    }
+}

@@ -16,6 +16,11 @@ pub enum Error {
     /// The string was empty.
     #[error("empty image reference: give one like `127.0.0.1:5000/demo/hello:v1`")]
     Empty,
+    /// The registry part is not `host[:port]`.
+    #[error(
+        "invalid registry `{0}` in image reference: give a host name or IP (IPv6 in brackets) with an optional numeric port, like `registry.example:5000`"
+    )]
+    Registry(String),
     /// The repository path has characters the distribution spec does not allow.
     #[error(
         "invalid repository `{0}` in image reference: use lowercase letters, digits and `._-/` separators"
@@ -86,14 +91,19 @@ impl Reference {
 
     /// Whether the registry lives on this machine (loopback), where plain HTTP is allowed.
     pub fn is_loopback(&self) -> bool {
-        let host = host_of(&self.registry);
-        host == "localhost"
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        is_loopback_authority(&self.registry)
     }
+}
+
+/// Whether `host[:port]` names this machine: `localhost` or a loopback IP literal.
+pub fn is_loopback_authority(authority: &str) -> bool {
+    let host = host_of(authority);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The host part of `host[:port]` (IPv6 literals keep their brackets).
@@ -118,6 +128,7 @@ impl FromStr for Reference {
         };
         let (name, tag) = split_tag(rest);
         let (registry, repository) = split_registry(name);
+        validate_registry(&registry)?;
         let repository = match (registry.as_str(), repository.contains('/')) {
             (DEFAULT_REGISTRY, false) => format!("library/{repository}"),
             _ => repository.to_string(),
@@ -158,6 +169,41 @@ fn split_registry(name: &str) -> (String, &str) {
             (registry.to_string(), rest)
         }
         _ => (DEFAULT_REGISTRY.to_string(), name),
+    }
+}
+
+/// A registry is `host[:port]`: a DNS name or IPv4 literal of letters, digits, `.` and `-`,
+/// or an IPv6 literal in brackets, then an optional port of up to 5 digits.
+fn validate_registry(registry: &str) -> Result<(), Error> {
+    let bad = || Error::Registry(registry.chars().take(300).collect());
+    let (host, port) = match registry.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, after) = rest.split_once(']').ok_or_else(bad)?;
+            ip.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+            let port = match after {
+                "" => None,
+                a => Some(a.strip_prefix(':').unwrap_or("not a port")),
+            };
+            (None, port)
+        }
+        None => match registry.split_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(registry), None),
+        },
+    };
+    let host_ok = host.is_none_or(|h| {
+        !h.is_empty()
+            && h.len() <= 253
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && !h.starts_with(['.', '-'])
+    });
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(bad())
     }
 }
 
@@ -307,9 +353,109 @@ mod tests {
             Err(Error::Repository(_))
         ));
         assert!(matches!("a:-bad".parse::<Reference>(), Err(Error::Tag(_))));
+        for bad in [
+            "a b.example/x",
+            "localhost:80.evil.example/x",
+            "reg.example?q=/x",
+            "reg.example:/x",
+            "[::1/x",
+            "[::1]:/x",
+            "[::1]x:5000/x",
+            "[nothex]:5000/x",
+            ".example/x",
+        ] {
+            let err = bad.parse::<Reference>().unwrap_err();
+            assert!(matches!(err, Error::Registry(_)), "{bad}: {err}");
+            assert!(err.to_string().contains("host name or IP"), "{err}");
+        }
         assert!(matches!(
             "a@sha256:zz".parse::<Reference>(),
             Err(Error::Digest(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A reference that parses, from its parts; some parts are then mutated by the tests.
+    fn reference_text() -> impl Strategy<Value = String> {
+        let registry = prop_oneof![
+            Just(String::new()),
+            "[a-z0-9]{1,8}\\.[a-z]{2,4}(:[0-9]{1,5})?/",
+            Just("localhost:5000/".to_string()),
+            Just("[::1]:5000/".to_string()),
+        ];
+        let repo = "[a-z0-9]{1,6}([._-][a-z0-9]{1,4})?(/[a-z0-9]{1,6}){0,3}";
+        let tag = proptest::option::of("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}");
+        let digest = proptest::option::of("[0-9a-f]{64}");
+        (registry, repo, tag, digest).prop_map(|(reg, repo, tag, digest)| {
+            let mut s = format!("{reg}{repo}");
+            if let Some(t) = tag {
+                s.push(':');
+                s.push_str(&t);
+            }
+            if let Some(d) = digest {
+                s.push_str("@sha256:");
+                s.push_str(&d);
+            }
+            s
+        })
+    }
+
+    /// Parses `s`: an error must say what is wrong; a reference must round-trip through
+    /// Display to itself.
+    fn check(s: &str) -> Result<(), TestCaseError> {
+        match s.parse::<Reference>() {
+            Ok(r) => {
+                let again: Reference = r
+                    .to_string()
+                    .parse()
+                    .map_err(|e| TestCaseError::fail(format!("{s:?} -> {r} -> {e}")))?;
+                prop_assert_eq!(&again, &r, "{:?}", s);
+                prop_assert_eq!(again.to_string(), r.to_string());
+            }
+            Err(e) => {
+                let text = e.to_string();
+                prop_assert!(!text.is_empty());
+                if let Error::Registry(part) | Error::Repository(part) | Error::Tag(part) = &e {
+                    prop_assert!(text.contains(part.as_str()), "{}", text);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn reference_parse_properties_on_arbitrary_text(s in "\\PC{0,80}") {
+            check(&s)?;
+        }
+
+        #[test]
+        fn reference_parse_properties_on_valid_references(s in reference_text()) {
+            prop_assert!(s.parse::<Reference>().is_ok(), "{}", s);
+            check(&s)?;
+        }
+
+        #[test]
+        fn reference_parse_properties_on_mutated_references(
+            s in reference_text(),
+            at in any::<prop::sample::Index>(),
+            c in prop_oneof![Just(':'), Just('/'), Just('@'), Just('.'), Just('A'), Just(' '), any::<char>()],
+            remove in any::<bool>(),
+        ) {
+            let mut chars: Vec<char> = s.chars().collect();
+            let i = at.index(chars.len() + 1);
+            if remove && i < chars.len() {
+                chars.remove(i);
+            } else {
+                chars.insert(i.min(chars.len()), c);
+            }
+            check(&chars.into_iter().collect::<String>())?;
+        }
     }
 }

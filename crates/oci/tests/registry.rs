@@ -529,3 +529,356 @@ async fn https_registries_need_their_ca() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn credentials_are_withheld_from_a_plain_http_realm_elsewhere() {
+    let tokens = TokenServer::start(TokenShape::Token, Some(("bob", "pw")), 300);
+    let realm = "http://token.wasmlet.invalid:5001/token";
+    let registry = Registry::start(tokens.registry_auth_at(realm));
+    let host = registry.host();
+    let r = reference(&host, "demo/hello:v1");
+    let err = failed_pull(&client(Some((&host, "bob", "pw"))), &r).await;
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            pull::Error::Registry(client::Error::Auth(
+                wasmlet_oci::auth::Error::CleartextRealm { .. }
+            ))
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(realm)
+            && text.contains("withheld")
+            && text.contains("--insecure-registry token.wasmlet.invalid:5001"),
+        "{text}"
+    );
+    let mut listed = ClientConfig {
+        insecure: vec!["token.wasmlet.invalid:5001".into()],
+        ..Default::default()
+    };
+    listed.keyring.insert(
+        &host,
+        Credential::Basic {
+            username: "bob".into(),
+            password: "pw".into(),
+        },
+    );
+    let err = failed_pull(&Client::new(listed).unwrap(), &r)
+        .await
+        .to_string();
+    assert!(
+        err.contains("cannot reach") && err.contains("token.wasmlet.invalid"),
+        "an allowed realm is asked (and is unreachable here): {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_realm_that_is_not_an_absolute_url_is_refused() {
+    let tokens = TokenServer::start(TokenShape::Token, None, 300);
+    let registry = Registry::start(tokens.registry_auth_at("/token"));
+    let r = reference(&registry.host(), "demo/hello:v1");
+    let err = failed_pull(&client(None), &r).await.to_string();
+    assert!(
+        err.contains("token realm `/token`") && err.contains("not an absolute http"),
+        "{err}"
+    );
+}
+
+/// A client with `config`'s limits and the tests' quick retries.
+fn limited_client(config: ClientConfig) -> Client {
+    Client::new(ClientConfig {
+        attempts: 2,
+        backoff: Duration::from_millis(20),
+        ..config
+    })
+    .unwrap()
+}
+
+fn trickle(path: &str, bytes: usize, every_ms: u64) -> Fault {
+    Fault::Trickle {
+        path: path.into(),
+        bytes,
+        every: Duration::from_millis(every_ms),
+    }
+}
+
+#[tokio::test]
+async fn a_manifest_trickled_past_the_deadline_is_refused() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/hello:v1");
+    push_ok(&r, wasmlet_fixtures::hello(), Format::CncfArtifact).await;
+    let manifest_len = client(None).fetch_manifest(&r).await.unwrap().bytes.len();
+    assert!(manifest_len > 160, "16 bytes a 50 ms take over 0.5 s");
+    let proxy = FaultProxy::start(&registry.url(), trickle("/manifests/", 16, 50));
+    let c = limited_client(ClientConfig {
+        document_deadline: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let err = failed_pull(&c, &reference(&proxy.host(), "demo/hello:v1")).await;
+    let text = err.to_string();
+    assert!(
+        matches!(&err, pull::Error::Registry(client::Error::Deadline { what, .. }) if what == "manifest"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&proxy.host()) && text.contains("0.5s") && text.contains("document_deadline"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_answer_trickled_past_the_deadline_is_refused() {
+    let tokens = TokenServer::start(TokenShape::Token, None, 300);
+    let proxy = FaultProxy::start(&tokens.url(), trickle("/token", 16, 50));
+    let realm = format!("http://{}/token", proxy.host());
+    let registry = Registry::start(tokens.registry_auth_at(&realm));
+    let c = limited_client(ClientConfig {
+        document_deadline: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let err = failed_pull(&c, &reference(&registry.host(), "demo/hello:v1")).await;
+    let text = err.to_string();
+    assert!(
+        matches!(&err, pull::Error::Registry(client::Error::Deadline { what, .. }) if what.contains("token answer")),
+        "{text}"
+    );
+    assert!(text.contains(&realm), "{text}");
+}
+
+#[tokio::test]
+async fn a_blob_trickled_under_the_minimum_progress_is_stopped() {
+    let registry = Registry::start(Auth::Open);
+    let wasm = big_module(32 << 10);
+    let r = reference(&registry.host(), "demo/slow:v1");
+    push_ok(&r, &wasm, Format::CncfArtifact).await;
+    // 1 KiB every 100 ms: at most 5 KiB a 500 ms window, the whole blob in over 3 s.
+    let proxy = FaultProxy::start(&registry.url(), trickle("/blobs/", 1024, 100));
+    let slow = reference(&proxy.host(), "demo/slow:v1");
+    let strict = limited_client(ClientConfig {
+        blob_min_bytes: 16 << 10,
+        blob_window: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let err = failed_pull(&strict, &slow).await;
+    let text = err.to_string();
+    let wasm_digest = Digest::of(&wasm);
+    assert!(
+        matches!(&err, pull::Error::Registry(client::Error::Stalled { digest, .. }) if *digest == wasm_digest),
+        "{text}"
+    );
+    assert!(
+        text.contains("too slowly")
+            && text.contains("16384 bytes per 0.5s")
+            && text.contains("blob_min_bytes"),
+        "{text}"
+    );
+    // The same trickle passes a rule it meets twentyfold (1 KiB in every 2 s).
+    let lenient = limited_client(ClientConfig {
+        blob_min_bytes: 1024,
+        blob_window: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let (_dir, store) = temp_store();
+    let image = pull::pull(&lenient, &store, &slow, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(store.read_blob(&image.wasm).unwrap(), wasm);
+}
+
+/// Pushes a module of about 3 MiB to `r`; returns it.
+async fn push_big(r: &Reference) -> Vec<u8> {
+    let wasm = big_module(3 << 20);
+    push_ok(r, &wasm, Format::CncfArtifact).await;
+    wasm
+}
+
+fn wasm_descriptor(wasm: &[u8], size: u64) -> wasmlet_oci::format::Descriptor {
+    wasmlet_oci::format::Descriptor {
+        media_type: media::WASM_LAYER.into(),
+        digest: Digest::of(wasm),
+        size,
+        platform: None,
+        annotations: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_blob_declared_over_the_limit_is_refused_before_downloading() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/big:v1");
+    let wasm = push_big(&r).await;
+    let proxy = FaultProxy::start(&registry.url(), Fault::None);
+    let via = reference(&proxy.host(), "demo/big:v1");
+    let (_dir, store) = temp_store();
+    let huge = wasm_descriptor(&wasm, 100 << 30);
+    let err = client(None)
+        .fetch_blob(&via, &huge, &store, &NoProgress)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, client::Error::BlobTooLarge { .. }), "{text}");
+    assert!(
+        text.contains("107374182400 bytes")
+            && text.contains("4294967296-byte limit")
+            && text.contains("max_blob_bytes"),
+        "{text}"
+    );
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+    let small = limited_client(ClientConfig {
+        max_blob_bytes: 1 << 20,
+        ..Default::default()
+    });
+    let err = failed_pull(&small, &via).await.to_string();
+    assert!(err.contains("1048576-byte limit"), "{err}");
+}
+
+#[tokio::test]
+async fn a_blob_longer_than_declared_is_cut_off() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/big:v1");
+    let wasm = push_big(&r).await;
+    let (_dir, store) = temp_store();
+    let short = wasm_descriptor(&wasm, 1000);
+    let err = client(None)
+        .fetch_blob(&r, &short, &store, &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("expected 1000 bytes, got more than 1000 bytes"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_keeps_breaking_is_reported_as_such() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/big:v1");
+    let wasm = push_big(&r).await;
+    let proxy = FaultProxy::start(&registry.url(), Fault::DropEveryBlob(100_000));
+    let err = failed_pull(&client(None), &reference(&proxy.host(), "demo/big:v1")).await;
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            pull::Error::Registry(client::Error::Interrupted {
+                breaks: 4,
+                received: 400_000,
+                ..
+            })
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "broke 4 times, the last after 400000 of {} bytes",
+            wasm.len()
+        )) && !text.contains("is it running"),
+        "{text}"
+    );
+    let resumed = proxy
+        .requests()
+        .iter()
+        .filter(|l| l.ends_with(" 206"))
+        .count();
+    assert_eq!(resumed, 3, "each break resumes: {:?}", proxy.requests());
+}
+
+#[tokio::test]
+async fn a_resume_answered_with_the_wrong_range_restarts_once() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/big:v1");
+    let wasm = push_big(&r).await;
+    let proxy = FaultProxy::start(&registry.url(), Fault::DropThenWrongRange(100_000));
+    let (_dir, store) = temp_store();
+    let via = reference(&proxy.host(), "demo/big:v1");
+    let image = pull::pull(&client(None), &store, &via, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(store.read_blob(&image.wasm).unwrap(), wasm);
+    let blob_gets: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|l| l.contains(&image.wasm.to_string()))
+        .collect();
+    assert_eq!(
+        blob_gets.len(),
+        3,
+        "drop, wrong 206, fresh 200: {blob_gets:?}"
+    );
+    assert!(
+        blob_gets[1].ends_with(" 206") && blob_gets[2].ends_with(" 200"),
+        "{blob_gets:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_registry_that_never_resumes_right_is_restarted_once_then_named() {
+    let registry = Registry::start(Auth::Open);
+    let r = reference(&registry.host(), "demo/big:v1");
+    push_big(&r).await;
+    let proxy = FaultProxy::start(&registry.url(), Fault::DropEveryBlobWrongRange(100_000));
+    let err = failed_pull(&client(None), &reference(&proxy.host(), "demo/big:v1")).await;
+    let text = err.to_string();
+    assert!(
+        text.contains("answered 206 Partial Content with Content-Range bytes 0-")
+            && text.contains("twice")
+            && text.contains("cannot resume downloads"),
+        "{text}"
+    );
+    let wrong = proxy
+        .requests()
+        .iter()
+        .filter(|l| l.ends_with(" 206"))
+        .count();
+    assert_eq!(
+        wrong,
+        2,
+        "one restart, then the error: {:?}",
+        proxy.requests()
+    );
+}
+
+/// A peer on loopback that accepts connections and never answers; returns its host.
+fn silent_peer() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        // Holds at most a few connections; the thread ends with the test process.
+        for conn in listener.incoming().take(64).flatten() {
+            held.push(conn);
+        }
+    });
+    host
+}
+
+#[tokio::test]
+async fn a_registry_that_never_answers_fails_at_the_deadline() {
+    let host = silent_peer();
+    let c = limited_client(ClientConfig {
+        document_deadline: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let r = reference(&host, "demo/hello:v1");
+    let err = failed_pull(&c, &r).await;
+    assert!(
+        matches!(&err, pull::Error::Registry(client::Error::Deadline { what, .. }) if what == "manifest"),
+        "{err}"
+    );
+    let err = push::push(
+        &c,
+        &r,
+        &artifact(wasmlet_fixtures::hello(), Format::CncfArtifact),
+        &NoProgress,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("whether it has blob") && err.contains("0.5s"),
+        "{err}"
+    );
+}

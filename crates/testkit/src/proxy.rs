@@ -1,7 +1,8 @@
-//! A proxy in front of a registry that injects faults: broken connections mid-blob, 5xx
-//! answers, corrupt blobs and garbage manifests.
+//! A proxy in front of a registry (or token server) that injects faults: broken connections
+//! mid-blob, 5xx answers, corrupt blobs, garbage manifests and bodies trickled slowly.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,12 +19,30 @@ pub enum Fault {
     None,
     /// The first GET of each blob sends this many bytes, then drops the connection.
     DropMidBlob(usize),
+    /// Every GET of a blob (resumed ones too) sends this many bytes, then drops.
+    DropEveryBlob(usize),
+    /// The first GET of each blob drops after this many bytes, and a resumed GET (with
+    /// `Range`) is asked upstream from byte 0, so its 206 names the wrong range.
+    DropThenWrongRange(usize),
+    /// Every GET of a blob drops after this many bytes, and every resumed GET is asked
+    /// upstream from byte 0 (a registry that can never resume).
+    DropEveryBlobWrongRange(usize),
     /// The first N requests get a 500.
     FailFirst(usize),
     /// Blob bodies have one byte flipped (same length).
     CorruptBlobs,
     /// Manifest bodies are replaced with invalid JSON.
     GarbageManifests,
+    /// Successful GET bodies whose path contains `path` are sent `bytes` at a time, one
+    /// piece every `every` (headers, Content-Length included, are sent at once).
+    Trickle {
+        /// A part of the request path, e.g. `/manifests/`, `/blobs/` or `/token`.
+        path: String,
+        /// Bytes per piece.
+        bytes: usize,
+        /// The pause before each piece.
+        every: Duration,
+    },
 }
 
 struct Shared {
@@ -94,6 +113,13 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     }
     let mut headers = request.headers().clone();
     headers.remove("host");
+    if matches!(
+        shared.fault,
+        Fault::DropThenWrongRange(_) | Fault::DropEveryBlobWrongRange(_)
+    ) && headers.contains_key("range")
+    {
+        headers.insert("range", axum::http::HeaderValue::from_static("bytes=0-"));
+    }
     let body = axum::body::to_bytes(request.into_body(), 64 << 20)
         .await
         .unwrap_or_default();
@@ -114,11 +140,27 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let is_blob = path.contains("/blobs/sha256:") && method == "GET" && status.is_success();
     let is_manifest = path.contains("/manifests/") && method == "GET" && status.is_success();
     match (&shared.fault, is_blob, is_manifest) {
-        (Fault::DropMidBlob(n), true, _) if first_time(&shared, &path) => {
+        (Fault::DropMidBlob(n) | Fault::DropThenWrongRange(n), true, _)
+            if first_time(&shared, &path) =>
+        {
+            drop_after(status, headers, upstream, *n)
+        }
+        (Fault::DropEveryBlob(n) | Fault::DropEveryBlobWrongRange(n), true, _) => {
             drop_after(status, headers, upstream, *n)
         }
         (Fault::CorruptBlobs, true, _) => corrupt(status, headers, upstream).await,
         (Fault::GarbageManifests, _, true) => garbage(status, headers),
+        (
+            Fault::Trickle {
+                path: p,
+                bytes,
+                every,
+            },
+            _,
+            _,
+        ) if path.contains(p.as_str()) && method == "GET" && status.is_success() => {
+            trickle(status, headers, upstream, *bytes, *every).await
+        }
         _ => respond(status, headers, Body::from_stream(upstream.bytes_stream())),
     }
 }
@@ -165,6 +207,26 @@ fn drop_after(
         let take = chunk.len().min(n - sent);
         sent += take;
         Ok(chunk.slice(..take))
+    });
+    respond(status, headers, Body::from_stream(stream))
+}
+
+/// Sends the upstream body `bytes` at a time with a pause of `every` before each piece.
+async fn trickle(
+    status: StatusCode,
+    headers: HeaderMap,
+    upstream: reqwest::Response,
+    bytes: usize,
+    every: Duration,
+) -> Response {
+    let body = upstream.bytes().await.unwrap_or_default();
+    let pieces: Vec<bytes::Bytes> = (0..body.len())
+        .step_by(bytes.max(1))
+        .map(|at| body.slice(at..(at + bytes.max(1)).min(body.len())))
+        .collect();
+    let stream = futures::stream::iter(pieces).then(move |piece| async move {
+        tokio::time::sleep(every).await;
+        Ok::<_, std::io::Error>(piece)
     });
     respond(status, headers, Body::from_stream(stream))
 }

@@ -80,6 +80,11 @@ impl TokenServer {
         }
     }
 
+    /// `http://127.0.0.1:<port>`, the server's base URL (for a proxy in front of it).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     /// The realm URL.
     pub fn realm(&self) -> String {
         format!("http://127.0.0.1:{}/token", self.port)
@@ -89,6 +94,15 @@ impl TokenServer {
     pub fn registry_auth(&self) -> Auth {
         Auth::Token {
             realm: self.realm(),
+            cert_pem: self.cert_pem.clone(),
+        }
+    }
+
+    /// Registry auth settings that trust this server's tokens but send clients to `realm`
+    /// (a realm elsewhere, to test what a client sends there).
+    pub fn registry_auth_at(&self, realm: &str) -> Auth {
+        Auth::Token {
+            realm: realm.to_string(),
             cert_pem: self.cert_pem.clone(),
         }
     }
