@@ -79,10 +79,25 @@ pub fn run_pod(path: &Path, args: &RunArgs, registry: &RegistryArgs) -> anyhow::
         .context("starting the async runtime")?;
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: run::cache_dir(args.no_cache),
-        max_instances: 64,
+        max_instances: pod_instances(&manifest.pod),
         ..RuntimeConfig::default()
     })?;
     tokio.block_on(supervise(runtime, Arc::new(resolver), config, manifest))
+}
+
+/// Instance slots kept beside one per container of the pod: 1000, the runtime's default (as
+/// the node has), room for the instance a `wasi:http` container makes per request in flight.
+const SPARE_INSTANCES: u32 = 1000;
+
+/// The instance pool for a pod: every container (init containers and sidecars included, as
+/// if all ran at once) plus [`SPARE_INSTANCES`], so no container waits on a slot.
+fn pod_instances(pod: &Pod) -> u32 {
+    let containers = pod.spec.as_ref().map_or(0, |spec| {
+        spec.containers.len() + spec.init_containers.as_ref().map_or(0, Vec::len)
+    });
+    u32::try_from(containers)
+        .unwrap_or(u32::MAX)
+        .saturating_add(SPARE_INSTANCES)
 }
 
 /// Runs the worker, reacting to fatal waiting reasons and signals, then prints the result.
