@@ -2,6 +2,7 @@
 
 mod images;
 mod node;
+mod prefixed;
 mod progress;
 mod run;
 mod run_pod;

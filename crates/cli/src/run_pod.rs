@@ -21,10 +21,9 @@
 //! manifest's directory, else to the current directory) is run from that file. The store keeps an image's
 //! ENTRYPOINT and CMD as one argv, so a container's `args` are appended to it.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -36,8 +35,8 @@ use wasmlet_pod::k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use wasmlet_pod::{ImageConfig, Manifest, NodeAllocatable, NodeFacts, load_manifest, pod_status};
 use wasmlet_runtime::{ContainerSpec, Runtime, RuntimeConfig};
 use wasmlet_worker::{
-    ImageError, ImageRequest, ImageResolver, OutputFactory, PodWorker, PullPolicy, ResolveFuture,
-    ResolvedImage, Stream, WasmSource, WorkerConfig, WorkerFacts,
+    ImageError, ImageRequest, ImageResolver, PodWorker, PullPolicy, ResolveFuture, ResolvedImage,
+    WasmSource, WorkerConfig, WorkerFacts,
 };
 
 use crate::images::RegistryArgs;
@@ -69,7 +68,7 @@ pub fn run_pod(path: &Path, args: &RunArgs, registry: &RegistryArgs) -> anyhow::
     let config = WorkerConfig {
         root: state_root()?,
         node: node_facts(&uid),
-        output: Some(prefixed_output()),
+        output: Some(crate::prefixed::prefixed_output()),
         resume: Default::default(),
         network: None,
     };
@@ -80,10 +79,25 @@ pub fn run_pod(path: &Path, args: &RunArgs, registry: &RegistryArgs) -> anyhow::
         .context("starting the async runtime")?;
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: run::cache_dir(args.no_cache),
-        max_instances: 64,
+        max_instances: pod_instances(&manifest.pod),
         ..RuntimeConfig::default()
     })?;
     tokio.block_on(supervise(runtime, Arc::new(resolver), config, manifest))
+}
+
+/// Instance slots kept beside one per container of the pod: 1000, the runtime's default (as
+/// the node has), room for the instance a `wasi:http` container makes per request in flight.
+const SPARE_INSTANCES: u32 = 1000;
+
+/// The instance pool for a pod: every container (init containers and sidecars included, as
+/// if all ran at once) plus [`SPARE_INSTANCES`], so no container waits on a slot.
+fn pod_instances(pod: &Pod) -> u32 {
+    let containers = pod.spec.as_ref().map_or(0, |spec| {
+        spec.containers.len() + spec.init_containers.as_ref().map_or(0, Vec::len)
+    });
+    u32::try_from(containers)
+        .unwrap_or(u32::MAX)
+        .saturating_add(SPARE_INSTANCES)
 }
 
 /// Runs the worker, reacting to fatal waiting reasons and signals, then prints the result.
@@ -304,66 +318,6 @@ fn total_memory() -> Option<i64> {
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
     kib.checked_mul(1024)
-}
-
-/// Output to the terminal, each line prefixed with `[container] `.
-fn prefixed_output() -> OutputFactory {
-    let lock = Arc::new(Mutex::new(()));
-    Arc::new(move |name: &str, stream: Stream| {
-        let writer = PrefixedLines {
-            prefix: format!("[{name}] "),
-            stream,
-            pending: Vec::new(),
-            lock: lock.clone(),
-        };
-        Some(Box::new(writer) as Box<dyn Write + Send + Sync>)
-    })
-}
-
-/// Writes whole lines, prefixed, to stdout or stderr; an unfinished last line at the end.
-struct PrefixedLines {
-    prefix: String,
-    stream: Stream,
-    pending: Vec<u8>,
-    lock: Arc<Mutex<()>>,
-}
-
-impl PrefixedLines {
-    fn emit(&self, line: &[u8]) -> std::io::Result<()> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut text = self.prefix.clone().into_bytes();
-        text.extend_from_slice(line);
-        if text.last() != Some(&b'\n') {
-            text.push(b'\n');
-        }
-        match self.stream {
-            Stream::Stdout => std::io::stdout().lock().write_all(&text),
-            Stream::Stderr => std::io::stderr().lock().write_all(&text),
-        }
-    }
-}
-
-impl Write for PrefixedLines {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.pending.extend_from_slice(bytes);
-        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            self.emit(&line)?;
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for PrefixedLines {
-    fn drop(&mut self) {
-        if !self.pending.is_empty() {
-            let _ = self.emit(&self.pending);
-        }
-    }
 }
 
 /// Resolves images from the local store, pulling into it as the pull policy says; an image

@@ -139,6 +139,33 @@ fn exits_with_the_failing_containers_code() {
 }
 
 #[test]
+fn runs_more_containers_at_once_than_the_old_pool_had() {
+    let wasmlet = Wasmlet::new();
+    let sleep = wasmlet_fixtures::path("sleep");
+    let count = 80;
+    let containers: String = (0..count)
+        .map(|i| {
+            format!(
+                "  - {{name: c{i}, image: {}, args: [\"4000\"]}}\n",
+                sleep.display()
+            )
+        })
+        .collect();
+    let manifest = wasmlet.manifest(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: many}}\nspec:\n  restartPolicy: Never\n  \
+         containers:\n{containers}"
+    ));
+    let out = wasmlet.run(&["run", &manifest]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("pod many: Succeeded\n"));
+    for i in 0..count {
+        let name = format!("c{i}");
+        assert_eq!(row(&out, &name)[1..4], ["Terminated", "Completed", "0"]);
+        assert!(text(&out.stdout).contains(&format!("[{name}] slept\n")));
+    }
+}
+
+#[test]
 fn bad_manifests_name_the_problem() {
     let wasmlet = Wasmlet::new();
     let manifest = wasmlet.manifest(

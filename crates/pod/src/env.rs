@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 use crate::downward::{self, DownwardError, NodeFacts};
-use crate::expansion::expand_with_pairs;
+use crate::expansion::{ExpansionBudget, ExpansionError, expand_with_pairs};
 use crate::objects::ConfigObjects;
 
 /// Why the environment could not be built; the kubelet reports these as
@@ -43,6 +43,14 @@ pub enum EnvError {
     /// A `fieldRef` or `resourceFieldRef` could not be resolved.
     #[error(transparent)]
     Downward(#[from] DownwardError),
+    /// Expanding the `$(VAR)` references of a variable's value went past a limit.
+    #[error("env variable {variable:?}: {source}")]
+    Expansion {
+        /// The variable whose value was being expanded.
+        variable: String,
+        /// The limit reached.
+        source: ExpansionError,
+    },
 }
 
 /// Result type of this module.
@@ -67,11 +75,12 @@ pub fn container_env(
     node: &NodeFacts,
 ) -> Result<EnvList> {
     let mut env = EnvList::new();
+    let mut budget = ExpansionBudget::per_container();
     for source in container.env_from.iter().flatten() {
         add_env_from(source, objects, &mut env)?;
     }
     for var in container.env.iter().flatten() {
-        if let Some(value) = env_var_value(pod, container, var, objects, node, &env)? {
+        if let Some(value) = env_var_value(pod, container, var, objects, node, &env, &mut budget)? {
             set_env(&mut env, var.name.clone(), value);
         }
     }
@@ -114,12 +123,15 @@ fn env_var_value(
     objects: &ConfigObjects,
     node: &NodeFacts,
     defined: &EnvList,
+    budget: &mut ExpansionBudget,
 ) -> Result<Option<String>> {
     match &var.value_from {
-        None => Ok(Some(expand_with_pairs(
-            var.value.as_deref().unwrap_or(""),
-            defined,
-        ))),
+        None => expand_with_pairs(var.value.as_deref().unwrap_or(""), defined, budget)
+            .map(Some)
+            .map_err(|source| EnvError::Expansion {
+                variable: var.name.clone(),
+                source,
+            }),
         Some(source) => value_from(pod, container, source, objects, node),
     }
 }
@@ -260,6 +272,37 @@ mod tests {
         list.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// env A=xx, B=$(A)$(A), C=$(B)$(B), ...: a few hundred bytes of manifest that once
+    /// expanded to gigabytes.
+    fn doubling_env(levels: usize) -> String {
+        let mut vars = vec!["{name: V0, value: xx}".to_string()];
+        for level in 1..levels {
+            let previous = level - 1;
+            vars.push(format!(
+                "{{name: V{level}, value: '$(V{previous})$(V{previous})'}}"
+            ));
+        }
+        format!("{{name: c, image: i, env: [{}]}}", vars.join(", "))
+    }
+
+    #[test]
+    fn doubling_references_are_refused_naming_the_variable() {
+        let error = env_of(&doubling_env(60)).unwrap_err();
+        // V20 would be 2 MiB, past the 1.5 MiB a value may have.
+        match &error {
+            EnvError::Expansion { variable, source } => {
+                assert_eq!(variable, "V20");
+                assert!(matches!(source, ExpansionError::ValueTooLarge { .. }));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let text = error.to_string();
+        assert!(text.contains("env variable \"V20\""), "{text}");
+        assert!(text.contains("larger than 1572864 bytes"), "{text}");
+        let small = env_of(&doubling_env(8)).unwrap();
+        assert_eq!(small[7].1.len(), 256);
     }
 
     #[test]

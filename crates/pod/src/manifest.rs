@@ -58,6 +58,28 @@ pub enum ManifestError {
         /// Every problem found.
         problems: Vec<FieldProblem>,
     },
+    /// The manifest is larger than [`MAX_MANIFEST_BYTES`].
+    #[error(
+        "the manifest is {size} bytes, more than the {limit} a manifest may have \
+         (MAX_MANIFEST_BYTES); split it or move data out of its ConfigMaps and Secrets"
+    )]
+    TooLarge {
+        /// The manifest's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The manifest nests more than [`MAX_MANIFEST_DEPTH`] levels.
+    #[error(
+        "line {line}: the manifest nests deeper than {limit} levels (MAX_MANIFEST_DEPTH); \
+         a Pod needs about a dozen, so flatten the nested lists and maps"
+    )]
+    TooDeep {
+        /// The line (from 1) where the limit was passed.
+        line: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// No document is a Pod.
     #[error("no Pod in the manifest")]
     NoPod,
@@ -115,8 +137,19 @@ impl Manifest {
     }
 }
 
+/// The largest manifest accepted: 16 MiB, room for a Pod and ConfigMaps and Secrets at the
+/// API server's 1.5 MiB object limit each, while keeping the parsed form in memory bounded.
+/// Fixed.
+pub const MAX_MANIFEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// The deepest nesting of lists and maps accepted: 100 levels, as many API decoders allow; a
+/// Pod needs about a dozen. The YAML parser's cost grows with the square of the depth, so the
+/// depth is checked by a linear scan of the text before parsing. Fixed.
+pub const MAX_MANIFEST_DEPTH: usize = 100;
+
 /// Parses a manifest (multi-document YAML, or JSON) and validates its Pod.
 pub fn load_manifest(text: &str) -> Result<Manifest> {
+    check_bounds(text)?;
     let mut pod: Option<(usize, Pod)> = None;
     let mut config_maps = Vec::new();
     let mut secrets = Vec::new();
@@ -158,6 +191,101 @@ enum DocumentKind {
     Pod,
     ConfigMap,
     Secret,
+}
+
+/// Refuses a manifest over [`MAX_MANIFEST_BYTES`] or nested deeper than
+/// [`MAX_MANIFEST_DEPTH`], in one linear pass and before the parser sees it.
+fn check_bounds(text: &str) -> Result<()> {
+    if text.len() > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::TooLarge {
+            size: text.len(),
+            limit: MAX_MANIFEST_BYTES,
+        });
+    }
+    let mut depth = DepthScan::default();
+    for (index, line) in text.lines().enumerate() {
+        if depth.line(line) > MAX_MANIFEST_DEPTH {
+            return Err(ManifestError::TooDeep {
+                line: index + 1,
+                limit: MAX_MANIFEST_DEPTH,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// An over-estimate of YAML nesting, line by line: block levels from indentation (and each
+/// `- ` that opens a sequence entry on the same line), plus open flow `[` and `{` outside
+/// quotes and comments.
+#[derive(Debug, Default)]
+struct DepthScan {
+    /// The columns of the open block levels, increasing.
+    indents: Vec<usize>,
+    /// Open flow collections.
+    flow: usize,
+    /// Inside a quoted scalar, with its quote.
+    quote: Option<u8>,
+}
+
+impl DepthScan {
+    /// Takes one line; returns the deepest nesting seen on it.
+    fn line(&mut self, line: &str) -> usize {
+        let bytes = line.as_bytes();
+        let indent = bytes.iter().take_while(|b| **b == b' ').count();
+        let blank = matches!(bytes.get(indent), None | Some(b'#'));
+        if self.flow == 0 && self.quote.is_none() && !blank {
+            self.open_block(indent);
+            self.sequence_entries(&bytes[indent..], indent);
+        }
+        self.indents.len() + self.flow_line(&bytes[indent..])
+    }
+
+    fn open_block(&mut self, column: usize) {
+        while self.indents.last().is_some_and(|top| *top > column) {
+            self.indents.pop();
+        }
+        if self.indents.last().is_none_or(|top| *top < column) {
+            self.indents.push(column);
+        }
+    }
+
+    /// `- - - x` opens one level per `- `.
+    fn sequence_entries(&mut self, mut rest: &[u8], mut column: usize) {
+        while let [b'-', b' ', tail @ ..] = rest {
+            let spaces = tail.iter().take_while(|b| **b == b' ').count();
+            column += 2 + spaces;
+            rest = &tail[spaces..];
+            self.open_block(column);
+        }
+    }
+
+    /// Counts flow brackets on the line; returns the deepest flow nesting reached.
+    fn flow_line(&mut self, bytes: &[u8]) -> usize {
+        let mut deepest = self.flow;
+        let mut previous = b' ';
+        for &byte in bytes {
+            match (self.quote, byte) {
+                (Some(quote), b) if b == quote => self.quote = None,
+                (Some(_), _) => {}
+                (None, b'#') if previous == b' ' || previous == b'\t' => break,
+                (None, b'"' | b'\'') if opens_scalar(previous) => self.quote = Some(byte),
+                (None, b'[' | b'{') => {
+                    self.flow += 1;
+                    deepest = deepest.max(self.flow);
+                }
+                (None, b']' | b'}') => self.flow = self.flow.saturating_sub(1),
+                _ => {}
+            }
+            previous = byte;
+        }
+        deepest
+    }
+}
+
+/// Whether a quote after `previous` starts a quoted scalar (rather than sitting inside a
+/// plain one, as in `don't`).
+fn opens_scalar(previous: u8) -> bool {
+    matches!(previous, b' ' | b'\t' | b'[' | b'{' | b',' | b':' | b'-')
 }
 
 fn document_kind(document: usize, value: &serde_yaml::Value) -> Result<DocumentKind> {
@@ -483,6 +611,108 @@ mod tests {
                 assert_eq!(problems.len(), 3, "{problems:?}");
             }
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn pod_with_value(value: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n  - name: c\n    image: i\n    args: {value}\n"
+        )
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let cases = [
+            "[".repeat(200_000),
+            format!("{}x{}", "[".repeat(200_000), "]".repeat(200_000)),
+            "{a: ".repeat(200_000),
+            format!("\n{}x", "- ".repeat(200_000)),
+        ];
+        for value in &cases {
+            match load_manifest(&pod_with_value(value)) {
+                Err(ManifestError::TooDeep { line, limit }) => {
+                    assert!(line == 8 || line == 9, "line {line}");
+                    assert_eq!(limit, MAX_MANIFEST_DEPTH);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let error = load_manifest(&pod_with_value(&cases[0])).unwrap_err();
+        assert!(error.to_string().contains("MAX_MANIFEST_DEPTH"));
+    }
+
+    #[test]
+    fn indentation_nesting_counts_levels() {
+        let mut text = String::from("apiVersion: v1\nkind: Pod\nmetadata:\n");
+        for level in 1..=MAX_MANIFEST_DEPTH + 1 {
+            text.push_str(&format!("{}l{level}:\n", "  ".repeat(level)));
+        }
+        assert!(matches!(
+            load_manifest(&text),
+            Err(ManifestError::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn ordinary_nesting_and_quotes_are_accepted() {
+        let value = format!(
+            "['{}', \"{}\", don't, \"a\\\"b\"]",
+            "[".repeat(150),
+            "{".repeat(150)
+        );
+        let pod = load_manifest(&pod_with_value(&value)).unwrap().pod;
+        let args = pod.spec.unwrap().containers[0].args.clone().unwrap();
+        assert_eq!(args.len(), 4);
+        assert!(load_manifest(&pod_with_value(&"[".repeat(50))).is_err());
+        let nested = format!("{}x{}", "[".repeat(20), "]".repeat(20));
+        assert!(!matches!(
+            load_manifest(&pod_with_value(&nested)),
+            Err(ManifestError::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_manifests_are_refused() {
+        let text = " ".repeat(MAX_MANIFEST_BYTES + 1);
+        assert!(matches!(
+            load_manifest(&text),
+            Err(ManifestError::TooLarge { .. })
+        ));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const VALID: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {a: b}}\nspec:\n  containers:\n  - name: c\n    image: i\n    args: [x, 'y']\n    env:\n    - {name: A, value: '1'}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: m}\ndata: {k: v}\n";
+
+        proptest! {
+            #[test]
+            fn manifest_bytes_properties(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let text = String::from_utf8_lossy(&bytes);
+                let _ = load_manifest(&text);
+            }
+
+            #[test]
+            fn mutated_manifest_properties(
+                edits in proptest::collection::vec((any::<prop::sample::Index>(), "[-\\[\\]{}:,'\" \n#a-z0-9]{0,3}"), 0..6),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut text = VALID.to_string();
+                for (at, insert) in &edits {
+                    let mut at = at.index(text.len() + 1);
+                    while !text.is_char_boundary(at) { at -= 1; }
+                    text.insert_str(at, insert);
+                }
+                let mut end = cut.index(text.len() + 1).max(text.len() / 2);
+                while !text.is_char_boundary(end) { end -= 1; }
+                if let Ok(manifest) = load_manifest(&text[..end]) {
+                    // What loads, validates and re-loads from its own YAML.
+                    prop_assert!(validate_pod(&manifest.pod).is_ok());
+                    let again = serde_yaml::to_string(&manifest.pod).unwrap();
+                    prop_assert_eq!(load_manifest(&again).unwrap().pod, manifest.pod);
+                }
+            }
         }
     }
 }

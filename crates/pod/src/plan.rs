@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, VolumeMount};
 
 use crate::downward::{self, DownwardError, NodeFacts};
 use crate::env::{self, EnvError, EnvList, set_env};
-use crate::expansion::{expand, expand_with_pairs};
+use crate::expansion::{ExpansionBudget, ExpansionError, expand, expand_with_pairs};
 use crate::objects::ConfigObjects;
 use crate::quantity::QuantityError;
 
@@ -31,6 +31,14 @@ pub enum PlanError {
     /// A `subPath` or `subPathExpr` is absolute or climbs out of its volume.
     #[error("{0}")]
     SubPath(String),
+    /// Expanding `$(VAR)` in `command`, `args` or a `subPathExpr` went past a limit.
+    #[error("container {container:?}: {source}")]
+    Expansion {
+        /// The container.
+        container: String,
+        /// The limit reached.
+        source: ExpansionError,
+    },
     /// The container is not part of the pod.
     #[error("container {0:?} not found in pod")]
     ContainerNotFound(String),
@@ -159,7 +167,7 @@ impl PlanContext<'_> {
             name: container.name.clone(),
             kind: container_kind(self.pod, container),
             image: container.image.clone().unwrap_or_default(),
-            argv: container_argv(container, image, &pod_env),
+            argv: container_argv(container, image, &pod_env)?,
             env: full_env,
             working_dir: working_dir(container, image),
             mounts: container_mounts(container, &pod_env)?,
@@ -185,25 +193,39 @@ pub fn container_kind(pod: &Pod, container: &Container) -> ContainerKind {
 /// The argument vector, as a container runtime combines the image with `command`/`args`
 /// after the kubelet expanded `$(VAR)` in them:
 /// `command` replaces the entrypoint and drops the image's `Cmd`; `args` replaces `Cmd`.
-pub fn container_argv(container: &Container, image: &ImageConfig, env: &EnvList) -> Vec<String> {
-    let expand_all = |items: &Vec<String>| -> Vec<String> {
+/// `command` and `args` together draw from one [`ExpansionBudget`].
+pub fn container_argv(
+    container: &Container,
+    image: &ImageConfig,
+    env: &EnvList,
+) -> Result<Vec<String>> {
+    let mut budget = ExpansionBudget::per_container();
+    let mut expand_all = |items: &Vec<String>| -> Result<Vec<String>> {
         items
             .iter()
-            .map(|item| expand_with_pairs(item, env))
-            .collect()
+            .map(|item| expand_with_pairs(item, env, &mut budget))
+            .collect::<Result<_, _>>()
+            .map_err(|source| expansion_error(container, source))
     };
     let command = container.command.as_ref().filter(|c| !c.is_empty());
     let args = container.args.as_ref().filter(|a| !a.is_empty());
     let mut argv = match command {
-        Some(command) => expand_all(command),
+        Some(command) => expand_all(command)?,
         None => image.entrypoint.clone(),
     };
     match (args, command) {
-        (Some(args), _) => argv.extend(expand_all(args)),
+        (Some(args), _) => argv.extend(expand_all(args)?),
         (None, None) => argv.extend(image.cmd.iter().cloned()),
         (None, Some(_)) => {}
     }
-    argv
+    Ok(argv)
+}
+
+fn expansion_error(container: &Container, source: ExpansionError) -> PlanError {
+    PlanError::Expansion {
+        container: container.name.clone(),
+        source,
+    }
 }
 
 fn working_dir(container: &Container, image: &ImageConfig) -> Option<String> {
@@ -220,8 +242,15 @@ pub fn container_mounts(container: &Container, env: &EnvList) -> Result<Vec<Moun
         .volume_mounts
         .iter()
         .flatten()
-        .map(|mount| mount_plan(mount, env))
+        .map(|mount| mount_plan(mount, env).map_err(|e| mount_error(container, e)))
         .collect()
+}
+
+fn mount_error(container: &Container, error: PlanError) -> PlanError {
+    match error {
+        PlanError::Expansion { source, .. } => expansion_error(container, source),
+        other => other,
+    }
 }
 
 fn mount_plan(mount: &VolumeMount, env: &EnvList) -> Result<MountPlan> {
@@ -244,7 +273,7 @@ fn mount_plan(mount: &VolumeMount, env: &EnvList) -> Result<MountPlan> {
 /// Expands a `subPathExpr`; every variable it names must be defined and non-empty.
 fn expand_sub_path_expr(expression: &str, env: &EnvList) -> Result<String> {
     let missing = std::cell::RefCell::new(std::collections::BTreeSet::new());
-    let expanded = expand(expression, |name| {
+    let lookup = |name: &str| {
         let value = env
             .iter()
             .rev()
@@ -254,7 +283,13 @@ fn expand_sub_path_expr(expression: &str, env: &EnvList) -> Result<String> {
             missing.borrow_mut().insert(name.to_string());
         }
         Some(value.unwrap_or_default())
-    });
+    };
+    let mut budget = ExpansionBudget::per_container();
+    let expanded =
+        expand(expression, lookup, &mut budget).map_err(|source| PlanError::Expansion {
+            container: String::new(),
+            source,
+        })?;
     let missing = missing.into_inner();
     if missing.is_empty() {
         return Ok(expanded);
