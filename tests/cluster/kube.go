@@ -17,6 +17,7 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
@@ -26,6 +27,8 @@ func runAPIServer() int { return cli.Run(apiserver.NewAPIServerCommand()) }
 func runControllerManager() int { return cli.Run(controllermanager.NewControllerManagerCommand()) }
 
 func runScheduler() int { return cli.Run(scheduler.NewSchedulerCommand()) }
+
+func runProxy() int { return cli.Run(proxy.NewProxyCommand()) }
 
 func runKubelet() int { return cli.Run(kubelet.NewKubeletCommand(context.Background())) }
 

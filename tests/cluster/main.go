@@ -24,6 +24,7 @@ var components = map[string]func() int{
 	"kube-apiserver":          runAPIServer,
 	"kube-controller-manager": runControllerManager,
 	"kube-scheduler":          runScheduler,
+	"kube-proxy":              runProxy,
 	"kubelet":                 runKubelet,
 	"kubectl":                 runKubectl,
 }
