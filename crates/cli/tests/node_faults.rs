@@ -41,6 +41,7 @@ impl Node {
             .open(data.with_extension("log"))?;
         let child = Command::new(env!("CARGO_BIN_EXE_wasmlet"))
             .args(["node", "--node-name", name, "--node-ip", "127.0.0.1"])
+            .args(["--network", "loopback"])
             .arg("--port")
             .arg(port.to_string())
             .arg("--data-dir")
