@@ -20,6 +20,8 @@
     (func $environ_get (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "path_open"
     (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_symlink"
+    (func $path_symlink (param i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "poll_oneoff"
     (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
@@ -83,7 +85,6 @@
         (local.set $p (i32.add (local.get $p) (i32.const 1)))
         (br $next)))
     (local.get $n))
-
   ;; env: prints each argument as `arg=VALUE` and each variable as `env=K=V`.
   (data (i32.const 64) "arg=\00")
   (data (i32.const 72) "env=\00")
@@ -113,5 +114,4 @@
         (call $newline (i32.const 1))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $next))))
-
 )

@@ -1,4 +1,5 @@
-;; fs: `fs read PATH` prints a file; `fs write PATH CONTENT` writes one and prints `wrote`.
+;; fs: `fs read PATH` prints a file; `fs write PATH CONTENT` writes one and prints `wrote`;
+;; `fs link TARGET PATH` makes PATH a symbolic link and prints `linked`.
 ;; Paths are relative to the first mounted directory. On a WASI error it exits with the errno.
 ;; The same program as the `fs` test fixture (crates/fixtures/wat: prelude + body);
 ;; a CLI test checks that both compile to the same bytes.
@@ -21,6 +22,8 @@
     (func $environ_get (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "path_open"
     (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_symlink"
+    (func $path_symlink (param i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "poll_oneoff"
     (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
@@ -84,14 +87,15 @@
         (local.set $p (i32.add (local.get $p) (i32.const 1)))
         (br $next)))
     (local.get $n))
-
-  ;; fs read PATH | fs write PATH CONTENT: reads PATH (to stdout) or writes
-  ;; CONTENT to PATH, relative to the first preopened directory (fd 3), as a
+  ;; fs read PATH | fs write PATH CONTENT | fs link TARGET PATH: reads PATH (to
+  ;; stdout), writes CONTENT to PATH, or makes PATH a symbolic link to TARGET
+  ;; (printing `linked`), relative to the first preopened directory (fd 3), as a
   ;; guest that tries any path it is given. On a WASI error it prints
   ;; `wasi error` on stderr and exits with the errno as its code.
   (data (i32.const 64) "wasi error\n")
-  (data (i32.const 80) "usage: fs read PATH | fs write PATH CONTENT\n")
+  (data (i32.const 160) "usage: fs read PATH | fs write PATH CONTENT | fs link TARGET PATH\n")
   (data (i32.const 128) "wrote\n")
+  (data (i32.const 136) "linked\n")
 
   (func $check (param $errno i32)
     (if (local.get $errno)
@@ -131,18 +135,25 @@
     (call $check (call $fd_close (local.get $fd)))
     (call $write (i32.const 1) (i32.const 128) (i32.const 6)))
 
+  (func $link (param $target i32) (param $path i32)
+    (call $check
+      (call $path_symlink (local.get $target) (call $strlen (local.get $target))
+        (i32.const 3) (local.get $path) (call $strlen (local.get $path))))
+    (call $write (i32.const 1) (i32.const 136) (i32.const 7)))
+
   (func (export "_start")
     (local $n i32) (local $op i32)
     (local.set $n (call $args))
     (if (i32.lt_u (local.get $n) (i32.const 3))
-      (then (call $write (i32.const 2) (i32.const 80) (i32.const 44))
+      (then (call $write (i32.const 2) (i32.const 160) (i32.const 66))
             (call $proc_exit (i32.const 2))))
     (local.set $op (i32.load8_u (call $arg (i32.const 1))))
     (if (i32.eq (local.get $op) (i32.const 114)) ;; 'r'
       (then (call $read (call $arg (i32.const 2))) (return)))
     (if (i32.and (i32.eq (local.get $op) (i32.const 119)) (i32.ge_u (local.get $n) (i32.const 4)))
       (then (call $write_file (call $arg (i32.const 2)) (call $arg (i32.const 3))) (return)))
-    (call $write (i32.const 2) (i32.const 80) (i32.const 44))
+    (if (i32.and (i32.eq (local.get $op) (i32.const 108)) (i32.ge_u (local.get $n) (i32.const 4)))
+      (then (call $link (call $arg (i32.const 2)) (call $arg (i32.const 3))) (return)))
+    (call $write (i32.const 2) (i32.const 160) (i32.const 66))
     (call $proc_exit (i32.const 2)))
-
 )

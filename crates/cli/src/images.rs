@@ -37,13 +37,26 @@ pub struct RegistryArgs {
     /// No progress output.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// The largest blob an image may declare; a larger one is refused before downloading.
+    #[arg(long, global = true, default_value_t = wasmlet_oci::client::MAX_BLOB_BYTES)]
+    pub max_blob_bytes: u64,
+    /// The largest module an image's layers may hold as its entrypoint.
+    #[arg(long, global = true, default_value_t = wasmlet_oci::layers::MAX_FILE_BYTES)]
+    pub max_wasm_bytes: u64,
+    /// The most bytes one image layer may expand to (after gunzip) as it is read.
+    #[arg(long, global = true, default_value_t = wasmlet_oci::layers::MAX_EXPANDED_BYTES)]
+    pub max_layer_bytes: u64,
 }
 
 impl RegistryArgs {
     /// Opens the store.
     pub fn store(&self) -> anyhow::Result<Store> {
         let root = self.store.clone().unwrap_or_else(Store::default_root);
-        Ok(Store::open(root)?)
+        let limits = wasmlet_oci::layers::LayerLimits {
+            max_file_bytes: self.max_wasm_bytes,
+            max_expanded_bytes: self.max_layer_bytes,
+        };
+        Ok(Store::open(root)?.with_limits(limits))
     }
 
     /// Builds a client with credentials for `reference`'s registry.
@@ -65,6 +78,7 @@ impl RegistryArgs {
             keyring,
             ca_files: self.ca_file.clone(),
             insecure: self.insecure_registry.clone(),
+            max_blob_bytes: self.max_blob_bytes,
             ..ClientConfig::default()
         };
         Ok(Client::new(config)?)

@@ -294,3 +294,62 @@ fn runs_an_image_and_a_pod_from_a_registry() {
         text(&out.stderr)
     );
 }
+
+/// A pod whose init container plants, in `volume`, a link `escape` leading (relatively) to
+/// `outside`, and whose container then mounts `mount` of that volume.
+fn escaping_pod(volume: &str, mount: &str, outside: &Path) -> String {
+    let fs = wasmlet_fixtures::path("fs");
+    let hello = wasmlet_fixtures::path("hello");
+    let target = format!("{}{}", "../".repeat(40), outside.display()).replace("//", "/");
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: escape}}\nspec:\n  restartPolicy: Never\n  \
+         volumes:\n  - {volume}\n  initContainers:\n  - {{name: plant, image: {}, args: [link, \
+         \"{target}\", escape], volumeMounts: [{{name: v, mountPath: /v}}]}}\n  containers:\n  - \
+         {{name: c, image: {}, env: [{{name: WHERE, value: escape}}], volumeMounts: [{{name: v, \
+         mountPath: /sub, {mount}}}]}}\n",
+        fs.display(),
+        hello.display()
+    )
+}
+
+#[test]
+fn sub_paths_never_lead_out_of_their_volume() {
+    let wasmlet = Wasmlet::new();
+    let host = tempfile::tempdir().unwrap();
+    let cases = [
+        ("{name: v, emptyDir: {}}", "subPath: escape/made"),
+        ("{name: v, emptyDir: {}}", "subPathExpr: $(WHERE)/made"),
+        (
+            &*format!("{{name: v, hostPath: {{path: {}}}}}", host.path().display()),
+            "subPath: escape/made",
+        ),
+    ];
+    for (i, (volume, mount)) in cases.into_iter().enumerate() {
+        let _ = std::fs::remove_file(host.path().join("escape"));
+        let outside = tempfile::tempdir().unwrap();
+        let manifest = wasmlet.manifest(&escaping_pod(volume, mount, outside.path()));
+        let out = wasmlet.run(&["run", &manifest]);
+        let stderr = text(&out.stderr);
+        assert!(
+            text(&out.stdout).contains("[plant] linked"),
+            "case {i}: {stderr}"
+        );
+        assert_eq!(out.status.code(), Some(1), "case {i}: {stderr}");
+        assert!(
+            stderr.contains(
+                "failed to prepare subPath \"escape/made\" of volume \"v\": \
+                 \"escape\" resolves outside the volume"
+            ),
+            "case {i}: {stderr}"
+        );
+        assert_eq!(
+            row(&out, "c")[1..3],
+            ["Waiting", "CreateContainerConfigError"]
+        );
+        let left: Vec<_> = std::fs::read_dir(outside.path()).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "case {i}: created outside the volume: {left:?}"
+        );
+    }
+}

@@ -481,9 +481,9 @@ impl Client {
             progress.finish(&id);
             return Ok(());
         }
-        let tmp = store.temp_path();
+        let (tmp, file) = store.temp_file()?;
         let what = format!("blob {}", desc.digest);
-        let result = match self.download(reference, desc, &tmp, progress).await {
+        let result = match self.download(reference, desc, &tmp, file, progress).await {
             Ok(actual) => store
                 .commit_hashed(&tmp, &desc.digest, &actual, &what)
                 .map_err(|e| match e {
@@ -499,20 +499,19 @@ impl Client {
         result
     }
 
-    /// Streams a blob into `tmp` through a large write buffer, hashing as it goes; returns
-    /// the digest of what was written.
+    /// Streams a blob into `file` (the store's temp file `tmp`) through a large write buffer,
+    /// hashing as it goes; returns the digest of what was written.
     async fn download(
         &self,
         reference: &Reference,
         desc: &Descriptor,
         tmp: &std::path::Path,
+        file: std::fs::File,
         progress: &dyn Progress,
     ) -> Result<Digest> {
         let id = desc.digest.to_string();
         let what = format!("blob {}", desc.digest);
-        let file = tokio::fs::File::create(tmp)
-            .await
-            .map_err(|e| io_err(tmp, e))?;
+        let file = tokio::fs::File::from_std(file);
         let mut sink = Sink {
             file: tokio::io::BufWriter::with_capacity(1 << 20, file),
             hasher: Sha256::new(),
@@ -1176,11 +1175,15 @@ impl Sink {
     }
 
     /// Starts over from byte 0 (the registry ignored our Range request).
+    /// Empties the temp file (the same open file, so it stays locked against a prune).
     async fn restart(&mut self, tmp: &std::path::Path) -> Result<()> {
-        let file = tokio::fs::File::create(tmp)
+        use tokio::io::AsyncSeekExt;
+        self.file.flush().await.map_err(|e| io_err(tmp, e))?;
+        let file = self.file.get_mut();
+        file.set_len(0).await.map_err(|e| io_err(tmp, e))?;
+        file.seek(std::io::SeekFrom::Start(0))
             .await
             .map_err(|e| io_err(tmp, e))?;
-        self.file = tokio::io::BufWriter::with_capacity(1 << 20, file);
         self.hasher = Sha256::new();
         self.written = 0;
         Ok(())

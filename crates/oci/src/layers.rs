@@ -1,22 +1,93 @@
-//! Finding one file in an image's tar layers, as the union filesystem would show it.
+//! Finding one file in an image's tar layers, as the union filesystem would show it, and
+//! taking it into the store.
+//!
+//! Layers are hostile input. Nothing is sized from a tar header: the file found is streamed
+//! into a store temp file (hashing as it goes) after its declared size is checked against
+//! [`LayerLimits::max_file_bytes`] and its first bytes against the `\0asm` magic, so a
+//! native binary or a gzip bomb is refused before a byte is stored. Every layer is read
+//! through a counter that stops at [`LayerLimits::max_expanded_bytes`], so a small gzip
+//! stream cannot make the reader inflate gigabytes looking for the file.
 
-use std::io::Read;
+use std::cell::Cell;
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
+use crate::digest::{Digest, Hashing};
 use crate::format::Descriptor;
 use crate::pull::{Error, Result};
-use crate::store::Store;
+use crate::store::{Lease, Store};
+use crate::wasm::WasmKind;
 
 /// How many symlinks we follow before giving up.
 const MAX_LINKS: usize = 16;
 
-/// Reads `path` from the merged view of `layers` (bottom first), honouring whiteouts and
-/// following symlinks within the image.
-pub fn find_file(store: &Store, layers: &[&Descriptor], path: &str, name: &str) -> Result<Vec<u8>> {
+/// Default of [`LayerLimits::max_file_bytes`]: 1 GiB.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Default of [`LayerLimits::max_expanded_bytes`]: 8 GiB.
+pub const MAX_EXPANDED_BYTES: u64 = 8 << 30;
+
+/// Bounds on reading an image's tar layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerLimits {
+    /// The largest entrypoint file taken from a layer; its tar header is checked before a
+    /// byte of it is read (`wasmlet --max-wasm-bytes`).
+    pub max_file_bytes: u64,
+    /// The most bytes one layer may expand to as it is read, after gunzip
+    /// (`wasmlet --max-layer-bytes`).
+    pub max_expanded_bytes: u64,
+}
+
+impl Default for LayerLimits {
+    fn default() -> LayerLimits {
+        LayerLimits {
+            max_file_bytes: MAX_FILE_BYTES,
+            max_expanded_bytes: MAX_EXPANDED_BYTES,
+        }
+    }
+}
+
+/// A file taken from the layers into the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extracted {
+    /// Its blob.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Module or component.
+    pub kind: WasmKind,
+}
+
+/// Where and for whom a file is looked up.
+struct Lookup<'a> {
+    store: &'a Store,
+    lease: &'a Lease,
+    /// The image reference, for errors.
+    name: &'a str,
+    /// The entrypoint as the image names it, for errors.
+    path: &'a str,
+}
+
+/// Reads the WebAssembly file at `path` of the merged view of `layers` (bottom first),
+/// honouring whiteouts and following symlinks within the image, into the store (held by
+/// `lease`).
+pub fn find_file(
+    store: &Store,
+    lease: &Lease,
+    layers: &[&Descriptor],
+    path: &str,
+    name: &str,
+) -> Result<Extracted> {
+    let at = Lookup {
+        store,
+        lease,
+        name,
+        path,
+    };
     let mut target = normalise(Path::new(path));
     for _ in 0..MAX_LINKS {
-        match lookup(store, layers, &target, name)? {
-            Found::File(bytes) => return Ok(bytes),
+        match lookup(&at, layers, &target)? {
+            Found::File(extracted) => return Ok(extracted),
             Found::Link(to) => target = resolve_link(&target, &to),
             Found::Absent => break,
         }
@@ -28,35 +99,44 @@ pub fn find_file(store: &Store, layers: &[&Descriptor], path: &str, name: &str) 
 }
 
 enum Found {
-    File(Vec<u8>),
+    File(Extracted),
     Link(PathBuf),
     Absent,
 }
 
 /// Searches layers from the top down: the first layer that has the path (or a whiteout
 /// for it) decides.
-fn lookup(store: &Store, layers: &[&Descriptor], target: &Path, name: &str) -> Result<Found> {
+fn lookup(at: &Lookup, layers: &[&Descriptor], target: &Path) -> Result<Found> {
     for layer in layers.iter().rev() {
-        if let Some(found) = lookup_in_layer(store, layer, target, name)? {
+        if let Some(found) = lookup_in_layer(at, layer, target)? {
             return Ok(found);
         }
     }
     Ok(Found::Absent)
 }
 
-fn lookup_in_layer(
-    store: &Store,
-    layer: &Descriptor,
-    target: &Path,
-    name: &str,
-) -> Result<Option<Found>> {
-    let bad = |reason: String| Error::BadLayer {
-        reference: name.to_string(),
-        digest: layer.digest.clone(),
-        reason,
+fn lookup_in_layer(at: &Lookup, layer: &Descriptor, target: &Path) -> Result<Option<Found>> {
+    let limit = at.store.limits().max_expanded_bytes;
+    let exceeded = Rc::new(Cell::new(false));
+    let bad = |reason: String| match exceeded.get() {
+        true => Error::LayerTooLarge {
+            reference: at.name.to_string(),
+            digest: layer.digest.clone(),
+            limit,
+        },
+        false => Error::BadLayer {
+            reference: at.name.to_string(),
+            digest: layer.digest.clone(),
+            reason,
+        },
     };
     let whiteout = whiteout_of(target);
-    let mut archive = tar::Archive::new(open_layer(store, layer).map_err(|e| bad(e.to_string()))?);
+    let reader = open_layer(at.store, layer).map_err(|e| bad(e.to_string()))?;
+    let mut archive = tar::Archive::new(Bounded {
+        inner: reader,
+        left: limit,
+        exceeded: exceeded.clone(),
+    });
     for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
         let mut entry = entry.map_err(|e| bad(e.to_string()))?;
         let entry_path = normalise(&entry.path().map_err(|e| bad(e.to_string()))?);
@@ -79,13 +159,112 @@ fn lookup_in_layer(
             };
             return Ok(Some(Found::Link(to)));
         }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| bad(e.to_string()))?;
-        return Ok(Some(Found::File(bytes)));
+        let size = entry.size();
+        return extract(at, &mut entry, size)
+            .map(|e| Some(Found::File(e)))
+            .map_err(|e| match e {
+                Error::BadLayer { reason, .. } => bad(reason),
+                other => other,
+            });
     }
     Ok(None)
+}
+
+/// Streams the file `entry` of `size` declared bytes into the store, refusing it first if
+/// it is too large or does not start as WebAssembly.
+fn extract(at: &Lookup, entry: &mut impl Read, size: u64) -> Result<Extracted> {
+    let limit = at.store.limits().max_file_bytes;
+    let what = format!("entrypoint {}", at.path);
+    if size > limit {
+        return Err(Error::FileTooLarge {
+            reference: at.name.to_string(),
+            what,
+            size,
+            limit,
+        });
+    }
+    let mut head = [0u8; 8];
+    let got = read_head(entry, &mut head).map_err(|e| bad_read(at, e))?;
+    let kind = WasmKind::detect(&head[..got]).map_err(|source| Error::NotWasm {
+        reference: at.name.to_string(),
+        what,
+        source,
+    })?;
+    let (tmp, file) = at.store.temp_file()?;
+    let written = copy_hashed(&head, &mut entry.take(size - got as u64), file);
+    let (digest, copied) = match written {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(bad_read(at, e));
+        }
+    };
+    let held = at.store.hold(at.lease, &digest);
+    let committed = held.and_then(|()| at.store.commit_hashed(&tmp, &digest, &digest, at.path));
+    let _ = std::fs::remove_file(&tmp);
+    committed?;
+    Ok(Extracted {
+        digest,
+        size: copied,
+        kind,
+    })
+}
+
+fn read_head(entry: &mut impl Read, head: &mut [u8; 8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < head.len() {
+        match entry.read(&mut head[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+/// Writes `head` then the rest of `rest` to `file` through a buffer, hashing; returns the
+/// digest and the byte count.
+fn copy_hashed(
+    head: &[u8],
+    rest: &mut impl Read,
+    file: std::fs::File,
+) -> std::io::Result<(Digest, u64)> {
+    let mut out = Hashing::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    out.write_all(head)?;
+    std::io::copy(rest, &mut out)?;
+    out.flush()?;
+    let written = out.written();
+    Ok((out.finish().0, written))
+}
+
+fn bad_read(at: &Lookup, e: std::io::Error) -> Error {
+    Error::BadLayer {
+        reference: at.name.to_string(),
+        digest: Digest::of(b""),
+        reason: e.to_string(),
+    }
+}
+
+/// A reader that fails once more than `left` bytes have been read through it.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    exceeded: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => {
+                self.exceeded.set(true);
+                Err(std::io::Error::other("the layer expands past its limit"))
+            }
+        }
+    }
 }
 
 /// Opens a layer blob, gunzipping when it starts with the gzip magic.
@@ -133,7 +312,6 @@ fn resolve_link(at: &Path, to: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Digest;
 
     /// A tar entry: path, file content or symlink target.
     type Entry<'a> = (&'a str, Option<&'a [u8]>, Option<&'a str>);
@@ -174,19 +352,30 @@ mod tests {
         }
     }
 
+    const ONE: &[u8] = b"\0asm\x01\0\0\0one";
+    const TWO: &[u8] = b"\0asm\x01\0\0\0two";
+
+    /// The content of the file `path` of `layers`, taken into the store.
+    fn find(store: &Store, layers: &[&Descriptor], path: &str) -> Result<Vec<u8>> {
+        let lease = store.lease().unwrap();
+        let found = find_file(store, &lease, layers, path, "r")?;
+        assert_eq!(found.kind, WasmKind::Module);
+        Ok(store.read_blob(&found.digest).unwrap())
+    }
+
     #[test]
     fn union_view_of_layers() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let entries: &[Entry] = &[
-            ("hello.wasm", Some(b"one"), None),
-            ("gone.wasm", Some(b"x"), None),
+            ("hello.wasm", Some(ONE), None),
+            ("gone.wasm", Some(ONE), None),
         ];
         let l1 = layer(&store, entries, true);
         let l2 = layer(
             &store,
             &[
-                ("./hello.wasm", Some(&b"two"[..]), None),
+                ("./hello.wasm", Some(TWO), None),
                 (".wh.gone.wasm", Some(&b""[..]), None),
                 ("bin/app.wasm", None, Some("../hello.wasm")),
                 ("abs.wasm", None, Some("/bin/app.wasm")),
@@ -194,25 +383,16 @@ mod tests {
             false,
         );
         let layers = [&l1, &l2];
-        assert_eq!(
-            find_file(&store, &layers, "/hello.wasm", "r").unwrap(),
-            b"two"
-        );
-        assert_eq!(
-            find_file(&store, &[&l1], "/hello.wasm", "r").unwrap(),
-            b"one"
-        );
-        assert_eq!(
-            find_file(&store, &layers, "/bin/app.wasm", "r").unwrap(),
-            b"two"
-        );
-        assert_eq!(find_file(&store, &layers, "abs.wasm", "r").unwrap(), b"two");
+        assert_eq!(find(&store, &layers, "/hello.wasm").unwrap(), TWO);
+        assert_eq!(find(&store, &[&l1], "/hello.wasm").unwrap(), ONE);
+        assert_eq!(find(&store, &layers, "/bin/app.wasm").unwrap(), TWO);
+        assert_eq!(find(&store, &layers, "abs.wasm").unwrap(), TWO);
         assert!(matches!(
-            find_file(&store, &layers, "/gone.wasm", "r"),
+            find(&store, &layers, "/gone.wasm"),
             Err(Error::MissingFile { .. })
         ));
         assert!(matches!(
-            find_file(&store, &layers, "/nope.wasm", "r"),
+            find(&store, &layers, "/nope.wasm"),
             Err(Error::MissingFile { .. })
         ));
     }
@@ -227,7 +407,7 @@ mod tests {
         ];
         let l = layer(&store, entries, false);
         assert!(matches!(
-            find_file(&store, &[&l], "a.wasm", "r"),
+            find(&store, &[&l], "a.wasm"),
             Err(Error::MissingFile { .. })
         ));
     }
@@ -246,9 +426,82 @@ mod tests {
             annotations: Default::default(),
         };
         assert!(matches!(
-            find_file(&store, &[&desc], "a", "r"),
+            find(&store, &[&desc], "a"),
             Err(Error::BadLayer { .. })
         ));
-        let _ = Digest::of(b"");
+    }
+
+    /// The blob files of the store.
+    fn blobs(store: &Store) -> usize {
+        std::fs::read_dir(store.root().join("blobs/sha256"))
+            .unwrap()
+            .count()
+    }
+
+    #[test]
+    fn a_huge_declared_size_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("app.wasm").unwrap();
+        h.set_size(100 << 30);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        let mut bytes = h.as_bytes().to_vec();
+        bytes.extend_from_slice(b"\0asm\x01\0\0\0");
+        let l = store.write_blob(&bytes, None, "layer").unwrap();
+        let desc = Descriptor {
+            media_type: "x".into(),
+            digest: l,
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        };
+        let err = find(&store, &[&desc], "app.wasm").unwrap_err();
+        assert!(
+            matches!(err, Error::FileTooLarge { size, .. } if size == 100 << 30),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--max-wasm-bytes"), "{err}");
+        assert_eq!(blobs(&store), 1, "only the layer");
+    }
+
+    #[test]
+    fn a_gzip_bomb_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = LayerLimits {
+            max_file_bytes: 4 << 20,
+            max_expanded_bytes: 16 << 20,
+        };
+        let store = Store::open(dir.path()).unwrap().with_limits(limits);
+        let big = vec![0u8; 64 << 20];
+        let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+        wasm.extend_from_slice(&big[..8 << 20]);
+        for (entries, expected) in [
+            (
+                vec![("bomb.wasm", &big[..])],
+                "over the limit of 4194304 bytes",
+            ),
+            (vec![("native.wasm", &big[..2 << 20])], "not WebAssembly"),
+            (
+                vec![("big.wasm", &wasm[..])],
+                "over the limit of 4194304 bytes",
+            ),
+            (
+                vec![("filler", &big[..]), ("app.wasm", &wasm[..16])],
+                "expands past the limit of 16777216 bytes",
+            ),
+        ] {
+            let entries: Vec<Entry> = entries.iter().map(|(p, d)| (*p, Some(*d), None)).collect();
+            let l = layer(&store, &entries, true);
+            assert!(l.size < 1 << 20, "a small gzip stream: {}", l.size);
+            let target = entries.last().unwrap().0;
+            let err = find(&store, &[&l], target).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+            assert_eq!(blobs(&store), 1, "only the layer: {err}");
+            std::fs::remove_file(store.blob_path(&l.digest)).unwrap();
+        }
+        let temp = std::fs::read_dir(store.root().join("tmp")).unwrap().count();
+        assert_eq!(temp, 0);
     }
 }

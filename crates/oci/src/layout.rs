@@ -60,9 +60,12 @@ impl Source for LayoutSource {
         progress.start(&id, desc.size);
         if !store.has_blob(&desc.digest) {
             let src = self.root.join("blobs/sha256").join(desc.digest.hex());
-            let tmp = store.temp_path();
-            fs::copy(&src, &tmp)
-                .map_err(|e| layout_err(&self.root, format!("blob {}: {e}", desc.digest)))?;
+            let (tmp, mut file) = store.temp_file()?;
+            let copied = fs::File::open(&src).and_then(|mut f| std::io::copy(&mut f, &mut file));
+            if let Err(e) = copied {
+                let _ = fs::remove_file(&tmp);
+                return Err(layout_err(&self.root, format!("blob {}: {e}", desc.digest)));
+            }
             store.commit_temp(
                 &tmp,
                 &desc.digest,

@@ -9,7 +9,7 @@ pub mod auth;
 pub mod client;
 pub mod digest;
 pub mod format;
-mod layers;
+pub mod layers;
 pub mod layout;
 pub mod pull;
 pub mod push;

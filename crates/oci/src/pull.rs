@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::client::{self, Client, FetchedManifest, Progress};
 use crate::digest::Digest;
 use crate::format::{self, Descriptor, Detected, Index, Manifest, WasmLocation, media};
+use crate::layers::Extracted;
 use crate::reference::Reference;
 use crate::store::{self, Image, Store};
 use crate::wasm::WasmKind;
@@ -79,6 +80,34 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A file in a layer is larger than the store takes.
+    #[error(
+        "{reference}: {what} is {size} bytes, over the limit of {limit} bytes; nothing was \
+         stored (raise it with --max-wasm-bytes if the image is trusted)"
+    )]
+    FileTooLarge {
+        /// The image.
+        reference: String,
+        /// The file.
+        what: String,
+        /// Its declared size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A layer expands to more than the store reads.
+    #[error(
+        "{reference}: layer {digest} expands past the limit of {limit} bytes (a compression \
+         bomb?); nothing was stored (raise it with --max-layer-bytes if the image is trusted)"
+    )]
+    LayerTooLarge {
+        /// The image.
+        reference: String,
+        /// The layer.
+        digest: Digest,
+        /// The limit.
+        limit: u64,
+    },
     /// An OCI image layout that cannot be read.
     #[error("image layout {path}: {reason}")]
     Layout {
@@ -147,7 +176,8 @@ pub async fn pull(
     ingest(&source, store, top, &reference.to_string(), progress).await
 }
 
-/// Takes the image whose top manifest is `top` from `source` into `store` as `name`.
+/// Takes the image whose top manifest is `top` from `source` into `store` as `name`. A pull
+/// that fails leaves nothing in the store that only it had brought (see [`store::Lease`]).
 pub async fn ingest(
     source: &impl Source,
     store: &Store,
@@ -155,26 +185,121 @@ pub async fn ingest(
     name: &str,
     progress: &dyn Progress,
 ) -> Result<Image> {
-    store.write_blob(&top.bytes, Some(&top.digest), "manifest")?;
-    let chosen = match is_index(&top) {
-        true => {
-            let desc = choose_platform(&top.bytes, name)?;
-            let m = source.manifest(&desc.digest).await?;
-            store.write_blob(&m.bytes, Some(&m.digest), "manifest")?;
-            m
-        }
-        false => top.clone(),
-    };
-    let manifest: Manifest =
-        serde_json::from_slice(&chosen.bytes).map_err(|e| invalid(name, "manifest", e))?;
-    let config = source.small_blob(&manifest.config).await?;
-    store.write_blob(&config, Some(&manifest.config.digest), "config")?;
-    let detected = format::detect(&manifest, &config).map_err(|source| Error::Format {
-        reference: name.to_string(),
+    let lease = store.lease()?;
+    let pulled = Pull {
         source,
-    })?;
-    let (wasm, blobs) = fetch_wasm(source, store, &manifest, &detected, name, progress).await?;
-    record(store, name, &top, &chosen, &manifest, detected, wasm, blobs)
+        store,
+        lease: &lease,
+        name,
+    }
+    .run(top, progress)
+    .await;
+    if pulled.is_err()
+        && let Err(e) = store.discard(lease)
+    {
+        tracing::warn!(image = name, "cannot clean up after a failed pull: {e}");
+    }
+    pulled
+}
+
+/// One pull in progress.
+struct Pull<'a, S> {
+    source: &'a S,
+    store: &'a Store,
+    lease: &'a store::Lease,
+    name: &'a str,
+}
+
+impl<S: Source> Pull<'_, S> {
+    async fn run(&self, top: FetchedManifest, progress: &dyn Progress) -> Result<Image> {
+        self.write(&top.bytes, &top.digest, "manifest")?;
+        let chosen = match is_index(&top) {
+            true => {
+                let desc = choose_platform(&top.bytes, self.name)?;
+                let m = self.source.manifest(&desc.digest).await?;
+                self.write(&m.bytes, &m.digest, "manifest")?;
+                m
+            }
+            false => top.clone(),
+        };
+        let manifest: Manifest =
+            serde_json::from_slice(&chosen.bytes).map_err(|e| invalid(self.name, "manifest", e))?;
+        let config = self.source.small_blob(&manifest.config).await?;
+        self.write(&config, &manifest.config.digest, "config")?;
+        let detected = format::detect(&manifest, &config).map_err(|source| Error::Format {
+            reference: self.name.to_string(),
+            source,
+        })?;
+        let (wasm, blobs) = self.fetch_wasm(&manifest, &detected, progress).await?;
+        record(
+            self.store, self.name, &top, &chosen, &manifest, detected, wasm, blobs,
+        )
+    }
+
+    /// Stores a manifest or config that must hash to `digest`, held by the lease first.
+    fn write(&self, bytes: &[u8], digest: &Digest, what: &str) -> Result<()> {
+        self.store.hold(self.lease, digest)?;
+        self.store.write_blob(bytes, Some(digest), what)?;
+        Ok(())
+    }
+
+    /// Copies a blob into the store, held by the lease first.
+    async fn blob(&self, desc: &Descriptor, progress: &dyn Progress) -> Result<()> {
+        self.store.hold(self.lease, &desc.digest)?;
+        self.source.blob(desc, self.store, progress).await
+    }
+
+    /// Fetches what holds the wasm; returns the wasm and the blobs fetched.
+    async fn fetch_wasm(
+        &self,
+        manifest: &Manifest,
+        detected: &Detected,
+        progress: &dyn Progress,
+    ) -> Result<(Extracted, Vec<Digest>)> {
+        match &detected.wasm {
+            WasmLocation::Layer(digest) => {
+                let desc = manifest.layers.iter().find(|l| l.digest == *digest);
+                let desc =
+                    desc.ok_or_else(|| invalid(self.name, "manifest", "wasm layer vanished"))?;
+                self.blob(desc, progress).await?;
+                let wasm = self.wasm_layer(digest, detected)?;
+                Ok((wasm, vec![digest.clone()]))
+            }
+            WasmLocation::File(path) => {
+                let layers: Vec<&Descriptor> = manifest
+                    .layers
+                    .iter()
+                    .filter(|l| media::tar_layer(&l.media_type).is_some())
+                    .collect();
+                for layer in &layers {
+                    self.blob(layer, progress).await?;
+                }
+                let wasm =
+                    crate::layers::find_file(self.store, self.lease, &layers, path, self.name)?;
+                let mut blobs: Vec<Digest> = layers.iter().map(|l| l.digest.clone()).collect();
+                blobs.push(wasm.digest.clone());
+                Ok((wasm, blobs))
+            }
+        }
+    }
+
+    /// The wasm of a layer that is the module itself, checked by its first bytes.
+    fn wasm_layer(&self, digest: &Digest, detected: &Detected) -> Result<Extracted> {
+        let (size, head) = self.store.blob_head::<8>(digest)?;
+        let kind = WasmKind::detect(&head).map_err(|source| Error::NotWasm {
+            reference: self.name.to_string(),
+            what: match &detected.wasm {
+                WasmLocation::Layer(d) => format!("layer {d}"),
+                WasmLocation::File(p) => format!("entrypoint {p}"),
+            },
+            source,
+        })?;
+        Ok(Extracted {
+            digest: digest.clone(),
+            size,
+            kind,
+        })
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -185,19 +310,9 @@ fn record(
     chosen: &FetchedManifest,
     manifest: &Manifest,
     detected: Detected,
-    wasm: Digest,
+    wasm: Extracted,
     mut blobs: Vec<Digest>,
 ) -> Result<Image> {
-    let bytes = store.read_blob(&wasm)?;
-    let what = match &detected.wasm {
-        WasmLocation::Layer(d) => format!("layer {d}"),
-        WasmLocation::File(p) => format!("entrypoint {p}"),
-    };
-    let kind = WasmKind::detect(&bytes).map_err(|source| Error::NotWasm {
-        reference: name.to_string(),
-        what,
-        source,
-    })?;
     blobs.extend([
         top.digest.clone(),
         chosen.digest.clone(),
@@ -211,9 +326,9 @@ fn record(
         media_type: top.media_type.clone(),
         manifest: chosen.digest.clone(),
         format: detected.format,
-        wasm,
-        wasm_size: bytes.len() as u64,
-        kind,
+        wasm: wasm.digest,
+        wasm_size: wasm.size,
+        kind: wasm.kind,
         argv: detected.argv,
         env: detected.env,
         working_dir: detected.working_dir,
@@ -222,44 +337,6 @@ fn record(
     };
     store.put_image(image.clone())?;
     Ok(image)
-}
-
-/// Fetches what holds the wasm; returns the wasm blob's digest and the blobs fetched.
-async fn fetch_wasm(
-    source: &impl Source,
-    store: &Store,
-    manifest: &Manifest,
-    detected: &Detected,
-    name: &str,
-    progress: &dyn Progress,
-) -> Result<(Digest, Vec<Digest>)> {
-    match &detected.wasm {
-        WasmLocation::Layer(digest) => {
-            let desc = manifest
-                .layers
-                .iter()
-                .find(|l| l.digest == *digest)
-                .cloned();
-            let desc = desc.ok_or_else(|| invalid(name, "manifest", "wasm layer vanished"))?;
-            source.blob(&desc, store, progress).await?;
-            Ok((digest.clone(), vec![digest.clone()]))
-        }
-        WasmLocation::File(path) => {
-            let layers: Vec<&Descriptor> = manifest
-                .layers
-                .iter()
-                .filter(|l| media::tar_layer(&l.media_type).is_some())
-                .collect();
-            for layer in &layers {
-                source.blob(layer, store, progress).await?;
-            }
-            let bytes = crate::layers::find_file(store, &layers, path, name)?;
-            let wasm = store.write_blob(&bytes, None, path)?;
-            let mut blobs: Vec<Digest> = layers.iter().map(|l| l.digest.clone()).collect();
-            blobs.push(wasm.clone());
-            Ok((wasm, blobs))
-        }
-    }
 }
 
 fn is_index(m: &FetchedManifest) -> bool {

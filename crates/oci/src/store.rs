@@ -1,9 +1,15 @@
 //! The local content-addressed store: blobs by digest, and the images pulled into it.
 //!
 //! Layout: `blobs/sha256/<hex>` for content, `images.json` for the image records, `tmp/` for
-//! writes in progress. Every write lands in `tmp/` first and is renamed into place, so a blob
-//! file is either absent or complete, and two writers of the same blob cannot corrupt it.
-//! `images.json` is updated under an exclusive file lock.
+//! writes in progress, `leases/` for pulls in progress. Every write lands in `tmp/` first and
+//! is renamed into place, so a blob file is either absent or complete, and two writers of the
+//! same blob cannot corrupt it. `images.json` is updated under an exclusive file lock.
+//!
+//! A pull in progress holds a [`Lease`]: a file under `leases/`, locked for as long as the
+//! pull runs, naming every blob the pull uses before it looks for or writes it. A temp file
+//! is locked by its writer until it is renamed. So [`Store::prune`] (under the store lock)
+//! keeps what pulls in flight use and write, and a pull that fails gives back what only it
+//! had stored ([`Store::discard`]): a failed pull leaves nothing behind.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -99,6 +105,20 @@ struct Index {
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
+    limits: crate::layers::LayerLimits,
+}
+
+/// The blobs a pull in progress uses (see the module doc). Dropping it ends the lease.
+#[derive(Debug)]
+pub struct Lease {
+    path: PathBuf,
+    file: fs::File,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -107,10 +127,28 @@ impl Store {
     /// Opens (creating if needed) a store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
-        for dir in [root.join("blobs/sha256"), root.join("tmp")] {
+        for dir in [
+            root.join("blobs/sha256"),
+            root.join("tmp"),
+            root.join("leases"),
+        ] {
             fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })?;
         }
-        Ok(Store { root })
+        Ok(Store {
+            root,
+            limits: crate::layers::LayerLimits::default(),
+        })
+    }
+
+    /// The same store, reading image layers within `limits`.
+    pub fn with_limits(mut self, limits: crate::layers::LayerLimits) -> Store {
+        self.limits = limits;
+        self
+    }
+
+    /// The bounds on reading image layers.
+    pub fn limits(&self) -> crate::layers::LayerLimits {
+        self.limits
     }
 
     /// The default location: `$WASMLET_STORE`, else `$XDG_DATA_HOME/wasmlet/store`, else
@@ -149,10 +187,98 @@ impl Store {
 
     /// A fresh, unique path under `tmp/` for a write in progress.
     pub fn temp_path(&self) -> PathBuf {
+        self.unique_path("tmp")
+    }
+
+    fn unique_path(&self, dir: &str) -> PathBuf {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         self.root
-            .join("tmp")
+            .join(dir)
             .join(format!("{}-{n}", std::process::id()))
+    }
+
+    /// Creates a fresh temp file for a write in progress, locked so that [`Store::prune`]
+    /// leaves it alone while the returned handle (or a clone of it) is open.
+    pub fn temp_file(&self) -> Result<(PathBuf, fs::File)> {
+        let path = self.temp_path();
+        let file = create(&path)?;
+        file.lock().map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok((path, file))
+    }
+
+    /// The size of a blob and its first bytes (up to `N`).
+    pub fn blob_head<const N: usize>(&self, digest: &Digest) -> Result<(u64, Vec<u8>)> {
+        use std::io::Read;
+        let path = self.blob_path(digest);
+        let io_err = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = fs::File::open(&path).map_err(io_err)?;
+        let size = file.metadata().map_err(io_err)?.len();
+        let mut head = Vec::with_capacity(N);
+        file.take(N as u64).read_to_end(&mut head).map_err(io_err)?;
+        Ok((size, head))
+    }
+
+    /// Starts a lease for a pull (see the module doc).
+    pub fn lease(&self) -> Result<Lease> {
+        let path = self.unique_path("leases");
+        let file = create(&path)?;
+        file.lock().map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Lease { path, file })
+    }
+
+    /// Records that the pull holding `lease` uses `digest`; call it before looking for the
+    /// blob or writing it, so that a prune cannot take it away in between.
+    pub fn hold(&self, lease: &Lease, digest: &Digest) -> Result<()> {
+        let _lock = self.lock()?;
+        let mut file = &lease.file;
+        writeln!(file, "{}", digest.hex()).map_err(|source| Error::Io {
+            path: lease.path.clone(),
+            source,
+        })
+    }
+
+    /// Ends a failed pull's lease, removing the blobs it held that no image records and no
+    /// other pull in flight holds.
+    pub fn discard(&self, lease: Lease) -> Result<()> {
+        let _lock = self.lock()?;
+        let held = read_lease(&lease.path);
+        drop(lease);
+        let keep = self.kept()?;
+        for hex in held.difference(&keep) {
+            let _ = fs::remove_file(self.root.join("blobs/sha256").join(hex));
+        }
+        Ok(())
+    }
+
+    /// What must not be removed: every blob an image records or a live lease holds. Stale
+    /// leases (of pulls that died) are removed. Call under the store lock.
+    fn kept(&self) -> Result<BTreeSet<String>> {
+        let mut keep: BTreeSet<String> = self
+            .read_index()?
+            .images
+            .iter()
+            .flat_map(|i| i.blobs.iter().chain([&i.wasm, &i.digest, &i.manifest]))
+            .map(|d| d.hex().to_string())
+            .collect();
+        let dir = self.root.join("leases");
+        let entries = fs::read_dir(&dir).map_err(|source| Error::Io { path: dir, source })?;
+        for entry in entries.flatten() {
+            if is_locked(&entry.path()) {
+                keep.extend(read_lease(&entry.path()));
+            } else {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(keep)
     }
 
     /// Stores bytes that must hash to `expected` (when given); returns their digest.
@@ -173,8 +299,8 @@ impl Store {
         if self.has_blob(&actual) {
             return Ok(actual);
         }
-        let tmp = self.temp_path();
-        let mut file = Hashing::new(create(&tmp)?);
+        let (tmp, file) = self.temp_file()?;
+        let mut file = Hashing::new(file);
         file.write_all(bytes)
             .and_then(|_| file.flush())
             .map_err(|source| Error::Io {
@@ -260,25 +386,21 @@ impl Store {
         }
     }
 
-    /// Deletes blobs no image uses, and stale temp files; returns (files removed, bytes freed).
+    /// Deletes blobs no image uses and no pull in flight holds, and temp files no writer has
+    /// open; returns (files removed, bytes freed).
     pub fn prune(&self) -> Result<(usize, u64)> {
         let _lock = self.lock()?;
-        let keep: BTreeSet<String> = self
-            .read_index()?
-            .images
-            .iter()
-            .flat_map(|i| i.blobs.iter().chain([&i.wasm, &i.digest, &i.manifest]))
-            .map(|d| d.hex().to_string())
-            .collect();
+        let keep = self.kept()?;
         let mut removed = (0, 0);
         for dir in [self.root.join("blobs/sha256"), self.root.join("tmp")] {
+            let temp = dir.ends_with("tmp");
             let entries = fs::read_dir(&dir).map_err(|source| Error::Io {
                 path: dir.clone(),
                 source,
             })?;
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if keep.contains(&name) {
+                if keep.contains(&name) || (temp && is_locked(&entry.path())) {
                     continue;
                 }
                 let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
@@ -340,6 +462,24 @@ fn create(path: &Path) -> Result<fs::File> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Whether another open file holds the lock of `path` (a live lease or a temp file being
+/// written). A file that cannot be opened counts as unlocked.
+fn is_locked(path: &Path) -> bool {
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock))
+}
+
+/// The digests (hex) a lease file names; a line that is not a digest is ignored.
+fn read_lease(path: &Path) -> BTreeSet<String> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The digest of a file's content.
@@ -421,6 +561,51 @@ mod tests {
             }
         });
         assert_eq!(store.read_blob(&Digest::of(&data)).unwrap(), data);
+    }
+
+    #[test]
+    fn prune_keeps_what_pulls_in_flight_hold_and_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let lease = store.lease().unwrap();
+        let held = Digest::of(b"held");
+        store.hold(&lease, &held).unwrap();
+        store.write_blob(b"held", Some(&held), "m").unwrap();
+        let orphan = store.write_blob(b"orphan", None, "m").unwrap();
+        let (tmp, mut writing) = store.temp_file().unwrap();
+        writing.write_all(b"half a layer").unwrap();
+        std::fs::write(store.root().join("leases/1-1"), held.hex()).unwrap();
+        assert_eq!(store.prune().unwrap(), (1, 6), "only the orphan");
+        assert!(store.has_blob(&held) && !store.has_blob(&orphan) && tmp.exists());
+        assert!(
+            !store.root().join("leases/1-1").exists(),
+            "a stale lease goes"
+        );
+        drop((lease, writing));
+        assert_eq!(store.prune().unwrap(), (2, 16));
+        assert!(!store.has_blob(&held) && !tmp.exists());
+    }
+
+    #[test]
+    fn a_failed_pull_gives_back_only_its_own_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kept = store.write_blob(b"an image", None, "m").unwrap();
+        store.put_image(image("a", &kept)).unwrap();
+        let other = store.lease().unwrap();
+        let shared = store.write_blob(b"shared", None, "m").unwrap();
+        store.hold(&other, &shared).unwrap();
+        let failed = store.lease().unwrap();
+        let own = store.write_blob(b"own", None, "m").unwrap();
+        for d in [&kept, &shared, &own] {
+            store.hold(&failed, d).unwrap();
+        }
+        store.discard(failed).unwrap();
+        assert!(store.has_blob(&kept) && store.has_blob(&shared) && !store.has_blob(&own));
+        let leases = std::fs::read_dir(store.root().join("leases"))
+            .unwrap()
+            .count();
+        assert_eq!(leases, 1, "the other pull's");
     }
 
     #[test]

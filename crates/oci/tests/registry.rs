@@ -329,12 +329,45 @@ async fn corrupt_blobs_and_garbage_manifests_leave_the_store_clean() {
             "{fault:?}: a bad blob entered the store"
         );
         assert!(store.images().unwrap().is_empty(), "{fault:?}");
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-            0,
-            "{fault:?}: temp files left"
-        );
+        for left in ["tmp", "blobs/sha256", "leases"] {
+            let files: Vec<_> = std::fs::read_dir(dir.path().join(left)).unwrap().collect();
+            assert!(files.is_empty(), "{fault:?}: {left} holds {files:?}");
+        }
     }
+}
+
+#[tokio::test]
+async fn a_prune_during_a_pull_leaves_the_pull_whole() {
+    let registry = Registry::start(Auth::Open);
+    let wasm = big_module(32 << 10);
+    let r = reference(&registry.host(), "demo/slow:v1");
+    push_ok(&r, &wasm, Format::CncfArtifact).await;
+    // 4 KiB every 50 ms: the blob takes about 0.4 s, long enough to prune in the middle.
+    let proxy = FaultProxy::start(&registry.url(), trickle("/blobs/", 4096, 50));
+    let slow = reference(&proxy.host(), "demo/slow:v1");
+    let (_dir, store) = temp_store();
+    let pulling = {
+        let store = store.clone();
+        tokio::spawn(async move { pull::pull(&client(None), &store, &slow, &NoProgress).await })
+    };
+    let mut pruned_mid_pull = 0;
+    while !pulling.is_finished() {
+        let busy = std::fs::read_dir(store.root().join("tmp")).unwrap().count() > 0;
+        store.prune().unwrap();
+        pruned_mid_pull += usize::from(busy);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let image = pulling.await.unwrap().unwrap();
+    assert!(
+        pruned_mid_pull > 0,
+        "no prune ran while the blob was being written"
+    );
+    assert_eq!(store.read_blob(&image.wasm).unwrap(), wasm);
+    assert_eq!(
+        store.prune().unwrap(),
+        (0, 0),
+        "the pulled image keeps all it has"
+    );
 }
 
 #[tokio::test]
@@ -381,13 +414,19 @@ async fn concurrent_pulls_of_one_image_agree() {
 /// Pushes a FROM-scratch style image (a gzip tar layer with /hello.wasm, CMD naming it)
 /// behind an index with a linux/amd64 decoy and a wasip1/wasm entry.
 async fn push_scratch_image(c: &Client, r: &Reference) -> Digest {
+    push_scratch_image_of(c, r, wasmlet_fixtures::hello()).await
+}
+
+/// [`push_scratch_image`] with `entrypoint` as the content of /hello.wasm.
+async fn push_scratch_image_of(c: &Client, r: &Reference, entrypoint: &[u8]) -> Digest {
     let mut tar = tar::Builder::new(Vec::new());
     let hello = wasmlet_fixtures::hello();
     let mut header = tar::Header::new_gnu();
-    header.set_size(hello.len() as u64);
+    header.set_size(entrypoint.len() as u64);
     header.set_mode(0o755);
-    tar.append_data(&mut header, "hello.wasm", hello).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    tar.append_data(&mut header, "hello.wasm", entrypoint)
+        .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
     let layer = Bytes::from(gz.finish().unwrap());
     let config = Bytes::from(
@@ -465,6 +504,35 @@ async fn container_images_behind_an_index_yield_their_entrypoint_module() {
         store.read_blob(&image.wasm).unwrap(),
         wasmlet_fixtures::hello()
     );
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_refused_and_leaves_nothing() {
+    let registry = Registry::start(Auth::Open);
+    let c = client(None);
+    let r = reference(&registry.host(), "demo/bomb:v1");
+    let zeros = vec![0u8; 64 << 20];
+    push_scratch_image_of(&c, &r, &zeros).await;
+    for (max_file_bytes, expected) in [
+        (
+            16 << 20,
+            "is 67108864 bytes, over the limit of 16777216 bytes",
+        ),
+        (128 << 20, "entrypoint /hello.wasm is not WebAssembly"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = wasmlet_oci::layers::LayerLimits {
+            max_file_bytes,
+            ..Default::default()
+        };
+        let store = Store::open(dir.path()).unwrap().with_limits(limits);
+        let err = pull::pull(&c, &store, &r, &NoProgress).await.unwrap_err();
+        assert!(err.to_string().contains(expected), "{err}");
+        for left in ["tmp", "blobs/sha256", "leases"] {
+            let files: Vec<_> = std::fs::read_dir(dir.path().join(left)).unwrap().collect();
+            assert!(files.is_empty(), "{left} holds {files:?} after: {err}");
+        }
+    }
 }
 
 #[tokio::test]

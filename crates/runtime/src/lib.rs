@@ -62,6 +62,6 @@ pub use log::LogConfig;
 pub use program::{Program, ProgramKind, is_component, to_binary};
 pub use runtime::{Allocator, AllocatorChoice, Error, Result, Runtime, RuntimeConfig};
 pub use sockets::Network;
-pub use spec::{ContainerSpec, Limits, Preopen, Stdio};
+pub use spec::{ContainerSpec, Limits, PinnedDir, Preopen, Stdio};
 pub use tokio_util::sync::CancellationToken;
 pub use usage::Usage;

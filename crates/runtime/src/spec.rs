@@ -38,7 +38,37 @@ pub struct Preopen {
     pub guest: String,
     /// Refuse every write (files and directories) through this preopen.
     pub read_only: bool,
+    /// An open handle on the directory, when it was resolved safely beforehand (a volume's
+    /// `subPath`); `host` is then its `/proc/self/fd/N` path, which opens that very directory
+    /// whatever has been renamed or linked on the way to it since.
+    pub pinned: Option<PinnedDir>,
 }
+
+/// An open directory a [`Preopen`] refers to by `/proc/self/fd/N`: it stays open as long as
+/// a clone of it is alive.
+#[derive(Clone, Debug)]
+pub struct PinnedDir(std::sync::Arc<std::os::fd::OwnedFd>);
+
+impl PinnedDir {
+    /// Pins `dir`: a descriptor of a directory (`O_PATH` is enough).
+    pub fn new(dir: std::os::fd::OwnedFd) -> PinnedDir {
+        PinnedDir(std::sync::Arc::new(dir))
+    }
+
+    /// The path through which the process opens the pinned directory.
+    pub fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.0.as_raw_fd()))
+    }
+}
+
+impl PartialEq for PinnedDir {
+    fn eq(&self, other: &PinnedDir) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PinnedDir {}
 
 /// Destinations of the guest's stdout and stderr. Both may be set: the log gets CRI lines,
 /// the tee gets the raw bytes as the guest writes them.
@@ -79,6 +109,7 @@ impl Preopen {
             host: PathBuf::from(host),
             guest: guest.to_owned(),
             read_only,
+            pinned: None,
         }
     }
 }

@@ -271,6 +271,7 @@ fn fs_spec(spec: &mut ContainerSpec, dir: &Path, read_only: bool) -> PathBuf {
         host: data.clone(),
         guest: "/data".into(),
         read_only,
+        pinned: None,
     }];
     data
 }

@@ -172,6 +172,7 @@ pub fn preopens(spec: &Spec, rootfs: &Path) -> Vec<Preopen> {
         host: rootfs.to_path_buf(),
         guest: "/".into(),
         read_only: root_ro,
+        pinned: None,
     }];
     for m in spec.mounts().iter().flatten() {
         let options = m.options().clone().unwrap_or_default();
@@ -189,6 +190,7 @@ pub fn preopens(spec: &Spec, rootfs: &Path) -> Vec<Preopen> {
                 host: source.clone(),
                 guest: dest,
                 read_only: options.iter().any(|o| o == "ro"),
+                pinned: None,
             });
         }
     }
@@ -283,7 +285,8 @@ mod tests {
             [Preopen {
                 host: "/r".into(),
                 guest: "/".into(),
-                read_only: true
+                read_only: true,
+                pinned: None,
             }]
         );
         assert_eq!(group(&s, "c1"), "sb1");

@@ -150,6 +150,7 @@
 //! - `readOnly: true` makes the preopen read-only: every write through it is refused.
 #![deny(missing_docs)]
 
+mod beneath;
 mod clock;
 pub mod events;
 pub mod image;

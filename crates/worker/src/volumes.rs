@@ -24,7 +24,7 @@ use wasmlet_pod::volume::{EmptyDirMedium, HostPathType, VolumeContent};
 use wasmlet_pod::{
     ConfigObjects, FileToWrite, MountPlan, NodeFacts, VolumeError, VolumePlan, plan_volume,
 };
-use wasmlet_runtime::Preopen;
+use wasmlet_runtime::{PinnedDir, Preopen};
 
 use crate::paths::PodDir;
 
@@ -244,7 +244,9 @@ fn remove_stale(dir: &Path, stamp: &str, top: &std::collections::BTreeSet<&str>)
 }
 
 /// The preopens of a container's mounts, in order. A `subPath` that does not exist is
-/// created as a directory (as the kubelet does); it must stay inside its volume.
+/// created as a directory (as the kubelet does), and it is opened and created without
+/// following anything out of its volume (`crate::beneath`): the preopen is the directory
+/// found then, pinned by a descriptor.
 pub(crate) fn preopens(mounts: &[MountPlan], volumes: &Volumes) -> Result<Vec<Preopen>, Error> {
     mounts.iter().map(|m| preopen(m, volumes)).collect()
 }
@@ -253,39 +255,28 @@ fn preopen(mount: &MountPlan, volumes: &Volumes) -> Result<Preopen, Error> {
     let volume = volumes
         .get(&mount.volume)
         .ok_or_else(|| Error::UnknownVolume(mount.volume.clone()))?;
-    let host = match &mount.sub_path {
-        Some(sub_path) => {
-            sub_path_dir(&volume.host, sub_path).map_err(|message| Error::SubPath {
-                volume: mount.volume.clone(),
-                sub_path: sub_path.clone(),
-                message,
-            })?
-        }
-        None => volume.host.clone(),
+    let read_only = mount.read_only || volume.always_read_only;
+    let guest = mount.mount_path.clone();
+    let Some(sub_path) = &mount.sub_path else {
+        return Ok(Preopen {
+            host: volume.host.clone(),
+            guest,
+            read_only,
+            pinned: None,
+        });
     };
+    let dir = crate::beneath::open_sub_dir(&volume.host, sub_path).map_err(|e| Error::SubPath {
+        volume: mount.volume.clone(),
+        sub_path: sub_path.clone(),
+        message: e.to_string(),
+    })?;
+    let pinned = PinnedDir::new(dir);
     Ok(Preopen {
-        host,
-        guest: mount.mount_path.clone(),
-        read_only: mount.read_only || volume.always_read_only,
+        host: pinned.path(),
+        guest,
+        read_only,
+        pinned: Some(pinned),
     })
-}
-
-fn sub_path_dir(root: &Path, sub_path: &str) -> Result<PathBuf, String> {
-    let path = root.join(sub_path);
-    if !path.exists() {
-        std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
-    }
-    let real = path.canonicalize().map_err(|e| e.to_string())?;
-    let real_root = root.canonicalize().map_err(|e| e.to_string())?;
-    if !real.starts_with(&real_root) {
-        return Err("it resolves outside the volume".into());
-    }
-    if !real.is_dir() {
-        return Err(
-            "it is not a directory: wasmlet mounts directories only (WASI preopens)".into(),
-        );
-    }
-    Ok(real)
 }
 
 #[cfg(test)]
@@ -332,14 +323,5 @@ mod tests {
         std::fs::write(&file, "x").unwrap();
         let err = host_path(&file, HostPathType::File).unwrap_err();
         assert!(err.contains("directories only"), "{err}");
-    }
-
-    #[test]
-    fn sub_paths_stay_inside() {
-        let root = tempfile::tempdir().unwrap();
-        let made = sub_path_dir(root.path(), "a/b").unwrap();
-        assert!(made.is_dir());
-        symlink("/", root.path().join("escape")).unwrap();
-        assert!(sub_path_dir(root.path(), "escape").is_err());
     }
 }
