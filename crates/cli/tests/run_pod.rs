@@ -195,6 +195,26 @@ fn bad_manifests_name_the_problem() {
         text(&out.stderr)
     );
     assert_eq!(row(&out, "c")[1..3], ["Waiting", "ContainerCreating"]);
+
+    for (key, why) in [
+        ("..data", "a key may not start with '..'"),
+        ("..2020", "a key may not start with '..'"),
+        ("'.'", "a key may not be '.' or '..'"),
+    ] {
+        let manifest = wasmlet.manifest(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg}}\ndata: {{{key}: lost, ok: kept}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  volumes: [{{name: cfg, configMap: {{name: cfg}}}}]\n  \
+             containers:\n  - {{name: c, image: {}, volumeMounts: [{{name: cfg, mountPath: /cfg}}]}}\n",
+            hello.display()
+        ));
+        let out = wasmlet.run(&["run", &manifest]);
+        assert_eq!(out.status.code(), Some(1), "{key}");
+        let key = key.trim_matches('\'');
+        let expected = format!(
+            "document 1 (ConfigMap \"cfg\"): data[{key:?}]: invalid key: {why}; rename the key"
+        );
+        assert!(text(&out.stderr).contains(&expected), "{}", text(&out.stderr));
+    }
 }
 
 #[test]

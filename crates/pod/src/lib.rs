@@ -66,6 +66,7 @@
 pub mod downward;
 pub mod env;
 pub mod expansion;
+pub mod keys;
 pub mod lifecycle;
 pub mod manifest;
 pub mod objects;

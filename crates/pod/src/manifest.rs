@@ -5,8 +5,10 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
+use crate::keys;
 use crate::objects::ConfigObjects;
 
 /// Why a manifest could not be loaded. Document numbers count from 1.
@@ -55,6 +57,18 @@ pub enum ManifestError {
     Invalid {
         /// Which document (from 1).
         document: usize,
+        /// Every problem found.
+        problems: Vec<FieldProblem>,
+    },
+    /// A ConfigMap or Secret beside the Pod is one the API server would refuse.
+    #[error("document {document} ({kind} {name:?}): {}", join_problems(problems))]
+    InvalidObject {
+        /// Which document (from 1).
+        document: usize,
+        /// `ConfigMap` or `Secret`.
+        kind: &'static str,
+        /// Its `metadata.name`.
+        name: String,
         /// Every problem found.
         problems: Vec<FieldProblem>,
     },
@@ -174,8 +188,17 @@ pub fn load_manifest(text: &str) -> Result<Manifest> {
                 }
                 pod = Some((number, typed(number, "Pod", value)?));
             }
-            DocumentKind::ConfigMap => config_maps.push(typed(number, "ConfigMap", value)?),
-            DocumentKind::Secret => secrets.push(typed(number, "Secret", value)?),
+            DocumentKind::ConfigMap => {
+                let config_map: ConfigMap = typed(number, "ConfigMap", value)?;
+                let keys = config_map_keys(&config_map);
+                check_keys(number, "ConfigMap", &config_map.metadata, keys)?;
+                config_maps.push(config_map);
+            }
+            DocumentKind::Secret => {
+                let secret: Secret = typed(number, "Secret", value)?;
+                check_keys(number, "Secret", &secret.metadata, secret_keys(&secret))?;
+                secrets.push(secret);
+            }
         }
     }
     let (document, pod) = pod.ok_or(ManifestError::NoPod)?;
@@ -184,6 +207,57 @@ pub fn load_manifest(text: &str) -> Result<Manifest> {
         pod,
         config_maps,
         secrets,
+    })
+}
+
+/// The keys of a ConfigMap with the field each is in; a key in both `data` and `binaryData`
+/// comes twice.
+fn config_map_keys(config_map: &ConfigMap) -> Vec<(&'static str, &str)> {
+    let data = config_map.data.iter().flatten().map(|(k, _)| ("data", k));
+    let binary = config_map.binary_data.iter().flatten();
+    data.chain(binary.map(|(k, _)| ("binaryData", k)))
+        .map(|(field, key)| (field, key.as_str()))
+        .collect()
+}
+
+/// The keys of a Secret with the field each is in (`stringData` may repeat a `data` key: it
+/// overrides it).
+fn secret_keys(secret: &Secret) -> Vec<(&'static str, &str)> {
+    let data = secret.data.iter().flatten().map(|(k, _)| ("data", k));
+    let string = secret.string_data.iter().flatten();
+    data.chain(string.map(|(k, _)| ("stringData", k)))
+        .map(|(field, key)| (field, key.as_str()))
+        .collect()
+}
+
+/// Refuses keys the API server would refuse ([`keys::key_problem`]), and a ConfigMap key in
+/// both `data` and `binaryData`, naming each key.
+fn check_keys(
+    document: usize,
+    kind: &'static str,
+    metadata: &ObjectMeta,
+    keys: Vec<(&'static str, &str)>,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (field, key) in keys {
+        let path = format!("{field}[{key:?}]");
+        if let Some(why) = keys::key_problem(key) {
+            let message = format!("invalid key: {why}; rename the key");
+            problems.push(FieldProblem { path, message });
+        } else if !seen.insert(key) && field == "binaryData" {
+            let message = "the key is in both data and binaryData; keep one".to_string();
+            problems.push(FieldProblem { path, message });
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ManifestError::InvalidObject {
+        document,
+        kind,
+        name: metadata.name.clone().unwrap_or_default(),
+        problems,
     })
 }
 
@@ -581,6 +655,11 @@ mod tests {
             (format!("{pod_header}spec:\n  containers:\n  - {{name: a, image: i, imagePullPolcy: Always}}\n"), "document 1 (Pod): spec.containers[0].imagePullPolcy: unknown field"),
             (format!("{POD}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringdata: {{a: b}}\n"), "document 2 (Secret): stringdata: unknown field"),
             ("".to_string(), "no Pod in the manifest"),
+            (format!("{POD}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\ndata: {{..data: x, ok: y}}\n"), "document 2 (ConfigMap \"c\"): data[\"..data\"]: invalid key: a key may not start with '..'; rename the key"),
+            (format!("{POD}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\ndata: {{'.': x}}\n"), "data[\".\"]: invalid key: a key may not be '.' or '..'"),
+            (format!("{POD}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\nbinaryData: {{..2020: eA==}}\n"), "binaryData[\"..2020\"]: invalid key"),
+            (format!("{POD}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\ndata: {{k: x}}\nbinaryData: {{k: eA==}}\n"), "binaryData[\"k\"]: the key is in both data and binaryData"),
+            (format!("{POD}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringData: {{a/b: x}}\n"), "document 2 (Secret \"s\"): stringData[\"a/b\"]: invalid key: a key may hold only"),
         ];
         for (text, expected) in cases {
             let message = error_of(&text);

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{
     ServiceAccountTokenProjection, Volume, VolumeProjection,
 };
 
+use crate::keys;
 use crate::downward::{self, DownwardError, NodeFacts};
 use crate::objects::ConfigObjects;
 use crate::quantity::{ParsedQuantity, QuantityError};
@@ -48,13 +49,29 @@ pub enum VolumeError {
         /// The item's path.
         path: String,
     },
-    /// A file path is absolute, empty or climbs out of the volume.
-    #[error("volume {volume:?}: invalid path {path:?}: must be relative and may not contain '..'")]
+    /// A file path is absolute, empty, climbs out of the volume or takes a name the volume
+    /// writer keeps for itself.
+    #[error("volume {volume:?}: invalid path {path:?}: {reason}")]
     InvalidPath {
         /// The volume.
         volume: String,
         /// The offending path.
         path: String,
+        /// Which rule it breaks ([`crate::keys::path_problem`]).
+        reason: &'static str,
+    },
+    /// A ConfigMap or Secret projected whole has a key the API server would refuse, so it
+    /// cannot become a file name.
+    #[error("volume {volume:?}: {object} has an invalid key {key:?}: {reason}; rename the key")]
+    InvalidKey {
+        /// The volume.
+        volume: String,
+        /// The object, e.g. `configmap "app"`.
+        object: String,
+        /// The offending key.
+        key: String,
+        /// Which rule it breaks ([`crate::keys::key_problem`]).
+        reason: &'static str,
     },
     /// A file mode is outside 0..=0o777.
     #[error("volume {volume:?}: invalid mode {mode}: must be between 0 and 0777 (octal)")]
@@ -362,12 +379,11 @@ impl<'a> FilesBuilder<'a> {
     }
 
     fn path(&self, path: &str) -> Result<String> {
-        let invalid =
-            path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == "..");
-        if invalid {
+        if let Some(reason) = keys::path_problem(path) {
             return Err(VolumeError::InvalidPath {
                 volume: self.volume.into(),
                 path: path.into(),
+                reason,
             });
         }
         Ok(path.to_string())
@@ -388,9 +404,18 @@ impl<'a> FilesBuilder<'a> {
         optional: bool,
         missing_key: impl Fn(&str) -> VolumeError,
         mode: u32,
+        object: impl Fn() -> String,
     ) -> Result<()> {
         let Some(items) = items.filter(|i| !i.is_empty()) else {
             for (key, bytes) in data {
+                if let Some(reason) = keys::key_problem(key) {
+                    return Err(VolumeError::InvalidKey {
+                        volume: self.volume.into(),
+                        object: object(),
+                        key: key.clone(),
+                        reason,
+                    });
+                }
                 self.add(key, bytes.clone(), mode)?;
             }
             return Ok(());
@@ -434,7 +459,8 @@ impl<'a> FilesBuilder<'a> {
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
         let missing = |key: &str| VolumeError::ConfigMapKeyNotFound(key.to_string());
-        self.add_keys(&data, source.items.as_ref(), optional, missing, mode)?;
+        let object = || format!("configmap {:?}", source.name);
+        self.add_keys(&data, source.items.as_ref(), optional, missing, mode, object)?;
         Ok(self)
     }
 
@@ -453,13 +479,9 @@ impl<'a> FilesBuilder<'a> {
             };
         };
         let missing = |key: &str| VolumeError::SecretKeyNotFound(key.to_string());
-        self.add_keys(
-            &content.data,
-            source.items.as_ref(),
-            optional,
-            missing,
-            mode,
-        )?;
+        let object = || format!("secret {:?}", source.name);
+        let items = source.items.as_ref();
+        self.add_keys(&content.data, items, optional, missing, mode, object)?;
         Ok(self)
     }
 
@@ -569,17 +591,24 @@ mod tests {
     use crate::objects::{ConfigMapContent, SecretContent};
 
     fn objects() -> ConfigObjects {
+        let bad = ConfigMapContent {
+            data: BTreeMap::from([("..data".to_string(), "x".to_string())]),
+            binary_data: BTreeMap::new(),
+        };
         ConfigObjects {
-            config_maps: BTreeMap::from([(
-                "cfg".to_string(),
-                ConfigMapContent {
-                    data: BTreeMap::from([
-                        ("a.conf".to_string(), "A".to_string()),
-                        ("b.conf".to_string(), "B".to_string()),
-                    ]),
-                    binary_data: BTreeMap::from([("blob".to_string(), vec![0, 255])]),
-                },
-            )]),
+            config_maps: BTreeMap::from([
+                (
+                    "cfg".to_string(),
+                    ConfigMapContent {
+                        data: BTreeMap::from([
+                            ("a.conf".to_string(), "A".to_string()),
+                            ("b.conf".to_string(), "B".to_string()),
+                        ]),
+                        binary_data: BTreeMap::from([("blob".to_string(), vec![0, 255])]),
+                    },
+                ),
+                ("bad".to_string(), bad),
+            ]),
             secrets: BTreeMap::from([(
                 "sec".to_string(),
                 SecretContent {
@@ -775,7 +804,20 @@ mod tests {
             ),
             (
                 "{name: v, configMap: {name: cfg, items: [{key: a.conf, path: ../escape}]}}",
-                "invalid path \"../escape\"",
+                "invalid path \"../escape\": a path may not start with '..'",
+            ),
+            (
+                "{name: v, configMap: {name: bad}}",
+                "volume \"v\": configmap \"bad\" has an invalid key \"..data\": a key may not \
+                 start with '..'; rename the key",
+            ),
+            (
+                "{name: v, configMap: {name: cfg, items: [{key: a.conf, path: ..data}]}}",
+                "invalid path \"..data\"",
+            ),
+            (
+                "{name: v, configMap: {name: cfg, items: [{key: a.conf, path: '.'}]}}",
+                "invalid path \".\"",
             ),
             (
                 "{name: v, configMap: {name: cfg, items: [{key: a.conf, path: /abs}]}}",
