@@ -96,7 +96,7 @@ mod tests {
     proptest! {
         /// Whatever a key, a valid one is a safe single file name inside the volume.
         #[test]
-        fn a_valid_key_is_a_valid_path_of_one_element(key in "[-._a-z.]{0,12}|\\PC{0,12}") {
+        fn key_and_path_properties(key in "[-._a-z.]{0,12}|\\PC{0,12}") {
             if key_problem(&key).is_none() {
                 prop_assert_eq!(path_problem(&key), None);
                 prop_assert!(!key.contains('/'));
