@@ -147,6 +147,7 @@ pub(crate) fn terminal_spec(
             log: None,
             stdout_tee: Some(Box::new(std::io::stdout())),
             stderr_tee: Some(Box::new(std::io::stderr())),
+            report_end: false,
         },
         limits: Limits {
             memory_bytes: args.memory,

@@ -213,8 +213,31 @@ fn bad_manifests_name_the_problem() {
         let expected = format!(
             "document 1 (ConfigMap \"cfg\"): data[{key:?}]: invalid key: {why}; rename the key"
         );
-        assert!(text(&out.stderr).contains(&expected), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(&expected),
+            "{}",
+            text(&out.stderr)
+        );
     }
+}
+
+#[test]
+fn a_trap_is_shown_on_the_terminal() {
+    let wasmlet = Wasmlet::new();
+    let manifest = wasmlet.manifest(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: t}}\nspec:\n  restartPolicy: Never\n  \
+         containers:\n  - {{name: c, image: {}}}\n",
+        wasmlet_fixtures::path("trap").display()
+    ));
+    let out = wasmlet.run(&["run", &manifest]);
+    assert_eq!(out.status.code(), Some(134));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("[c] wasmlet: Trap (exit code 134): error while executing")
+            && stderr.contains("wasm `unreachable` instruction executed"),
+        "{stderr}"
+    );
+    assert_eq!(row(&out, "c")[1..4], ["Terminated", "Trap", "134"]);
 }
 
 #[test]

@@ -41,7 +41,10 @@ pub fn path_problem(path: &str) -> Option<&'static str> {
         Some("a path may have at most 4096 bytes")
     } else if path.starts_with("..") {
         Some("a path may not start with '..'")
-    } else if path.split('/').any(|p| p == ".." || p == "." || p.is_empty()) {
+    } else if path
+        .split('/')
+        .any(|p| p == ".." || p == "." || p.is_empty())
+    {
         Some("a path may not have a '..', '.' or empty element")
     } else if path.split('/').any(|p| p.len() > 255) {
         Some("an element of a path may have at most 255 bytes")
@@ -59,7 +62,15 @@ mod tests {
 
     #[test]
     fn accepts_the_keys_kubernetes_accepts() {
-        for key in ["a", "app.conf", "-x_y.z", ".hidden", "a..b", "A9", &"k".repeat(253)] {
+        for key in [
+            "a",
+            "app.conf",
+            "-x_y.z",
+            ".hidden",
+            "a..b",
+            "A9",
+            &"k".repeat(253),
+        ] {
             assert_eq!(key_problem(key), None, "{key}");
         }
     }
@@ -87,7 +98,9 @@ mod tests {
         for path in ["a", "a/b.conf", "d/.hidden", "a..b/c"] {
             assert_eq!(path_problem(path), None, "{path}");
         }
-        for path in ["", "/etc", "../x", "..data", "a/../b", "a/./b", "./a", "a//b", "a/"] {
+        for path in [
+            "", "/etc", "../x", "..data", "a/../b", "a/./b", "./a", "a//b", "a/",
+        ] {
             assert!(path_problem(path).is_some(), "{path:?} accepted");
         }
         assert!(path_problem(&"x".repeat(256)).is_some());

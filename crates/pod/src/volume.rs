@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::{
     ServiceAccountTokenProjection, Volume, VolumeProjection,
 };
 
-use crate::keys;
 use crate::downward::{self, DownwardError, NodeFacts};
+use crate::keys;
 use crate::objects::ConfigObjects;
 use crate::quantity::{ParsedQuantity, QuantityError};
 
@@ -460,7 +460,14 @@ impl<'a> FilesBuilder<'a> {
         );
         let missing = |key: &str| VolumeError::ConfigMapKeyNotFound(key.to_string());
         let object = || format!("configmap {:?}", source.name);
-        self.add_keys(&data, source.items.as_ref(), optional, missing, mode, object)?;
+        self.add_keys(
+            &data,
+            source.items.as_ref(),
+            optional,
+            missing,
+            mode,
+            object,
+        )?;
         Ok(self)
     }
 

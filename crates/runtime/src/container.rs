@@ -12,7 +12,7 @@ use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::cpu::Throttle;
-use crate::exit::ExitStatus;
+use crate::exit::{ExitReason, ExitStatus};
 use crate::log::{OutputSink, SharedSink, Stream};
 use crate::program::{Pre, Program, ProgramKind};
 use crate::runtime::{Error, Result, Runtime, describe};
@@ -111,6 +111,27 @@ fn served_status(served: Result<()>) -> ExitStatus {
     }
 }
 
+/// Writes why a guest that trapped or passed a limit ended, as the last line of its stderr.
+fn report(sink: &SharedSink, status: &ExitStatus) {
+    let by_itself = [ExitReason::Completed, ExitReason::Error];
+    // A kill is the caller's own doing: it knows why.
+    if by_itself.contains(&status.reason) || status.reason == ExitReason::Killed {
+        return;
+    }
+    let mut sink = sink.lock();
+    let line = format!(
+        "wasmlet: {} (exit code {}): {}\n",
+        status.reason, status.code, status.message
+    );
+    // Unterminated guest output stays on its own line.
+    let result = sink
+        .end_line(Stream::Stderr)
+        .and_then(|()| sink.write(Stream::Stderr, line.as_bytes()));
+    if let Err(err) = result {
+        tracing::warn!("cannot write the container's end to its log: {err}");
+    }
+}
+
 fn lost_status() -> ExitStatus {
     ExitStatus::trapped("the container's task ended without reporting a status".into())
 }
@@ -122,6 +143,7 @@ impl Runtime {
         let deadline = spec.limits.timeout.map(|t| Instant::now() + t);
         let control = Arc::new(Control::new(deadline));
         let mut builder = wasi_builder(&spec)?;
+        let report_end = spec.stdio.report_end;
         let sink = SharedSink::new(OutputSink::new(spec.stdio)?);
         let network = spec
             .network
@@ -145,6 +167,9 @@ impl Runtime {
         let task_control = control.clone();
         let task = async move {
             let status = supervise(run, &task_control).await;
+            if report_end {
+                report(&sink, &status);
+            }
             if let Err(err) = sink.lock().finish() {
                 tracing::warn!("cannot flush the container log: {err}");
             }

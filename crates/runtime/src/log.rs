@@ -191,6 +191,8 @@ pub(crate) struct OutputSink {
     max_line: usize,
     pending: [Vec<u8>; 2],
     tees: [Option<Box<dyn Write + Send + Sync>>; 2],
+    /// Whether the last byte written to each stream was not a newline.
+    line_open: [bool; 2],
 }
 
 impl OutputSink {
@@ -203,11 +205,15 @@ impl OutputSink {
             max_line,
             pending: [Vec::new(), Vec::new()],
             tees,
+            line_open: [false; 2],
         })
     }
 
     /// Takes bytes the guest wrote to `stream`.
     pub(crate) fn write(&mut self, stream: Stream, bytes: &[u8]) -> io::Result<()> {
+        if let Some(last) = bytes.last() {
+            self.line_open[stream.index()] = *last != b'\n';
+        }
         if let Some(tee) = &mut self.tees[stream.index()] {
             tee.write_all(bytes)?;
             tee.flush()?;
@@ -224,6 +230,14 @@ impl OutputSink {
         while pending.len() >= self.max_line {
             let piece: Vec<u8> = pending.drain(..self.max_line).collect();
             log.write_entry(stream, false, &piece)?;
+        }
+        Ok(())
+    }
+
+    /// Ends `stream`'s unterminated line, if any, with a newline (to the tee and the log).
+    pub(crate) fn end_line(&mut self, stream: Stream) -> io::Result<()> {
+        if self.line_open[stream.index()] {
+            self.write(stream, b"\n")?;
         }
         Ok(())
     }

@@ -80,6 +80,11 @@ pub struct Stdio {
     pub stdout_tee: Option<Box<dyn Write + Send + Sync>>,
     /// Raw copy of stderr.
     pub stderr_tee: Option<Box<dyn Write + Send + Sync>>,
+    /// When the guest traps or passes a limit (`Trap`, `OOMKilled`, `DeadlineExceeded`; not
+    /// `Killed`, which the caller asked for), write why as the last line of its stderr
+    /// (`wasmlet: Trap (exit code 134): ...`), so its log and terminal say it as `wasmlet run
+    /// FILE` does. Off by default: a caller that reports the status itself would say it twice.
+    pub report_end: bool,
 }
 
 /// Bounds on one container. `Default` has none.

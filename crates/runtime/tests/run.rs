@@ -531,6 +531,7 @@ async fn stdio_tees_raw_output() {
         log: None,
         stdout_tee: Some(Box::new(out.clone())),
         stderr_tee: Some(Box::new(err.clone())),
+        report_end: false,
     };
     let spec = ContainerSpec {
         args: vec!["hello".into()],

@@ -386,6 +386,7 @@ fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
             let mut spec = spec.take().map(|s| *s).unwrap_or_default();
             spec.stdio.stdout_tee = open_fifo("stdout", &task.stdout)?;
             spec.stdio.stderr_tee = open_fifo("stderr", &task.stderr)?;
+            spec.stdio.report_end = true;
             let started = Arc::new(tasks.runtime()?.start(program, spec)?);
             *container = Some(started.clone());
             Ok(Box::pin(async move { started.wait().await }))

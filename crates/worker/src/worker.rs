@@ -1059,6 +1059,7 @@ impl Worker {
             log: Some(LogConfig::new(self.dir.log(name, count))),
             stdout_tee: tee(Stream::Stdout),
             stderr_tee: tee(Stream::Stderr),
+            report_end: true,
         }
     }
 

@@ -173,6 +173,37 @@ async fn a_memory_limit_is_oom_killed() {
 }
 
 #[tokio::test]
+async fn a_trap_is_the_termination_message_and_the_last_log_line() {
+    let pod = start(
+        "  restartPolicy: Never\n  containers:\n  - {name: t, image: trap}\n  \
+         - name: m\n    image: membomb\n    resources: {limits: {memory: 16Mi}}\n",
+        "",
+    );
+    let facts = pod.finish().await;
+    let t = terminated(&facts, "t");
+    assert_eq!((t.exit_code, t.reason.as_deref()), (134, Some("Trap")));
+    let message = t.message.unwrap_or_default();
+    assert!(
+        message.contains("wasm `unreachable` instruction executed"),
+        "{message}"
+    );
+    let log = pod.log("t", 0).join("\n");
+    assert!(
+        log.starts_with("wasmlet: Trap (exit code 134): error while executing")
+            && log.contains("wasm `unreachable` instruction executed"),
+        "{log}"
+    );
+    let m = terminated(&facts, "m");
+    assert_eq!(m.reason.as_deref(), Some("OOMKilled"));
+    let log = pod.log("m", 0).join("\n");
+    assert!(
+        log.starts_with("wasmlet: OOMKilled (exit code 137): ")
+            && log.ends_with("memory limit of 16777216 bytes exceeded (wanted 16842752 bytes)"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn config_maps_and_secrets_as_env_and_files() {
     let pod = start(
         "  restartPolicy: Never\n  volumes:\n  - {name: cfg, configMap: {name: app}}\n  \
