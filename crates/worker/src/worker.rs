@@ -482,6 +482,22 @@ impl Worker {
                 },
                 objects = next_objects(&mut self.objects_rx) => self.on_objects(objects),
             }
+            self.drain_reports();
+        }
+    }
+
+    /// Takes every exit and probe report already queued, so that one pass (and one publish of
+    /// the facts, which is as large as the pod) answers them all: a pod of N containers ending
+    /// together costs N reports and a few passes, not N passes of N containers.
+    fn drain_reports(&mut self) {
+        loop {
+            if let Ok(exit) = self.exits_rx.try_recv() {
+                self.on_exit(exit);
+            } else if let Ok(report) = self.probes_rx.try_recv() {
+                self.on_probe(report);
+            } else {
+                return;
+            }
         }
     }
 
