@@ -21,6 +21,7 @@
 //! manifest's directory, else to the current directory) is run from that file. The store keeps an image's
 //! ENTRYPOINT and CMD as one argv, so a container's `args` are appended to it.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -203,25 +204,33 @@ fn report_back_off(facts: &WorkerFacts, seen: &mut Vec<String>) {
     }
 }
 
-/// Prints the pod's phase and one line per container.
+/// Prints the pod's phase and one line per container; a stdout whose reader is gone is no
+/// error of the pod's (its exit code still tells).
 fn print_status(pod: &Pod, status: &PodStatus) {
+    use std::fmt::Write as _;
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let phase = status.phase.as_deref().unwrap_or("Unknown");
-    match &status.reason {
-        Some(reason) => println!("pod {name}: {phase} ({reason})"),
-        None => println!("pod {name}: {phase}"),
-    }
-    println!(
+    let mut out = match &status.reason {
+        Some(reason) => format!("pod {name}: {phase} ({reason})\n"),
+        None => format!("pod {name}: {phase}\n"),
+    };
+    let _ = writeln!(
+        out,
         "{:<20} {:<11} {:<26} {:>4} {:>8}",
         "CONTAINER", "STATE", "REASON", "EXIT", "RESTARTS"
     );
     for c in statuses(status) {
         let (state, reason, exit) = describe(c);
-        println!(
+        let _ = writeln!(
+            out,
             "{:<20} {:<11} {:<26} {:>4} {:>8}",
             c.name, state, reason, exit, c.restart_count
         );
     }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 fn statuses(status: &PodStatus) -> impl Iterator<Item = &ContainerStatus> {

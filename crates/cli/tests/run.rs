@@ -175,3 +175,35 @@ fn serves_a_wasi_http_component_until_sigterm() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains(&format!("serving wasi:http on http://{listen}/")));
 }
+
+/// A guest blocked writing into a stdout nobody reads is still stopped by `--timeout`: the
+/// wait for the pipe is a wait the deadline ends, not a blocked host call.
+#[test]
+fn a_timeout_stops_a_guest_blocked_on_a_full_stdout() {
+    let cache = tempfile::tempdir().unwrap();
+    let flood = wasmlet_fixtures::path("flood");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmlet"))
+        .args(["run", "--timeout", "1s", flood.to_str().unwrap()])
+        .env("WASMLET_CACHE_DIR", cache.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stdout stays open and unread; the bound below is far past the timeout, so only a run
+    // the deadline cannot end reaches it.
+    let bound = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > bound {
+            child.kill().unwrap();
+            panic!("wasmlet run --timeout 1s still ran after 120 s with its stdout full");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(137), "{stderr}");
+    assert!(stderr.contains("DeadlineExceeded"), "{stderr}");
+}

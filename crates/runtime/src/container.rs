@@ -173,6 +173,7 @@ impl Runtime {
             if let Err(err) = sink.lock().finish() {
                 tracing::warn!("cannot flush the container log: {err}");
             }
+            sink.drain(&task_control).await;
             status
         };
         let task = Network::polled(namespace, task, |err| {

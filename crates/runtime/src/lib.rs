@@ -53,6 +53,7 @@ mod runtime;
 pub mod sockets;
 mod spec;
 mod state;
+mod tee;
 mod usage;
 
 pub use cache::CompileCache;

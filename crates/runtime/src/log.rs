@@ -25,6 +25,7 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 use crate::spec::Stdio;
+use crate::tee::Tee;
 
 /// Errors of the log writer.
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +191,7 @@ pub(crate) struct OutputSink {
     log: Option<CriLog>,
     max_line: usize,
     pending: [Vec<u8>; 2],
-    tees: [Option<Box<dyn Write + Send + Sync>>; 2],
+    tees: [Option<Tee>; 2],
     /// Whether the last byte written to each stream was not a newline.
     line_open: [bool; 2],
 }
@@ -199,7 +200,7 @@ impl OutputSink {
     pub(crate) fn new(stdio: Stdio) -> Result<OutputSink, Error> {
         let max_line = stdio.log.as_ref().map_or(16 << 10, |c| c.max_line.max(1));
         let log = stdio.log.map(CriLog::open).transpose()?;
-        let tees = [stdio.stdout_tee, stdio.stderr_tee];
+        let tees = [stdio.stdout_tee, stdio.stderr_tee].map(|t| t.map(Tee::start));
         Ok(OutputSink {
             log,
             max_line,
@@ -214,9 +215,8 @@ impl OutputSink {
         if let Some(last) = bytes.last() {
             self.line_open[stream.index()] = *last != b'\n';
         }
-        if let Some(tee) = &mut self.tees[stream.index()] {
-            tee.write_all(bytes)?;
-            tee.flush()?;
+        if let Some(tee) = &self.tees[stream.index()] {
+            tee.write(bytes)?;
         }
         let Some(log) = &mut self.log else {
             return Ok(());
@@ -232,6 +232,31 @@ impl OutputSink {
             log.write_entry(stream, false, &piece)?;
         }
         Ok(())
+    }
+
+    /// Ready when `stream`'s tee has room for a write (or there is no tee).
+    fn poll_room(&self, stream: Stream, cx: &mut Context<'_>) -> Poll<()> {
+        match &self.tees[stream.index()] {
+            Some(tee) => tee.poll_room(cx),
+            None => Poll::Ready(()),
+        }
+    }
+
+    /// Ready once both tees have written everything queued.
+    pub(crate) fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
+        for tee in self.tees.iter().flatten() {
+            if tee.poll_drained(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(())
+    }
+
+    /// Drops the output queued for the tees and not yet written (the container was killed).
+    pub(crate) fn discard(&self) {
+        for tee in self.tees.iter().flatten() {
+            tee.discard();
+        }
     }
 
     /// Ends `stream`'s unterminated line, if any, with a newline (to the tee and the log).
@@ -295,6 +320,18 @@ impl SharedSink {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until the tees have written what is queued; a stop of `control` drops the rest.
+    pub(crate) async fn drain(&self, control: &crate::state::Control) {
+        if control.cause().is_none() {
+            let drained = std::future::poll_fn(|cx| self.lock().poll_drained(cx));
+            tokio::select! {
+                () = drained => return,
+                () = control.stopped() => {}
+            }
+        }
+        self.lock().discard();
     }
 
     pub(crate) fn stream(&self, stream: Stream) -> GuestOutput {
@@ -375,10 +412,14 @@ impl StdoutStream for GuestOutput {
 impl AsyncWrite for GuestOutput {
     fn poll_write(
         self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Poll::Ready(self.sink.lock().write(self.stream, buf).map(|()| buf.len()))
+        let mut sink = self.sink.lock();
+        if sink.poll_room(self.stream, cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(sink.write(self.stream, buf).map(|()| buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
