@@ -199,6 +199,14 @@ fn extract(at: &Lookup, entry: &mut impl Read, size: u64) -> Result<Extracted> {
             return Err(bad_read(at, e));
         }
     };
+    if copied != size {
+        let _ = std::fs::remove_file(&tmp);
+        let reason = format!(
+            "the layer ends inside {}: {copied} of its {size} bytes are there (a truncated or corrupt layer; push the image again)",
+            at.path
+        );
+        return Err(bad_read(at, std::io::Error::other(reason)));
+    }
     let held = at.store.hold(at.lease, &digest);
     let committed = held.and_then(|()| at.store.commit_hashed(&tmp, &digest, &digest, at.path));
     let _ = std::fs::remove_file(&tmp);
@@ -503,5 +511,337 @@ mod tests {
         }
         let temp = std::fs::read_dir(store.root().join("tmp")).unwrap().count();
         assert_eq!(temp, 0);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MAGIC: &[u8] = b"\0asm\x01\0\0\0";
+
+    /// An entry of a generated layer: a regular file or a directory.
+    #[derive(Debug, Clone)]
+    enum Item {
+        File(String, Vec<u8>),
+        Dir(String),
+    }
+
+    /// A generated layer holding `content` at `path` among other entries, and where that
+    /// file lies in the tar stream.
+    #[derive(Clone)]
+    struct Archive {
+        tar: Vec<u8>,
+        path: String,
+        content: Vec<u8>,
+        /// Offset of the file's header.
+        header: usize,
+        /// Offsets of the first byte of its data and of the byte after it.
+        data: std::ops::Range<usize>,
+    }
+
+    /// Shown in short, for readable failures.
+    impl std::fmt::Debug for Archive {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Archive")
+                .field("tar_bytes", &self.tar.len())
+                .field("path", &self.path)
+                .field("content_bytes", &self.content.len())
+                .field("header", &self.header)
+                .field("data", &self.data)
+                .finish()
+        }
+    }
+
+    /// Paths without a dot, so that none is the wanted `*.wasm` file or a whiteout.
+    fn other_path() -> impl Strategy<Value = String> {
+        "[a-z]{1,8}(/[a-z]{1,8}){0,2}"
+    }
+
+    fn item() -> impl Strategy<Value = Item> {
+        prop_oneof![
+            4 => (other_path(), prop::collection::vec(any::<u8>(), 0..700))
+                .prop_map(|(p, d)| Item::File(p, d)),
+            1 => other_path().prop_map(Item::Dir),
+        ]
+    }
+
+    /// A WebAssembly file: the module magic, then arbitrary bytes.
+    fn wasm() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(any::<u8>(), 0..1500).prop_map(|rest| [MAGIC, &rest].concat())
+    }
+
+    fn archive() -> impl Strategy<Value = Archive> {
+        (
+            "[a-z]{1,8}(/[a-z]{1,8}){0,2}\\.wasm",
+            wasm(),
+            prop::collection::vec(item(), 0..6),
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(|(path, content, others, at)| {
+                let at = at.index(others.len() + 1);
+                build(&path, &content, &others, at)
+            })
+    }
+
+    fn append(builder: &mut tar::Builder<Vec<u8>>, item: &Item) {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        match item {
+            Item::File(path, data) => {
+                h.set_size(data.len() as u64);
+                h.set_entry_type(tar::EntryType::Regular);
+                builder.append_data(&mut h, path, &data[..]).unwrap();
+            }
+            Item::Dir(path) => {
+                h.set_size(0);
+                h.set_entry_type(tar::EntryType::Directory);
+                builder.append_data(&mut h, path, &[][..]).unwrap();
+            }
+        }
+    }
+
+    /// A tar of `others` with the file `path` inserted before `others[at]`.
+    fn build(path: &str, content: &[u8], others: &[Item], at: usize) -> Archive {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = 0;
+        for (i, item) in others.iter().enumerate() {
+            if i == at {
+                header = builder.get_ref().len();
+                append(&mut builder, &Item::File(path.into(), content.into()));
+            }
+            append(&mut builder, item);
+        }
+        if at == others.len() {
+            header = builder.get_ref().len();
+            append(&mut builder, &Item::File(path.into(), content.into()));
+        }
+        let tar = builder.into_inner().unwrap();
+        // Paths are short: one plain header, no long-name entry.
+        let start = header + 512;
+        Archive {
+            tar,
+            path: path.into(),
+            content: content.into(),
+            header,
+            data: start..start + content.len(),
+        }
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    thread_local! {
+        /// One store per test (each runs on its own thread): making a directory tree for
+        /// every case would cost more than the case.
+        static STORE: (tempfile::TempDir, Store) = {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            (dir, store)
+        };
+    }
+
+    /// This test's store, reading layers within `limits`.
+    fn store(limits: LayerLimits) -> Store {
+        STORE.with(|(_, store)| store.clone().with_limits(limits))
+    }
+
+    fn put(store: &Store, bytes: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: "x".into(),
+            digest: store.write_blob(bytes, None, "layer").unwrap(),
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        }
+    }
+
+    fn count(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
+    /// Looks `path` up in `layers` and checks what every answer must satisfy: a file found
+    /// is within `max_file_bytes`, is WebAssembly and is stored whole; a failure leaves
+    /// nothing behind but the layers. Returns the file's bytes.
+    fn find(
+        store: &Store,
+        layers: &[&Descriptor],
+        path: &str,
+    ) -> Result<Result<Vec<u8>>, TestCaseError> {
+        let blobs = store.root().join("blobs/sha256");
+        let before = count(&blobs);
+        let lease = store.lease().unwrap();
+        let found = find_file(store, &lease, layers, path, "r");
+        prop_assert_eq!(count(&store.root().join("tmp")), 0, "a temp file is left");
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                prop_assert_eq!(count(&blobs), before, "{} stored something", e);
+                return Ok(Err(e));
+            }
+        };
+        prop_assert!(found.size <= store.limits().max_file_bytes);
+        let bytes = store.read_blob(&found.digest).unwrap();
+        prop_assert_eq!(bytes.len() as u64, found.size);
+        prop_assert_eq!(Digest::of(&bytes), found.digest.clone());
+        prop_assert_eq!(WasmKind::detect(&bytes).ok(), Some(found.kind));
+        Ok(Ok(bytes))
+    }
+
+    fn limits() -> impl Strategy<Value = LayerLimits> {
+        (0u64..4096, 0u64..16384).prop_map(|(max_file_bytes, max_expanded_bytes)| LayerLimits {
+            max_file_bytes,
+            max_expanded_bytes,
+        })
+    }
+
+    /// The layer bytes, gzipped or not.
+    fn wrapped(tar: &[u8], gzipped: bool) -> Vec<u8> {
+        if gzipped { gzip(tar) } else { tar.to_vec() }
+    }
+
+    proptest! {
+        /// Arbitrary bytes as a layer, plain or gzipped, never panic and never give a file
+        /// over the limit, or leave anything stored when they fail.
+        #[test]
+        fn find_file_properties_on_arbitrary_bytes(
+            bytes in prop::collection::vec(any::<u8>(), 0..3000),
+            gzipped in any::<bool>(),
+            limits in limits(),
+        ) {
+            let store = store(limits);
+            let layer = put(&store, &wrapped(&bytes, gzipped));
+            let _ = find(&store, &[&layer], "app.wasm")?;
+        }
+
+        /// A generated archive with arbitrary bytes overwritten never panics and never
+        /// gives a file over the limit or one that is not WebAssembly.
+        #[test]
+        fn find_file_properties_on_corrupted_archives(
+            archive in archive(),
+            gzipped in any::<bool>(),
+            changes in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            limits in limits(),
+        ) {
+            let store = store(limits);
+            let mut bytes = wrapped(&archive.tar, gzipped);
+            for (at, byte) in changes {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+            let layer = put(&store, &bytes);
+            let _ = find(&store, &[&layer], &archive.path)?;
+        }
+
+        /// The wanted file among other entries is found, whichever way its path is
+        /// written, with exactly its bytes; it hides the same path in a lower layer.
+        #[test]
+        fn find_file_properties_find_exactly_the_file(
+            archive in archive(),
+            gzipped in any::<bool>(),
+            prefix in prop::sample::select(&["", "/", "./", "/x/../"][..]),
+            lower in wasm(),
+        ) {
+            let store = store(LayerLimits::default());
+            let top = put(&store, &wrapped(&archive.tar, gzipped));
+            let path = format!("{prefix}{}", archive.path);
+            let found = find(&store, &[&top], &path)?;
+            prop_assert_eq!(found.ok(), Some(archive.content.clone()));
+            let bottom = put(&store, &build(&archive.path, &lower, &[], 0).tar);
+            let found = find(&store, &[&bottom, &top], &path)?;
+            prop_assert_eq!(found.ok(), Some(archive.content.clone()));
+            let found = find(&store, &[&top, &bottom], &path)?;
+            prop_assert_eq!(found.ok(), Some(lower));
+        }
+
+        /// A file larger than `max_file_bytes` is refused from its header, and a layer
+        /// that must expand past `max_expanded_bytes` to reach the file's end is refused;
+        /// otherwise the file is found whole.
+        #[test]
+        fn find_file_properties_honour_the_limits(
+            archive in archive(),
+            gzipped in any::<bool>(),
+            limits in limits(),
+        ) {
+            let store = store(limits);
+            let layer = put(&store, &wrapped(&archive.tar, gzipped));
+            let found = find(&store, &[&layer], &archive.path)?;
+            let size = archive.content.len() as u64;
+            let expanded = |end: usize| end as u64 > limits.max_expanded_bytes;
+            match found {
+                Err(Error::LayerTooLarge { limit, .. }) => {
+                    prop_assert_eq!(limit, limits.max_expanded_bytes);
+                    prop_assert!(
+                        expanded(archive.header + 512)
+                            || size <= limits.max_file_bytes && expanded(archive.data.end),
+                        "refused at {} for {:?}", limit, archive.data
+                    );
+                }
+                Err(Error::FileTooLarge { size: declared, limit, .. }) => {
+                    prop_assert_eq!((declared, limit), (size, limits.max_file_bytes));
+                    prop_assert!(size > limit && !expanded(archive.header + 512));
+                }
+                Ok(bytes) => {
+                    prop_assert_eq!(bytes, archive.content);
+                    prop_assert!(size <= limits.max_file_bytes && !expanded(archive.data.end));
+                }
+                Err(e) => prop_assert!(false, "unexpected {}", e),
+            }
+        }
+
+        /// An archive cut short gives an error or the file's exact bytes, never a part of
+        /// the file.
+        #[test]
+        fn find_file_properties_on_truncated_archives(
+            archive in archive(),
+            gzipped in any::<bool>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let store = store(LayerLimits::default());
+            let bytes = wrapped(&archive.tar, gzipped);
+            let cut = cut.index(bytes.len());
+            let layer = put(&store, &bytes[..cut]);
+            if let Ok(found) = find(&store, &[&layer], &archive.path)? {
+                prop_assert!(
+                    found == archive.content,
+                    "cut at {} (gzip {}): {} bytes found", cut, gzipped, found.len()
+                );
+            }
+        }
+
+        /// One flipped bit gives an error or the file's exact bytes. In a plain tar the
+        /// bit is outside the file's data (tar has no checksum of data); in a gzip stream
+        /// it is in the gzip header: a bit flipped in the deflate data can give wrong bytes
+        /// silently, because `find_file` stops reading before the CRC-32 trailer, a known
+        /// defect.
+        #[test]
+        fn find_file_properties_on_flipped_bits(
+            archive in archive(),
+            gzipped in any::<bool>(),
+            at in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let store = store(LayerLimits::default());
+            let mut bytes = wrapped(&archive.tar, gzipped);
+            let at = if gzipped {
+                at.index(10)
+            } else {
+                // Anywhere but the file's data, which is `archive.data.len()` bytes long.
+                let at = at.index(bytes.len() - archive.data.len());
+                if at < archive.data.start { at } else { at + archive.data.len() }
+            };
+            bytes[at] ^= 1 << bit;
+            let layer = put(&store, &bytes);
+            if let Ok(found) = find(&store, &[&layer], &archive.path)? {
+                prop_assert!(
+                    found == archive.content,
+                    "bit {} of byte {} (gzip {}): {} bytes found", bit, at, gzipped, found.len()
+                );
+            }
+        }
     }
 }
