@@ -238,6 +238,20 @@ fn a_trap_is_shown_on_the_terminal() {
         "{stderr}"
     );
     assert_eq!(row(&out, "c")[1..4], ["Terminated", "Trap", "134"]);
+
+    // A limit's end (a stop of the guest, whose unwritten output is dropped) is shown too.
+    let manifest = wasmlet.manifest(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: m}}\nspec:\n  restartPolicy: Never\n  \
+         containers:\n  - name: m\n    image: {}\n    resources: {{limits: {{memory: 8Mi}}}}\n",
+        wasmlet_fixtures::path("membomb").display()
+    ));
+    let out = wasmlet.run(&["run", &manifest]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("[m] wasmlet: OOMKilled (exit code 137): "),
+        "{stderr}"
+    );
+    assert_eq!(row(&out, "m")[1..4], ["Terminated", "OOMKilled", "137"]);
 }
 
 #[test]

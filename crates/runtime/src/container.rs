@@ -113,9 +113,11 @@ fn served_status(served: Result<()>) -> ExitStatus {
 
 /// Writes why a guest that trapped or passed a limit ended, as the last line of its stderr.
 fn report(sink: &SharedSink, status: &ExitStatus) {
-    let by_itself = [ExitReason::Completed, ExitReason::Error];
-    // A kill is the caller's own doing: it knows why.
-    if by_itself.contains(&status.reason) || status.reason == ExitReason::Killed {
+    // An exit is the guest's own doing, a kill the caller's: each knows why.
+    if matches!(
+        status.reason,
+        ExitReason::Completed | ExitReason::Error | ExitReason::Killed
+    ) {
         return;
     }
     let mut sink = sink.lock();
@@ -167,6 +169,7 @@ impl Runtime {
         let task_control = control.clone();
         let task = async move {
             let status = supervise(run, &task_control).await;
+            sink.discard_if_stopped(&task_control);
             if report_end {
                 report(&sink, &status);
             }

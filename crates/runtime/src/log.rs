@@ -252,6 +252,11 @@ impl OutputSink {
         Poll::Ready(())
     }
 
+    /// Whether a tee holds bytes it has not started to write.
+    fn has_queued(&self) -> bool {
+        self.tees.iter().flatten().any(Tee::has_queued)
+    }
+
     /// Drops the output queued for the tees and not yet written (the container was killed).
     pub(crate) fn discard(&self) {
         for tee in self.tees.iter().flatten() {
@@ -302,6 +307,9 @@ fn write_line(log: &mut CriLog, stream: Stream, line: &[u8], max_line: usize) ->
     log.write_entry(stream, true, rest)
 }
 
+/// How long a stopped container's last line may take to reach a slow tee reader.
+const STOPPED_DRAIN: Duration = Duration::from_secs(1);
+
 /// The sink shared by a container's stdout and stderr streams.
 #[derive(Clone)]
 pub(crate) struct SharedSink(Arc<Mutex<OutputSink>>);
@@ -322,16 +330,31 @@ impl SharedSink {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits until the tees have written what is queued; a stop of `control` drops the rest.
+    /// Waits until the tees have written what is queued. A running container's wait ends at a
+    /// stop of `control`; a stopped one's (whose guest output [`Self::discard_if_stopped`]
+    /// dropped, so only wasmlet's own last line is left) after [`STOPPED_DRAIN`]. What is not
+    /// written by then is dropped.
     pub(crate) async fn drain(&self, control: &crate::state::Control) {
-        if control.cause().is_none() {
-            let drained = std::future::poll_fn(|cx| self.lock().poll_drained(cx));
+        let drained = std::future::poll_fn(|cx| self.lock().poll_drained(cx));
+        if control.cause().is_some() {
+            if self.lock().has_queued() {
+                let _ = tokio::time::timeout(STOPPED_DRAIN, drained).await;
+            }
+        } else {
             tokio::select! {
                 () = drained => return,
                 () = control.stopped() => {}
             }
         }
         self.lock().discard();
+    }
+
+    /// Drops the guest's output not yet written to the tees if the container was stopped (a
+    /// killed process's unwritten output is lost too).
+    pub(crate) fn discard_if_stopped(&self, control: &crate::state::Control) {
+        if control.cause().is_some() {
+            self.lock().discard();
+        }
     }
 
     pub(crate) fn stream(&self, stream: Stream) -> GuestOutput {

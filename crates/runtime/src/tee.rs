@@ -97,6 +97,11 @@ impl Tee {
         Ok(())
     }
 
+    /// Whether bytes are queued that the thread has not started to write.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.shared.lock().queue.is_empty()
+    }
+
     /// Drops what is queued and not yet being written (the container was killed).
     pub(crate) fn discard(&self) {
         let mut state = self.shared.lock();
