@@ -32,6 +32,11 @@ pub struct RunArgs {
     /// Wall-clock limit: seconds, or with a unit (`500ms`, `10s`, `2m`).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// WASI handles the guest may hold at once (open files and directories, sockets and their
+    /// streams; default 4096); opening past it ends the guest with a trap naming it. A Pod's
+    /// containers take the pod annotation `wasmlet.dev/max-descriptors` instead.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_descriptors: Option<u32>,
     /// Compile without reading or writing the compile cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -154,6 +159,7 @@ pub(crate) fn terminal_spec(
             timeout: args.timeout,
             cpu_millis: None,
             fuel: None,
+            descriptors: args.max_descriptors,
         },
         network: None,
     }

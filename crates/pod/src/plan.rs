@@ -42,7 +42,19 @@ pub enum PlanError {
     /// The container is not part of the pod.
     #[error("container {0:?} not found in pod")]
     ContainerNotFound(String),
+    /// The descriptor budget annotation is not a count in range.
+    #[error(
+        "pod annotation {DESCRIPTORS_ANNOTATION}={0:?}: must be a whole number of handles from 1 to {MAX_DESCRIPTORS} (e.g. \"8192\"); fix or remove it"
+    )]
+    Descriptors(String),
 }
+
+/// The pod annotation that sets each of its containers' descriptor budget: how many WASI
+/// handles (open files and directories, sockets and their streams) a guest holds at once.
+pub const DESCRIPTORS_ANNOTATION: &str = "wasmlet.dev/max-descriptors";
+
+/// The largest budget the annotation may ask for (wasmtime's own default table capacity).
+pub const MAX_DESCRIPTORS: u32 = 1_000_000;
 
 impl PlanError {
     /// The container waiting reason to report for this error.
@@ -114,6 +126,8 @@ pub struct ResourceLimits {
     pub memory_bytes: Option<u64>,
     /// CPU limit in millicores (rounded up).
     pub cpu_millis: Option<u64>,
+    /// The descriptor budget from [`DESCRIPTORS_ANNOTATION`]; `None` leaves the runtime's.
+    pub descriptors: Option<u32>,
 }
 
 /// Everything needed to start one container.
@@ -171,7 +185,10 @@ impl PlanContext<'_> {
             env: full_env,
             working_dir: working_dir(container, image),
             mounts: container_mounts(container, &pod_env)?,
-            limits: container_limits(container)?,
+            limits: ResourceLimits {
+                descriptors: pod_descriptors(self.pod)?,
+                ..container_limits(container)?
+            },
         })
     }
 }
@@ -340,7 +357,20 @@ pub fn container_limits(container: &Container) -> Result<ResourceLimits> {
     Ok(ResourceLimits {
         memory_bytes,
         cpu_millis,
+        descriptors: None,
     })
+}
+
+/// The pod's descriptor budget annotation, if set.
+pub fn pod_descriptors(pod: &Pod) -> Result<Option<u32>> {
+    let annotations = pod.metadata.annotations.as_ref();
+    let Some(text) = annotations.and_then(|a| a.get(DESCRIPTORS_ANNOTATION)) else {
+        return Ok(None);
+    };
+    match text.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_DESCRIPTORS).contains(&n) => Ok(Some(n)),
+        _ => Err(PlanError::Descriptors(text.clone())),
+    }
 }
 
 fn non_negative(value: Option<i64>) -> Option<u64> {
@@ -555,7 +585,8 @@ mod tests {
                 plan.limits,
                 ResourceLimits {
                     memory_bytes: *memory,
-                    cpu_millis: *cpu
+                    cpu_millis: *cpu,
+                    descriptors: None,
                 },
                 "{resources}"
             );
@@ -570,6 +601,33 @@ mod tests {
             &ImageConfig::default(),
         );
         assert!(matches!(negative, Err(PlanError::Resource { .. })));
+    }
+
+    #[test]
+    fn the_descriptor_budget_comes_from_the_pod_annotation() {
+        let with = |value: &str| {
+            let mut pod = pod("  containers:\n  - {name: c, image: i}\n");
+            pod.metadata.annotations = Some(
+                [(DESCRIPTORS_ANNOTATION.to_string(), value.to_string())]
+                    .into_iter()
+                    .collect(),
+            );
+            pod_descriptors(&pod)
+        };
+        assert_eq!(with("8192").unwrap(), Some(8192));
+        assert_eq!(with(" 1 ").unwrap(), Some(1));
+        for bad in ["0", "-3", "lots", "1000001", "99999999999", ""] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(DESCRIPTORS_ANNOTATION) && err.contains("fix"),
+                "{bad}: {err}"
+            );
+        }
+        let plain = plan_first(
+            "  containers:\n  - {name: c, image: i}\n",
+            &ImageConfig::default(),
+        );
+        assert_eq!(plain.unwrap().limits.descriptors, None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, UpdateDeadline};
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiView};
 
 use crate::cpu::Throttle;
 use crate::exit::{ExitReason, ExitStatus};
@@ -143,7 +143,7 @@ impl Runtime {
     /// once. Must be called within a tokio runtime.
     pub fn start(&self, program: &Program, spec: ContainerSpec) -> Result<Container> {
         let deadline = spec.limits.timeout.map(|t| Instant::now() + t);
-        let control = Arc::new(Control::new(deadline));
+        let control = Arc::new(Control::new(deadline, crate::budget::of(&spec.limits)));
         let mut builder = wasi_builder(&spec)?;
         let report_end = spec.stdio.report_end;
         let sink = SharedSink::new(OutputSink::new(spec.stdio)?);
@@ -198,9 +198,10 @@ impl Runtime {
         spec: ContainerSpec,
         listeners: Vec<TcpListener>,
     ) -> Result<Container> {
+        let budget = crate::budget::of(&spec.limits);
         let handler = self.http_handler(program, spec)?;
         let meter = handler.meter();
-        let control = Arc::new(Control::new(None));
+        let control = Arc::new(Control::new(None, budget));
         let shutdown = CancellationToken::new();
         let serve = crate::http::serve(handler.clone(), listeners, shutdown.clone());
         let task_control = control.clone();
@@ -234,13 +235,15 @@ impl Runtime {
             .stderr(sink.stream(Stream::Stderr));
         match &*program.pre {
             Pre::Module(pre) => {
-                let state = ModuleState { wasi: builder.build_p1(), limiter };
+                let mut state = ModuleState { wasi: builder.build_p1(), limiter };
+                crate::budget::apply(state.wasi.ctx().table, crate::budget::of(limits));
                 let mut store = self.new_store(state, limits, control)?;
                 store.limiter(|s| &mut s.limiter);
                 Ok(Box::pin(run_module(pre.clone(), store)))
             }
             Pre::Command(pre) => {
-                let state = self.component_state(builder, limiter, namespace);
+                let mut state = self.component_state(builder, limiter, namespace);
+                crate::budget::apply(&mut state.table, crate::budget::of(limits));
                 let mut store = self.new_store(state, limits, control)?;
                 store.limiter(|s| &mut s.limiter);
                 Ok(Box::pin(run_command(pre.clone(), store)))
@@ -398,7 +401,7 @@ fn classify(outcome: Option<wasmtime::Result<i32>>, control: &Control) -> ExitSt
     match outcome {
         Some(Err(err)) => match err.downcast_ref::<I32Exit>() {
             Some(exit) => ExitStatus::exited(exit.0),
-            None => ExitStatus::trapped(describe(&err)),
+            None => ExitStatus::trapped(crate::budget::describe_trap(&err, control.descriptors)),
         },
         _ => lost_status(),
     }

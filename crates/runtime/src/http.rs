@@ -199,7 +199,9 @@ impl Handler {
             Ok(Err(code)) => Err(format!("the component answered with an error: {code:?}")),
             Err(_) => Err(match task.await {
                 Ok(Ok(())) => "the component returned without setting a response".into(),
-                Ok(Err(err)) => describe(&err),
+                Ok(Err(err)) => {
+                    crate::budget::describe_trap(&err, crate::budget::of(&self.spec.limits))
+                }
                 Err(err) => format!("the request's task failed: {err}"),
             }),
         }
@@ -207,7 +209,11 @@ impl Handler {
 
     fn new_store(&self) -> Result<wasmtime::Store<ComponentState>> {
         let limits: &Limits = &self.spec.limits;
-        let control = Arc::new(Control::new(limits.timeout.map(|t| Instant::now() + t)));
+        let budget = crate::budget::of(limits);
+        let control = Arc::new(Control::new(
+            limits.timeout.map(|t| Instant::now() + t),
+            budget,
+        ));
         let mut builder = crate::container::wasi_builder(&self.spec)?;
         builder
             .stdout(self.sink.stream(Stream::Stdout))
@@ -217,7 +223,8 @@ impl Handler {
         }
         let limiter = MemoryLimiter::new(limits.memory_bytes, control.clone(), self.meter.clone());
         let namespace = self.spec.network.as_ref().and_then(|n| n.namespace.clone());
-        let state = self.runtime.component_state(builder, limiter, namespace);
+        let mut state = self.runtime.component_state(builder, limiter, namespace);
+        crate::budget::apply(&mut state.table, budget);
         let mut store = self.runtime.new_store(state, limits, &control)?;
         store.limiter(|s| &mut s.limiter);
         Ok(store)

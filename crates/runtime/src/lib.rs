@@ -42,6 +42,7 @@
 //! [`KILLED_EXIT_CODE`] (137) for `OOMKilled`, `DeadlineExceeded` and `Killed`.
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod cache;
 mod container;
 pub mod cpu;

@@ -87,7 +87,7 @@ pub struct Stdio {
     pub report_end: bool,
 }
 
-/// Bounds on one container. `Default` has none.
+/// Bounds on one container. `Default` has none but the descriptor budget's default.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
     /// Bytes of linear memory plus table elements (8 bytes each) the guest may hold;
@@ -101,6 +101,10 @@ pub struct Limits {
     /// Fuel (roughly, wasm instructions) the guest may burn; needs
     /// [`RuntimeConfig::fuel`](crate::RuntimeConfig::fuel). Running out is a trap.
     pub fuel: Option<u64>,
+    /// WASI handles the guest may hold at once (open files and directories, sockets and
+    /// their streams); opening past it is a trap naming the budget. `None` is
+    /// [`DEFAULT_DESCRIPTORS`](crate::budget::DEFAULT_DESCRIPTORS). See [`crate::budget`].
+    pub descriptors: Option<u32>,
 }
 
 impl Preopen {

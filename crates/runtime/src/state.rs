@@ -26,6 +26,8 @@ pub(crate) struct Control {
     cause: AtomicU8,
     notify: Notify,
     pub(crate) deadline: Option<Instant>,
+    /// The descriptor budget, named in the trap when the guest uses it up.
+    pub(crate) descriptors: u32,
 }
 
 /// Why the host ended a guest.
@@ -37,9 +39,10 @@ pub(crate) enum StopCause {
 }
 
 impl Control {
-    pub(crate) fn new(deadline: Option<Instant>) -> Control {
+    pub(crate) fn new(deadline: Option<Instant>, descriptors: u32) -> Control {
         Control {
             deadline,
+            descriptors,
             ..Control::default()
         }
     }
@@ -297,7 +300,7 @@ mod tests {
 
     #[test]
     fn first_stop_cause_wins() {
-        let control = Control::new(None);
+        let control = Control::new(None, 0);
         control.stop(StopCause::Deadline);
         control.stop(StopCause::Killed);
         assert_eq!(control.cause(), Some(StopCause::Deadline));

@@ -147,6 +147,30 @@ async fn trap_has_its_own_reason_and_message() {
     );
 }
 
+/// Opens of a guest that never closes stop at its descriptor budget (the default without a
+/// limit, else the limit), with a trap naming the budget and how to raise it; the process's
+/// own open files are untouched.
+#[tokio::test]
+async fn a_descriptor_leak_stops_at_the_budget() {
+    for (budget, shown) in [
+        (Some(40), 40),
+        (None, wasmlet_runtime::budget::DEFAULT_DESCRIPTORS),
+    ] {
+        let run = run_with(wasmlet_fixtures::fdhog(), &["fdhog"], |spec, dir| {
+            spec.preopens = vec![Preopen::parse(&format!("{}:/d", dir.display()))];
+            spec.limits.descriptors = budget;
+        })
+        .await;
+        assert_eq!(run.status.reason, ExitReason::Trap, "{:?}", run.status);
+        let message = &run.status.message;
+        assert!(
+            message.contains(&format!("holds {shown} WASI handles")),
+            "{message}"
+        );
+        assert!(message.contains("--max-descriptors"), "{message}");
+    }
+}
+
 #[tokio::test]
 async fn memory_bomb_is_oom_killed() {
     let run = run_with(wasmlet_fixtures::membomb(), &["membomb"], |spec, _| {

@@ -131,6 +131,17 @@ pub fn memory_limit(spec: &Spec) -> Option<u64> {
     u64::try_from(limit).ok().filter(|l| *l > 0)
 }
 
+/// The descriptor budget: the soft `RLIMIT_NOFILE` of `process.rlimits`, the open-files limit
+/// runc would give the process, as a count of WASI handles (at most the runtime's largest
+/// table, 1,000,000); `None` without one, which leaves the runtime's default.
+pub fn descriptor_budget(spec: &Spec) -> Option<u32> {
+    let rlimits = spec.process().as_ref()?.rlimits().as_ref()?;
+    let nofile = rlimits
+        .iter()
+        .find(|r| r.typ() == oci_spec::runtime::PosixRlimitType::RlimitNofile)?;
+    Some(u32::try_from(nofile.soft().clamp(1, 1_000_000)).unwrap_or(1_000_000))
+}
+
 /// The guest path of the module: `args[0]` if it has a `/` (relative to the working
 /// directory), else the first `PATH` directory holding it, else the working directory.
 pub fn module_guest_path(spec: &Spec, rootfs: &Path) -> Result<String, Error> {
@@ -206,6 +217,7 @@ pub fn container_spec(spec: &Spec, rootfs: &Path) -> ContainerSpec {
         preopens: preopens(spec, rootfs),
         limits: Limits {
             memory_bytes: memory_limit(spec),
+            descriptors: descriptor_budget(spec),
             ..Limits::default()
         },
         ..ContainerSpec::default()
@@ -280,6 +292,7 @@ mod tests {
         );
         assert_eq!(c.working_dir.as_deref(), Some("/work"));
         assert_eq!(c.limits.memory_bytes, Some(64 << 20));
+        assert_eq!(c.limits.descriptors, None);
         assert_eq!(
             c.preopens,
             [Preopen {
@@ -291,6 +304,25 @@ mod tests {
         );
         assert_eq!(group(&s, "c1"), "sb1");
         assert!(!is_sandbox(&s));
+    }
+
+    #[test]
+    fn the_soft_open_files_limit_is_the_descriptor_budget() {
+        let with = |rlimits: serde_json::Value| {
+            let mut j = base();
+            j["process"]["rlimits"] = rlimits;
+            descriptor_budget(&spec(j))
+        };
+        let nofile = |soft: u64| {
+            serde_json::json!([
+                {"type": "RLIMIT_NPROC", "hard": 5, "soft": 5},
+                {"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": soft}
+            ])
+        };
+        assert_eq!(with(nofile(1024)), Some(1024));
+        assert_eq!(with(nofile(0)), Some(1));
+        assert_eq!(with(nofile(u64::MAX)), Some(1_000_000));
+        assert_eq!(with(serde_json::json!([])), None);
     }
 
     #[test]

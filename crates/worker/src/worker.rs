@@ -835,6 +835,7 @@ impl Worker {
             limits: Limits {
                 memory_bytes: plan.limits.memory_bytes,
                 cpu_millis: plan.limits.cpu_millis,
+                descriptors: plan.limits.descriptors,
                 ..Limits::default()
             },
             network: net::network(&self.node, self.network.clone()),
