@@ -45,7 +45,11 @@ impl ParsedQuantity {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         let (number, suffix) = rest.split_at(number_len);
-        let (mut mantissa, mut exponent) = parse_number(number).ok_or_else(syntax)?;
+        let (mut mantissa, mut exponent) = match parse_number(number) {
+            Some(Some(parsed)) => parsed,
+            Some(None) => return Err(range()),
+            None => return Err(syntax()),
+        };
         let (ten_power, binary_power) = parse_suffix(suffix).ok_or_else(syntax)?;
         exponent = exponent.checked_add(ten_power).ok_or_else(range)?;
         if exponent.abs() > MAX_EXPONENT + MAX_DIGITS as i32 {
@@ -192,8 +196,9 @@ fn split_sign(text: &str) -> (bool, &str) {
     }
 }
 
-/// `digits`, `digits.digits`, `digits.` or `.digits` as (mantissa, exponent).
-fn parse_number(number: &str) -> Option<(i128, i32)> {
+/// `digits`, `digits.digits`, `digits.` or `.digits` as (mantissa, exponent); `None` when it
+/// is not a number, `Some(None)` when it has more than [`MAX_DIGITS`] significant digits.
+fn parse_number(number: &str) -> Option<Option<(i128, i32)>> {
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
         return None;
@@ -201,14 +206,14 @@ fn parse_number(number: &str) -> Option<(i128, i32)> {
     let digits = format!("{whole}{fraction}");
     let significant = digits.trim_start_matches('0');
     if significant.len() > MAX_DIGITS {
-        return None;
+        return Some(None);
     }
     let mantissa = if significant.is_empty() {
         0
     } else {
         significant.parse::<i128>().ok()?
     };
-    Some((mantissa, -(fraction.len() as i32)))
+    Some(Some((mantissa, -(fraction.len() as i32))))
 }
 
 /// A suffix as (power of ten, power of two).
@@ -337,7 +342,15 @@ mod tests {
 
     #[test]
     fn rejects_out_of_range_text() {
-        assert!(parse_quantity("1234567890123456789012345678901234567890").is_err());
+        for text in [
+            "1234567890123456789012345678901234567890",
+            "0.0000012345678901234567890123456789",
+        ] {
+            assert!(
+                matches!(parse_quantity(text), Err(QuantityError::OutOfRange(_))),
+                "{text:?} has more significant digits than a quantity holds"
+            );
+        }
     }
 
     #[test]
