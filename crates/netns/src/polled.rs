@@ -46,20 +46,27 @@ impl<F: Future> Future for InNamespace<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        match this.ns.within(|| this.inner.as_mut().poll(cx)) {
+            Ok(polled) => polled.map(Ok),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl NetNs {
+    /// Runs `f` on the calling thread inside this namespace and moves the thread back to its
+    /// own namespace right after: the sockets `f` creates are born in this namespace, at the
+    /// cost of two `setns` calls and no thread of its own (what [`NetNs::run`] costs). A
+    /// failed entry returns the error without running `f`; a thread that cannot go back
+    /// aborts the process, since sockets of other pods would otherwise be made in this one.
+    pub fn within<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
         HOME.with(|home| {
-            let home = match home {
-                Ok(home) => home,
-                Err(e) => {
-                    return Poll::Ready(Err(Error::Enter {
-                        path: "/proc/thread-self/ns/net".into(),
-                        source: std::io::Error::new(e.kind(), e.to_string()),
-                    }));
-                }
-            };
-            if let Err(e) = this.ns.enter() {
-                return Poll::Ready(Err(e));
-            }
-            let polled = this.inner.as_mut().poll(cx);
+            let home = home.as_ref().map_err(|e| Error::Enter {
+                path: "/proc/thread-self/ns/net".into(),
+                source: std::io::Error::new(e.kind(), e.to_string()),
+            })?;
+            self.enter()?;
+            let output = f();
             if let Err(e) = rustix::thread::move_into_link_name_space(
                 home.as_fd(),
                 Some(LinkNameSpaceType::Network),
@@ -69,7 +76,7 @@ impl<F: Future> Future for InNamespace<F> {
                 );
                 std::process::abort();
             }
-            polled.map(Ok)
+            Ok(output)
         })
     }
 }

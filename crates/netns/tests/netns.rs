@@ -211,3 +211,26 @@ fn a_future_polled_inside_makes_its_sockets_there_and_the_thread_goes_back() {
     let dialled = ns.connect_tcp(loopback(port), Duration::from_secs(5));
     assert!(dialled.is_ok(), "the listener is in the pod's namespace");
 }
+
+#[test]
+fn within_makes_a_socket_inside_on_the_calling_thread_and_comes_back() {
+    let dir = Scratch::new();
+    let ns = up(dir.path(), "pod");
+    let host = own_namespace();
+    let caller = std::thread::current().id();
+    let (inside, thread, listener) = ns
+        .within(|| {
+            let listener = std::net::TcpListener::bind(loopback(0)).unwrap();
+            (own_namespace(), std::thread::current().id(), listener)
+        })
+        .unwrap();
+    assert_eq!(inside, ns.inode(), "f ran inside the namespace");
+    assert_eq!(thread, caller, "on the calling thread");
+    assert_eq!(own_namespace(), host, "and the thread came back");
+    let port = listener.local_addr().unwrap().port();
+    assert!(std::net::TcpStream::connect(loopback(port)).is_err());
+    assert!(
+        ns.connect_tcp(loopback(port), Duration::from_secs(5))
+            .is_ok()
+    );
+}
