@@ -2,8 +2,9 @@
 //!
 //! This crate owns what a kubelet decides about a pod, as plain functions over plain data:
 //! loading a Pod manifest, turning a Pod into container plans (argv, env, mounts, limits),
-//! describing the volumes to materialise, the restart and back-off policy, and the status to
-//! report (phase, conditions, container statuses, QoS class).
+//! describing the volumes to materialise, the pod's name resolution (its resolv.conf and hosts
+//! entries), the restart and back-off policy, and the status to report (phase, conditions,
+//! container statuses, QoS class).
 //!
 //! It must not know about files, sockets, clocks, async runtimes, wasmtime, OCI registries or
 //! the Kubernetes API client: the caller reads the world, passes facts in (including "now"),
@@ -63,6 +64,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod dns;
 pub mod downward;
 pub mod env;
 pub mod expansion;
@@ -77,6 +79,7 @@ pub mod restart;
 pub mod status;
 pub mod volume;
 
+pub use dns::{DnsWarning, HostEntry, NodeDns, PodDns, ResolvConf, pod_dns, pod_hosts};
 pub use downward::{NodeAllocatable, NodeFacts};
 pub use env::EnvError;
 pub use k8s_openapi;
