@@ -32,7 +32,7 @@ enum Command {
     /// List the local store's images, or prune, remove, import and export them.
     Images(images::ImagesArgs),
     /// Join a Kubernetes cluster as a Node and run the wasm pods scheduled to it.
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,7 +42,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Node(args) => node::main(args),
+        Command::Node(args) => node::main(*args),
         Command::Run(args) => run::main(args, &cli.registry),
         Command::Push(args) => {
             images::push(args, &cli.registry).map(|_| std::process::ExitCode::SUCCESS)

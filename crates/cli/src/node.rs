@@ -65,6 +65,18 @@ pub struct NodeArgs {
     /// overrides the node's spec.podCIDR as the range given to IPAM plugins.
     #[arg(long)]
     pod_cidr: Option<String>,
+    /// The cluster DNS Service's IP(s), comma-separated: the nameserver of pods under
+    /// dnsPolicy ClusterFirst (the kubelet's flag).
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<IpAddr>,
+    /// The cluster's domain (e.g. cluster.local): pods search `<namespace>.svc.<domain>`,
+    /// `svc.<domain>` and `<domain>` (the kubelet's flag).
+    #[arg(long, default_value = "")]
+    cluster_domain: String,
+    /// The node's resolver configuration, the base of every pod's; empty for none (pods
+    /// under dnsPolicy Default then use 127.0.0.1) (the kubelet's flag).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// Extra PEM CA certificate to trust for registries (repeatable).
     #[arg(long)]
     registry_ca_file: Vec<PathBuf>,
@@ -123,6 +135,9 @@ fn config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     config.drain_on_shutdown = args.drain_on_shutdown;
     config.rotate_certificates = args.rotate_certificates;
     config.rotate_server_certificates = args.rotate_server_certificates;
+    config.dns.cluster_dns = args.cluster_dns.clone();
+    config.dns.cluster_domain = args.cluster_domain.trim_end_matches('.').to_owned();
+    config.dns.resolv_conf = Some(args.resolv_conf.clone()).filter(|p| !p.as_os_str().is_empty());
     Ok(config)
 }
 

@@ -72,6 +72,7 @@ pub fn run_pod(path: &Path, args: &RunArgs, registry: &RegistryArgs) -> anyhow::
         output: Some(crate::prefixed::prefixed_output()),
         resume: Default::default(),
         network: None,
+        dns: None,
     };
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

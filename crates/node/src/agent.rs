@@ -189,6 +189,7 @@ fn node_context(
         allocatable: status::node_allocatable(config, &readings),
         running,
         drain_on_shutdown: config.drain_on_shutdown,
+        dns: config.dns.clone(),
     })
 }
 

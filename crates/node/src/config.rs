@@ -74,6 +74,91 @@ pub struct NodeConfig {
     /// `--rotate-server-certificates`; else a new one is asked for only at a start that finds
     /// the stored one expired.
     pub rotate_server_certificates: bool,
+    /// Pod DNS, as the kubelet's `--cluster-dns`, `--cluster-domain` and `--resolv-conf`.
+    pub dns: DnsSettings,
+}
+
+/// How pods resolve names: the kubelet's DNS flags.
+///
+/// The defaults are the kubelet's: no cluster DNS (pods under `ClusterFirst` then fall back
+/// to the node's resolver, with a `MissingClusterDNS` warning), no cluster domain,
+/// `/etc/resolv.conf` as the node's resolver configuration; and `/etc/hosts` as the hosts
+/// file of `hostNetwork` pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// `--cluster-dns`: the cluster DNS Service's IPs.
+    pub cluster_dns: Vec<IpAddr>,
+    /// `--cluster-domain`, e.g. `cluster.local`.
+    pub cluster_domain: String,
+    /// `--resolv-conf`: the node's resolver configuration, the base of every pod's; `None`
+    /// (the flag given empty) gives `Default` pods `127.0.0.1` and no search.
+    pub resolv_conf: Option<PathBuf>,
+    /// The node's hosts file.
+    pub hosts_file: PathBuf,
+}
+
+impl Default for DnsSettings {
+    fn default() -> DnsSettings {
+        DnsSettings {
+            cluster_dns: Vec::new(),
+            cluster_domain: String::new(),
+            resolv_conf: Some("/etc/resolv.conf".into()),
+            hosts_file: "/etc/hosts".into(),
+        }
+    }
+}
+
+/// The longest resolver configuration or hosts file read.
+const MAX_DNS_FILE_BYTES: u64 = wasmlet_pod::dns::MAX_RESOLV_CONF_BYTES as u64;
+
+impl DnsSettings {
+    /// The settings with the node's files read now (the kubelet reads them for every pod, so
+    /// a change reaches the next pod). A file that cannot be read is left out, and the
+    /// reason returned for the pod's events.
+    pub fn read(&self) -> (wasmlet_pod::NodeDns, Vec<String>) {
+        let mut problems = Vec::new();
+        let host = self.resolv_conf.as_ref().map(|path| {
+            let text = read_bounded(path).and_then(|text| {
+                let name = path.display().to_string();
+                wasmlet_pod::ResolvConf::parse(&text, &name).map_err(|e| e.to_string())
+            });
+            text.unwrap_or_else(|err| {
+                problems.push(err);
+                wasmlet_pod::ResolvConf::default()
+            })
+        });
+        let hosts = match read_bounded(&self.hosts_file) {
+            Ok(text) => wasmlet_pod::dns::parse_hosts(&text),
+            Err(err) => {
+                problems.push(err);
+                Vec::new()
+            }
+        };
+        let dns = wasmlet_pod::NodeDns {
+            cluster_dns: self.cluster_dns.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            host,
+            hosts,
+        };
+        (dns, problems)
+    }
+}
+
+fn read_bounded(path: &std::path::Path) -> std::result::Result<String, String> {
+    use std::io::Read;
+    let describe = |e: std::io::Error| format!("reading {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(describe)?;
+    let mut text = String::new();
+    file.take(MAX_DNS_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(describe)?;
+    match text.len() as u64 > MAX_DNS_FILE_BYTES {
+        true => Err(format!(
+            "{} is larger than {MAX_DNS_FILE_BYTES} bytes",
+            path.display()
+        )),
+        false => Ok(text),
+    }
 }
 
 /// The default pod CIDR: a loopback range, reachable on this machine without any set-up.
@@ -172,6 +257,7 @@ impl NodeConfig {
             drain_on_shutdown: false,
             rotate_certificates: true,
             rotate_server_certificates: true,
+            dns: DnsSettings::default(),
         }
     }
 

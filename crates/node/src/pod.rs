@@ -150,6 +150,7 @@ impl PodTask {
         let objects = self.objects.fetch(&self.pod).await;
         let keyring = self.objects.pull_secrets(&self.pod).await;
         let network = self.attach_network(updates, gone).await?;
+        let dns = self.node_dns().await;
         let config = WorkerConfig {
             root: self.context.data_dir.clone(),
             node: NodeFacts {
@@ -162,6 +163,7 @@ impl PodTask {
             output: None,
             resume: resume_of(self.pod.status.as_ref()),
             network: network.netns.clone(),
+            dns: Some(dns),
         };
         let resolver = Arc::new(self.context.images.with_keyring(keyring));
         let runtime = self.context.runtime.clone();
@@ -245,6 +247,26 @@ impl PodTask {
         if let Err(err) = self.context.recorder.publish(&event, &reference).await {
             tracing::warn!(pod = %self.name(), %err, %reason, "publishing an event failed");
         }
+    }
+
+    /// The node's DNS settings with its resolver configuration and hosts file read now; a
+    /// file that cannot be read is left out, with a `DNSConfigForming` warning on the pod.
+    async fn node_dns(&self) -> wasmlet_pod::NodeDns {
+        let (dns, problems) = self.context.dns.read();
+        for problem in problems {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "DNSConfigForming".into(),
+                note: Some(format!("the node's resolver configuration: {problem}")),
+                action: "CreatePodSandbox".into(),
+                secondary: None,
+            };
+            let reference = self.reference(None);
+            if let Err(err) = self.context.recorder.publish(&event, &reference).await {
+                tracing::warn!(pod = %self.name(), %err, "publishing an event failed");
+            }
+        }
+        dns
     }
 
     /// Takes the pod's network away (DEL, the namespace unpinned); failures are logged and

@@ -53,6 +53,8 @@ pub struct NodeContext {
     /// Whether a shutdown of the agent reports its pods Failed (`Terminated`), as the
     /// kubelet's graceful node shutdown does, instead of leaving their status as it was.
     pub drain_on_shutdown: bool,
+    /// How pods resolve names (the kubelet's DNS flags).
+    pub dns: crate::config::DnsSettings,
 }
 
 /// The pods known to this node, by the watch.

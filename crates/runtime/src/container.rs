@@ -152,7 +152,7 @@ impl Runtime {
             .clone()
             .filter(|_| program.kind() != ProgramKind::Module);
         let namespace = network.as_ref().and_then(|n| n.namespace.clone());
-        if let Some(network) = network {
+        if let Some(network) = network.clone() {
             network.grant(&mut builder, sink.clone());
         }
         let meter = Arc::new(Meter::default());
@@ -163,7 +163,7 @@ impl Runtime {
             &sink,
             &spec.limits,
             &control,
-            (limiter, namespace.clone()),
+            (limiter, network.as_ref()),
         )?;
         let run = Metered::new(run, meter.clone());
         let task_control = control.clone();
@@ -228,7 +228,7 @@ impl Runtime {
         sink: &SharedSink,
         limits: &Limits,
         control: &Arc<Control>,
-        (limiter, namespace): (MemoryLimiter, Option<Arc<wasmlet_netns::NetNs>>),
+        (limiter, network): (MemoryLimiter, Option<&Network>),
     ) -> Result<std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<i32>> + Send>>> {
         builder
             .stdout(sink.stream(Stream::Stdout))
@@ -242,7 +242,7 @@ impl Runtime {
                 Ok(Box::pin(run_module(pre.clone(), store)))
             }
             Pre::Command(pre) => {
-                let mut state = self.component_state(builder, limiter, namespace);
+                let mut state = self.component_state(builder, limiter, network);
                 crate::budget::apply(&mut state.table, crate::budget::of(limits));
                 let mut store = self.new_store(state, limits, control)?;
                 store.limiter(|s| &mut s.limiter);
@@ -254,19 +254,28 @@ impl Runtime {
         }
     }
 
-    /// A component's store data; its outgoing `wasi:http` requests dial from `namespace`
-    /// (the pod's network namespace), when given.
+    /// A component's store data; with a `network`, its name lookups and outgoing
+    /// `wasi:http` requests are the pod's (its resolver, its namespace).
     pub(crate) fn component_state(
         &self,
         mut builder: WasiCtxBuilder,
         limiter: MemoryLimiter,
-        namespace: Option<Arc<wasmlet_netns::NetNs>>,
+        network: Option<&Network>,
     ) -> ComponentState {
+        let namespace = network.and_then(|n| n.namespace.clone());
+        let resolver = network.and_then(|n| n.dns.clone());
         ComponentState {
             wasi: builder.build(),
             table: wasmtime::component::ResourceTable::new(),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            hooks: PodHttpHooks { namespace },
+            hooks: PodHttpHooks {
+                namespace,
+                resolver: resolver.clone(),
+            },
+            names: crate::lookup::NameLookup {
+                allowed: network.is_some(),
+                resolver,
+            },
             limiter,
         }
     }

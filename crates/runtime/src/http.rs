@@ -222,8 +222,9 @@ impl Handler {
             network.grant(&mut builder, self.sink.clone());
         }
         let limiter = MemoryLimiter::new(limits.memory_bytes, control.clone(), self.meter.clone());
-        let namespace = self.spec.network.as_ref().and_then(|n| n.namespace.clone());
-        let mut state = self.runtime.component_state(builder, limiter, namespace);
+        let mut state = self
+            .runtime
+            .component_state(builder, limiter, self.spec.network.as_ref());
         crate::budget::apply(&mut state.table, budget);
         let mut store = self.runtime.new_store(state, limits, &control)?;
         store.limiter(|s| &mut s.limiter);

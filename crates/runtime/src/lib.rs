@@ -28,7 +28,9 @@
 //!   `wasi:http` component), compiled once and instantiated many times.
 //! - [`ContainerSpec`]: argv, env, working directory, [`Preopen`]s, [`Stdio`], [`Limits`], and
 //!   for a component the [`Network`] its `wasi:sockets` reach: TCP and UDP, binding and
-//!   listening only on the pod's IP ([`sockets`]).
+//!   listening only on the pod's IP ([`sockets`]); its names resolved by the pod's resolver
+//!   ([`dns`]: nameservers, search domains, hosts entries, queried from the pod's namespace),
+//!   for `wasi:sockets` lookups and outgoing `wasi:http` requests alike.
 //! - [`Container`]: a running instance (a tokio task, not a thread): [`Container::wait`],
 //!   [`Container::stop`], [`Container::kill`], ending in an [`ExitStatus`]. A command is
 //!   started with [`Runtime::start`]; a `wasi:http` component is served as a container with
@@ -46,9 +48,12 @@ pub mod budget;
 pub mod cache;
 mod container;
 pub mod cpu;
+pub mod dns;
 mod exit;
 mod http;
 pub mod log;
+mod lookup;
+mod outgoing;
 mod program;
 mod runtime;
 pub mod sockets;
@@ -59,6 +64,7 @@ mod usage;
 
 pub use cache::CompileCache;
 pub use container::Container;
+pub use dns::{DnsConfig, LookupError, PodResolver};
 pub use exit::{ExitReason, ExitStatus, KILLED_EXIT_CODE, TRAP_EXIT_CODE};
 pub use log::LogConfig;
 pub use program::{Program, ProgramKind, is_component, to_binary};

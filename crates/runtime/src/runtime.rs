@@ -279,6 +279,7 @@ fn component_linker(engine: &Engine) -> Result<wasmtime::component::Linker<Compo
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| Error::Engine(describe(&e)))?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
         .map_err(|e| Error::Engine(describe(&e)))?;
+    crate::lookup::add_to_linker(&mut linker).map_err(|e| Error::Engine(describe(&e)))?;
     Ok(linker)
 }
 

@@ -8,7 +8,8 @@
 //!   every first UDP send makes implicitly;
 //! - **listen** only on its pod IP;
 //! - **connect**, **accept**, **send** and **receive** with any peer, as a pod may;
-//! - resolve names (`wasi:sockets/ip-name-lookup`) with the host's resolver.
+//! - resolve names (`wasi:sockets/ip-name-lookup`) with the pod's resolver ([`crate::dns`]),
+//!   or the host's when the network has none.
 //!
 //! A bind to the unspecified address at a fixed port, to any other specific address, or a
 //! listen on anything but the pod IP is refused (`access-denied` to the guest). The
@@ -39,12 +40,16 @@ pub struct Network {
     /// the guest runs polled inside it ([`wasmlet_netns::InNamespace`]), so the sockets it
     /// makes (binds, listens, connects, UDP) are the pod's. `None`: the host's network.
     pub namespace: Option<std::sync::Arc<wasmlet_netns::NetNs>>,
+    /// The pod's resolver, for the guest's name lookups and the host names of its outgoing
+    /// `wasi:http` requests; `None`: the host's resolver.
+    pub dns: Option<std::sync::Arc<crate::dns::PodResolver>>,
 }
 
 impl PartialEq for Network {
     fn eq(&self, other: &Network) -> bool {
         let inode = |n: &Network| n.namespace.as_ref().map(|ns| ns.inode());
-        self.pod_ip == other.pod_ip && inode(self) == inode(other)
+        let dns = |n: &Network| n.dns.as_ref().map(|d| d.config().clone());
+        self.pod_ip == other.pod_ip && inode(self) == inode(other) && dns(self) == dns(other)
     }
 }
 
@@ -54,6 +59,7 @@ impl Network {
         Network {
             pod_ip,
             namespace: None,
+            dns: None,
         }
     }
 

@@ -164,14 +164,19 @@ pub(crate) struct ComponentState {
     pub(crate) table: ResourceTable,
     pub(crate) http: WasiHttpCtx,
     pub(crate) hooks: PodHttpHooks,
+    pub(crate) names: crate::lookup::NameLookup,
     pub(crate) limiter: MemoryLimiter,
 }
 
-/// Outgoing `wasi:http` requests as wasmtime sends them, dialled from inside the pod's
-/// network namespace when it has one (the request's future, which connects, is polled
-/// there; the connection then serves from any thread).
+/// Outgoing `wasi:http` requests of a pod: with a pod resolver, its host resolved by it and
+/// the connection made inside the pod's namespace ([`crate::outgoing`]); without one, as
+/// wasmtime sends them, dialled from inside the pod's network namespace when it has one (the
+/// request's future, which connects, is polled there; the connection then serves from any
+/// thread).
+#[derive(Default)]
 pub(crate) struct PodHttpHooks {
     pub(crate) namespace: Option<Arc<wasmlet_netns::NetNs>>,
+    pub(crate) resolver: Option<Arc<crate::dns::PodResolver>>,
 }
 
 type SentResponse = wasmtime_wasi_http::Result<(
@@ -186,6 +191,10 @@ impl wasmtime_wasi_http::WasiHttpHooks for PodHttpHooks {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SentResponse> + Send> {
+        if let Some(resolver) = self.resolver.clone() {
+            let namespace = self.namespace.clone();
+            return Box::new(crate::outgoing::send(request, options, resolver, namespace));
+        }
         let sent =
             Pin::from(wasmtime_wasi_http::default_hooks().send_request(request, options, fut));
         let Some(ns) = self.namespace.clone() else {
@@ -269,13 +278,14 @@ mod tests {
         ns.set_loopback_up().unwrap();
         let ns = Arc::new(ns);
         let port = serve_once_inside(&ns);
-        let mut on_host = PodHttpHooks { namespace: None };
+        let mut on_host = PodHttpHooks::default();
         assert!(
             get(&mut on_host, port).await.is_err(),
             "the host's 127.0.0.1:{port} is not the pod's"
         );
         let mut in_pod = PodHttpHooks {
             namespace: Some(ns.clone()),
+            resolver: None,
         };
         assert_eq!(get(&mut in_pod, port).await, Ok(200));
         drop((in_pod, ns));

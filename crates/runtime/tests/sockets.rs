@@ -170,6 +170,7 @@ async fn in_a_pod_namespace_the_components_sockets_are_made_there() {
     let network = Network {
         pod_ip: ip.parse().unwrap(),
         namespace: Some(ns.clone()),
+        dns: None,
     };
     let container = rt
         .start(&program, spec(&log, ip, port, Some(network)))

@@ -160,6 +160,11 @@ pub(crate) fn crash_loop_back_off(container: &str, pod_label: &str) -> Event {
 }
 
 /// `FailedMount`: a volume could not be set up.
+/// The kubelet's `MissingClusterDNS` or `DNSConfigForming` warning about the pod's DNS.
+pub(crate) fn dns_warning(dns: &wasmlet_pod::DnsWarning) -> Event {
+    warning(dns.reason(), dns.message())
+}
+
 pub(crate) fn failed_mount(error: &str) -> Event {
     warning("FailedMount", error.to_owned())
 }

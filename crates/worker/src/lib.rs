@@ -28,6 +28,7 @@
 //!     output: None,
 //!     resume: Default::default(),
 //!     network: None,
+//!     dns: None,
 //! };
 //! let objects = manifest.config_objects();
 //! let worker = PodWorker::start(runtime, resolver, config, manifest.pod.clone(), objects)?;

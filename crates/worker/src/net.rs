@@ -5,8 +5,11 @@
 use std::io;
 use std::sync::Arc;
 
-use wasmlet_pod::NodeFacts;
-use wasmlet_runtime::Network;
+use std::net::IpAddr;
+
+use wasmlet_pod::k8s_openapi::api::core::v1::Pod;
+use wasmlet_pod::{DnsWarning, NodeDns, NodeFacts};
+use wasmlet_runtime::{DnsConfig, Network, PodResolver};
 
 /// The address the pod's containers listen on and probes reach: the first pod IP, else
 /// the first host IP, else `127.0.0.1`.
@@ -21,19 +24,59 @@ pub(crate) fn pod_ip(node: &NodeFacts) -> &str {
 
 /// The network of the pod's components: `wasi:sockets` that bind and listen on [`pod_ip`]
 /// only (see [`wasmlet_runtime::sockets`]), made inside the pod's network namespace when it
-/// has one. `None`, no sockets, if that is not an IP address.
+/// has one, names resolved by `dns` (the host's resolver without one). `None`, no sockets, if
+/// that is not an IP address.
 pub(crate) fn network(
     node: &NodeFacts,
     namespace: Option<Arc<wasmlet_netns::NetNs>>,
+    dns: Option<Arc<PodResolver>>,
 ) -> Option<Network> {
     let ip = pod_ip(node);
     match ip.parse() {
-        Ok(pod_ip) => Some(Network { pod_ip, namespace }),
+        Ok(pod_ip) => Some(Network {
+            pod_ip,
+            namespace,
+            dns,
+        }),
         Err(_) => {
             tracing::warn!("pod IP {ip:?} is not an IP address: components get no sockets");
             None
         }
     }
+}
+
+/// The pod's resolver: the configuration the kubelet would write into its containers'
+/// `resolv.conf` and `hosts` ([`wasmlet_pod::pod_dns`], [`wasmlet_pod::pod_hosts`]), its
+/// queries leaving from `namespace`; and the warnings forming it raised.
+pub(crate) fn pod_resolver(
+    pod: &Pod,
+    node: &NodeFacts,
+    settings: &NodeDns,
+    namespace: Option<Arc<wasmlet_netns::NetNs>>,
+) -> (PodResolver, Vec<DnsWarning>) {
+    let dns = wasmlet_pod::pod_dns(pod, settings);
+    let pod_ips: Vec<IpAddr> = node
+        .pod_ips
+        .iter()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let hosts = wasmlet_pod::pod_hosts(pod, &pod_ips, &settings.cluster_domain, &settings.hosts);
+    let mut config = DnsConfig {
+        nameservers: dns.conf.nameserver_ips(),
+        search: dns.conf.searches.clone(),
+        hosts: hosts
+            .iter()
+            .flat_map(|entry| {
+                entry
+                    .names
+                    .iter()
+                    .map(|n| (n.to_ascii_lowercase(), entry.ip))
+            })
+            .collect(),
+        ..DnsConfig::default()
+    };
+    config.apply_options(&dns.conf.options);
+    (PodResolver::new(config, namespace), dns.warnings)
 }
 
 /// `host:port`, with an IPv6 host in brackets.
@@ -86,9 +129,9 @@ mod tests {
         assert_eq!(pod_ip(&node), "192.168.1.2");
         node.pod_ips = vec!["10.0.0.7".into()];
         assert_eq!(pod_ip(&node), "10.0.0.7");
-        let network = network(&node, None).map(|n| n.pod_ip.to_string());
+        let network = network(&node, None, None).map(|n| n.pod_ip.to_string());
         assert_eq!(network.as_deref(), Some("10.0.0.7"));
         node.pod_ips = vec!["pod".into()];
-        assert_eq!(super::network(&node, None), None);
+        assert_eq!(super::network(&node, None, None), None);
     }
 }

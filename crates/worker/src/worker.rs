@@ -78,6 +78,11 @@ pub struct WorkerConfig {
     /// The pod's network namespace, where its listeners are made; `None`: the node's own
     /// network (the pod IP is an address of the node).
     pub network: Option<Arc<wasmlet_netns::NetNs>>,
+    /// The node's name resolution settings (`--cluster-dns`, `--cluster-domain`,
+    /// `--resolv-conf`): the pod's components resolve names as the kubelet would have its
+    /// containers resolve them ([`wasmlet_pod::pod_dns`]), from inside its namespace. `None`:
+    /// with the host's resolver.
+    pub dns: Option<wasmlet_pod::NodeDns>,
 }
 
 /// What the worker knows, published on every change.
@@ -364,6 +369,8 @@ struct Worker {
     objects: ConfigObjects,
     node: NodeFacts,
     network: Option<Arc<wasmlet_netns::NetNs>>,
+    /// The pod's resolver, shared by its containers (see [`WorkerConfig::dns`]).
+    dns: Option<Arc<wasmlet_runtime::PodResolver>>,
     dir: PodDir,
     uid: String,
     clock: Clock,
@@ -421,11 +428,21 @@ impl Worker {
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         let (probes_tx, probes_rx) = mpsc::unbounded_channel();
         let storage_limited = !storage::limited_empty_dirs(&pod).is_empty();
+        let mut events = EventLog::default();
+        let dns = config.dns.as_ref().map(|settings| {
+            let (resolver, warnings) =
+                net::pod_resolver(&pod, &node, settings, config.network.clone());
+            for warning in &warnings {
+                events.push(None, events::dns_warning(warning));
+            }
+            Arc::new(resolver)
+        });
         let worker = Worker {
             runtime,
             resolver,
             output: config.output,
             network: config.network,
+            dns,
             label: pod_label(&name, &namespace, &uid),
             policy: RestartPolicy::of_pod(&pod),
             pod,
@@ -444,7 +461,7 @@ impl Worker {
             exits_rx,
             probes_tx,
             probes_rx,
-            events: EventLog::default(),
+            events,
             stop_rx,
             stop_open: true,
             storage_limited,
@@ -838,7 +855,7 @@ impl Worker {
                 descriptors: plan.limits.descriptors,
                 ..Limits::default()
             },
-            network: net::network(&self.node, self.network.clone()),
+            network: net::network(&self.node, self.network.clone(), self.dns.clone()),
         };
         let name = record.spec.name.clone();
         self.events.push(Some(&name), events::created(&name));

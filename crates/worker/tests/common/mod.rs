@@ -36,6 +36,7 @@ impl ImageResolver for Fixtures {
                 "sleep" => wasmlet_fixtures::sleep(),
                 "fs" => wasmlet_fixtures::fs(),
                 "http" => wasmlet_fixtures::http_hello(),
+                "tcp_fetch" => wasmlet_fixtures::tcp_fetch(),
                 _ => return Err(ImageError::Pull(format!("pull access denied for {name}"))),
             };
             let pulled = (request.pull_policy == PullPolicy::Always).then_some(PullInfo {
@@ -95,6 +96,21 @@ pub fn start_in(
     spec: &str,
     extra: &str,
 ) -> Pod {
+    start_with(node, network, None, spec, extra)
+}
+
+/// Starts the pod of a manifest on a node with these DNS settings (see [`start`]).
+pub fn start_with_dns(node: NodeFacts, dns: wasmlet_pod::NodeDns, spec: &str, extra: &str) -> Pod {
+    start_with(node, None, Some(dns), spec, extra)
+}
+
+fn start_with(
+    node: NodeFacts,
+    network: Option<Arc<wasmlet_netns::NetNs>>,
+    dns: Option<wasmlet_pod::NodeDns>,
+    spec: &str,
+    extra: &str,
+) -> Pod {
     let text =
         format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p, uid: u1}}\nspec:\n{spec}{extra}");
     let manifest = load_manifest(&text).unwrap();
@@ -105,6 +121,7 @@ pub fn start_in(
         output: None,
         resume: Default::default(),
         network,
+        dns,
     };
     let objects = manifest.config_objects();
     let pod = manifest.pod.clone();
