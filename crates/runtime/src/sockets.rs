@@ -19,6 +19,11 @@
 //! written to the container's log (stderr) in words that name the fix: bind the pod IP, which
 //! a pod gives its program through the downward API (`status.podIP`).
 //!
+//! A pod with a network namespace of its own (a node on the cluster's CNI network, or the
+//! sandbox of a containerd pod) owns every address in it, as a container does: there its
+//! components may bind and listen on any address, `0.0.0.0` included, and the pod IP rule
+//! does not apply.
+//!
 //! Preview 1 modules get no sockets: WASI preview 1 has no call that creates or binds one.
 
 use std::future::Future;
@@ -122,6 +127,9 @@ pub(crate) enum Refusal {
 impl Network {
     /// Whether the guest may use `addr` for `usage` (see the [module docs](self)).
     pub(crate) fn check(&self, addr: SocketAddr, usage: SocketAddrUse) -> Result<(), Refusal> {
+        if self.namespace.is_some() {
+            return Ok(());
+        }
         let op = match usage {
             SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => "bind",
             SocketAddrUse::TcpListen => "listen on",

@@ -206,3 +206,47 @@ async fn in_a_pod_namespace_the_components_sockets_are_made_there() {
     drop(ns);
     wasmlet_netns::remove(&pin).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_its_own_namespace_a_pod_may_listen_on_every_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = dir.path().join("pod");
+    let ns = wasmlet_netns::NetNs::create(&pin).expect("a namespace (needs root)");
+    ns.set_loopback_up().unwrap();
+    let ns = std::sync::Arc::new(ns);
+    let log = dir.path().join("0.log");
+    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let program = rt.load(wasmlet_fixtures::tcp_hello()).unwrap();
+    let network = Network {
+        pod_ip: "10.1.0.5".parse().unwrap(),
+        namespace: Some(ns.clone()),
+        dns: None,
+    };
+    let container = rt
+        .start(&program, spec(&log, "0.0.0.0", 7071, Some(network)))
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], 7071));
+    let inside = ns.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut conn = loop {
+            match inside.connect_tcp(addr, Duration::from_secs(5)) {
+                Ok(conn) => break conn,
+                Err(err) if started.elapsed() > Duration::from_secs(20) => {
+                    panic!("nothing listens on {addr} in the pod's namespace: {err}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text
+    })
+    .await
+    .unwrap();
+    container.kill();
+    container.wait().await;
+    assert_eq!(text, "hello from wasi:sockets!\n", "{}", log_text(&log));
+    let _ = wasmlet_netns::remove(&pin);
+}
