@@ -22,12 +22,19 @@
 //!   `SIGQUIT` and the other terminating signals stop the guest after a short grace (WASI
 //!   has no signals, so the guest cannot see them); the exit status is `128 + signal`, as a
 //!   process killed by that signal reports.
+//! - The network is the pod's ([`network`]): every socket of a container (its `wasi:http`
+//!   listener, `wasi:sockets`, outgoing requests, name lookups through the pod's
+//!   `resolv.conf`) is made inside the network namespace the spec names, so the pod IP the
+//!   CNI plugins gave the sandbox is the container's. A `wasi:http` component is served on
+//!   `0.0.0.0:8080` of the pod (or `WASMTIME_HTTP_PROXY_SOCKET_ADDR`), one instance per
+//!   request, until its task is killed.
 //! - There is no process per container: the task pid containerd sees is the shim's own, and
 //!   `stats` reports the shim process's CPU time and resident memory (so for a pod of several
 //!   containers each reports the pod's numbers). `exec` is refused.
 #![deny(missing_docs)]
 
 pub mod bundle;
+pub mod network;
 pub mod rootfs;
 pub mod service;
 pub mod signal;

@@ -9,11 +9,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use wasmlet_runtime::{
-    CancellationToken, Container, ContainerSpec, ExitReason, ExitStatus, Program, Runtime,
-    TRAP_EXIT_CODE,
+    CancellationToken, Container, ContainerSpec, ExitReason, ExitStatus, Program, ProgramKind,
+    Runtime, TRAP_EXIT_CODE,
 };
 
 use crate::bundle;
+use crate::network;
 use crate::rootfs;
 use crate::signal::{self, Action};
 use crate::state::{self, TaskState};
@@ -55,6 +56,9 @@ pub enum Error {
     /// Loading or starting the module failed.
     #[error(transparent)]
     Runtime(#[from] wasmlet_runtime::Error),
+    /// The container's network could not be set up.
+    #[error(transparent)]
+    Network(#[from] network::Error),
     /// A stdio FIFO could not be opened.
     #[error("cannot open the container's {stream} {path}: {source}")]
     Stdio {
@@ -83,10 +87,12 @@ pub struct Exit {
 
 /// What a task runs.
 enum Work {
-    /// A wasm program; the spec is taken at start.
+    /// A wasm program; the spec is taken at start. A `wasi:http` component is served on
+    /// `serve` (see [`network::http_address`]).
     Wasm {
         program: Program,
         spec: Option<Box<ContainerSpec>>,
+        serve: Option<std::net::SocketAddr>,
         container: Option<Arc<Container>>,
     },
     /// A pod's sandbox (pause) container: no code, waits for its kill.
@@ -207,7 +213,7 @@ impl Tasks {
         let rootfs = rootfs_dir(&spec, &new.bundle);
         rootfs::mount(&new.mounts, &rootfs).await?;
         let mounted = (!new.mounts.is_empty()).then(|| rootfs.clone());
-        let work = match self.prepare(&spec, &rootfs).await {
+        let work = match self.prepare(&spec, &rootfs, &new.bundle).await {
             Ok(work) => work,
             Err(err) => {
                 if let Some(m) = &mounted {
@@ -231,7 +237,12 @@ impl Tasks {
         Ok(())
     }
 
-    async fn prepare(&self, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> Result<Work> {
+    async fn prepare(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+        rootfs: &Path,
+        bundle: &Path,
+    ) -> Result<Work> {
         if bundle::is_sandbox(spec) {
             return Ok(Work::Pause {
                 stop: CancellationToken::new(),
@@ -250,9 +261,16 @@ impl Tasks {
             program.digest(),
             program.loaded_from_cache()
         );
+        let mut container = bundle::container_spec(spec, rootfs);
+        let serve = match program.kind() {
+            ProgramKind::HttpComponent => Some(network::http_address(&container.env)?),
+            _ => None,
+        };
+        container.network = Some(network::network(spec, bundle)?);
         Ok(Work::Wasm {
             program,
-            spec: Some(Box::new(bundle::container_spec(spec, rootfs))),
+            spec: Some(Box::new(container)),
+            serve,
             container: None,
         })
     }
@@ -328,6 +346,12 @@ impl Tasks {
         if let Some(m) = &task.mounted {
             rootfs::unmount(m);
         }
+        let own_namespace = task.bundle.join("netns");
+        if wasmlet_netns::is_pinned(&own_namespace)
+            && let Err(err) = wasmlet_netns::remove(&own_namespace)
+        {
+            log::warn!("cannot remove the task's network namespace: {err}");
+        }
         let exit = *task.exit.borrow();
         Ok(exit.unwrap_or(Exit {
             status: signal::exit_status(libc::SIGKILL as u32),
@@ -381,13 +405,23 @@ fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
         Work::Wasm {
             program,
             spec,
+            serve,
             container,
         } => {
             let mut spec = spec.take().map(|s| *s).unwrap_or_default();
             spec.stdio.stdout_tee = open_fifo("stdout", &task.stdout)?;
             spec.stdio.stderr_tee = open_fifo("stderr", &task.stderr)?;
             spec.stdio.report_end = true;
-            let started = Arc::new(tasks.runtime()?.start(program, spec)?);
+            let runtime = tasks.runtime()?;
+            let started = match (*serve, &spec.network) {
+                (Some(addr), Some(net)) => {
+                    let listener = network::listen(net, addr)?;
+                    log::info!("serving wasi:http on {addr} in the pod's network");
+                    runtime.start_http(program, spec, vec![listener])?
+                }
+                _ => runtime.start(program, spec)?,
+            };
+            let started = Arc::new(started);
             *container = Some(started.clone());
             Ok(Box::pin(async move { started.wait().await }))
         }

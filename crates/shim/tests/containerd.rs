@@ -185,3 +185,125 @@ fn the_second_start_loads_from_the_compile_cache() {
         "the second start compiled again"
     );
 }
+
+/// A network namespace of the test's own, removed when dropped.
+struct Lab {
+    _dir: tempfile::TempDir,
+    pin: std::path::PathBuf,
+    ns: wasmlet_netns::NetNs,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let pin = dir.path().join("pod");
+        let ns = wasmlet_netns::NetNs::create(&pin).expect("a namespace (needs root)");
+        ns.set_loopback_up().unwrap();
+        Lab { _dir: dir, pin, ns }
+    }
+
+    /// `GET /` on 127.0.0.1:`port` inside the namespace, retried while nothing listens yet.
+    fn get(&self, port: u16) -> String {
+        use std::io::{Read, Write};
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let started = std::time::Instant::now();
+        loop {
+            let attempt = self.ns.connect_tcp(addr, std::time::Duration::from_secs(5));
+            match attempt {
+                Ok(mut conn) => {
+                    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                        .unwrap();
+                    conn.write_all(b"GET / HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n")
+                        .unwrap();
+                    let mut answer = String::new();
+                    conn.read_to_string(&mut answer).unwrap();
+                    return answer;
+                }
+                Err(err) if started.elapsed() > std::time::Duration::from_secs(30) => {
+                    panic!("nothing serves on {addr} in the namespace: {err}")
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = wasmlet_netns::remove(&self.pin);
+    }
+}
+
+/// Runs `http_hello` detached in the lab's namespace with `env`, returns its id.
+fn serve_in(lab: &Lab, name: &str, env: &[&str]) -> String {
+    let image = import_wasm(NS, "http", fixtures::http_hello()).unwrap();
+    let id = unique(name);
+    let with_ns = format!("network:{}", lab.pin.display());
+    let mut args = vec!["run", "-d", "--runtime", RUNTIME, "--with-ns", &with_ns];
+    for e in env {
+        args.extend(["--env", e]);
+    }
+    args.extend([image.as_str(), id.as_str(), "/http.wasm"]);
+    let out = ctr(&args);
+    assert!(out.status.success(), "{}", show(&out));
+    id
+}
+
+fn remove_task(id: &str) {
+    let _ = ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    wait_status(id, "STOPPED");
+    let _ = ctr(&["task", "delete", id]);
+    let _ = ctr(&["container", "delete", id]);
+}
+
+#[test]
+fn a_wasi_http_component_serves_on_8080_inside_the_namespace_the_spec_names() {
+    let lab = Lab::new();
+    let id = serve_in(&lab, "http", &[]);
+    let answer = lab.get(8080);
+    remove_task(&id);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\r\nhello from wasi:http!\n"), "{answer}");
+}
+
+#[test]
+fn the_serving_address_can_be_set_as_runwasi_sets_it() {
+    let lab = Lab::new();
+    let id = serve_in(
+        &lab,
+        "http-addr",
+        &["WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:9090"],
+    );
+    let answer = lab.get(9090);
+    remove_task(&id);
+    assert!(answer.contains("\r\nhello from wasi:http!\n"), "{answer}");
+}
+
+#[test]
+fn a_bad_serving_address_is_refused_at_create_naming_the_variable() {
+    let lab = Lab::new();
+    let image = import_wasm(NS, "http", fixtures::http_hello()).unwrap();
+    let id = unique("http-bad");
+    let with_ns = format!("network:{}", lab.pin.display());
+    let out = ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--with-ns",
+        &with_ns,
+        "--env",
+        "WASMTIME_HTTP_PROXY_SOCKET_ADDR=8080",
+        &image,
+        &id,
+        "/http.wasm",
+    ]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(
+        show(&out).contains("WASMTIME_HTTP_PROXY_SOCKET_ADDR=\\\"8080\\\" is not an address")
+            || show(&out).contains("WASMTIME_HTTP_PROXY_SOCKET_ADDR=\"8080\" is not an address"),
+        "{}",
+        show(&out)
+    );
+    let _ = ctr(&["container", "delete", &id]);
+}
