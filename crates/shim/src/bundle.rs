@@ -118,6 +118,12 @@ pub fn cwd(spec: &Spec) -> String {
         .unwrap_or_else(|| "/".into())
 }
 
+/// `linux.cgroupsPath`, when set.
+pub fn cgroups_path(spec: &Spec) -> Option<String> {
+    let path = spec.linux().as_ref()?.cgroups_path().as_ref()?;
+    Some(path.to_string_lossy().into_owned()).filter(|p| !p.is_empty())
+}
+
 /// `linux.resources.memory.limit`, when positive.
 pub fn memory_limit(spec: &Spec) -> Option<u64> {
     let limit = spec

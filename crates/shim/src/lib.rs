@@ -28,12 +28,15 @@
 //!   CNI plugins gave the sandbox is the container's. A `wasi:http` component is served on
 //!   `0.0.0.0:8080` of the pod (or `WASMTIME_HTTP_PROXY_SOCKET_ADDR`), one instance per
 //!   request, until its task is killed.
+//! - The shim process joins the pod's cgroup ([`cgroup`]: the sandbox's `linux.cgroupsPath`,
+//!   cgroupfs or systemd, v1 or v2), so the kubelet's accounting counts the pod.
 //! - There is no process per container: the task pid containerd sees is the shim's own, and
 //!   `stats` reports the shim process's CPU time and resident memory (so for a pod of several
 //!   containers each reports the pod's numbers). `exec` is refused.
 #![deny(missing_docs)]
 
 pub mod bundle;
+pub mod cgroup;
 pub mod network;
 pub mod rootfs;
 pub mod service;

@@ -14,6 +14,7 @@ use wasmlet_runtime::{
 };
 
 use crate::bundle;
+use crate::cgroup;
 use crate::network;
 use crate::rootfs;
 use crate::signal::{self, Action};
@@ -59,6 +60,9 @@ pub enum Error {
     /// The container's network could not be set up.
     #[error(transparent)]
     Network(#[from] network::Error),
+    /// The pod's cgroup could not be joined.
+    #[error("joining the pod's cgroup: {0}")]
+    Cgroup(#[from] cgroup::Error),
     /// A stdio FIFO could not be opened.
     #[error("cannot open the container's {stream} {path}: {source}")]
     Stdio {
@@ -95,8 +99,12 @@ enum Work {
         serve: Option<std::net::SocketAddr>,
         container: Option<Arc<Container>>,
     },
-    /// A pod's sandbox (pause) container: no code, waits for its kill.
-    Pause { stop: CancellationToken },
+    /// A pod's sandbox (pause) container: no code, waits for its kill. The shim process
+    /// joined its cgroup, to leave when it is deleted.
+    Pause {
+        stop: CancellationToken,
+        cgroup: Option<cgroup::Joined>,
+    },
 }
 
 /// What containerd created.
@@ -244,8 +252,13 @@ impl Tasks {
         bundle: &Path,
     ) -> Result<Work> {
         if bundle::is_sandbox(spec) {
+            let cgroup = match bundle::cgroups_path(spec) {
+                Some(path) => Some(cgroup::join(&cgroup::cgroup_of(&path)?)?),
+                None => None,
+            };
             return Ok(Work::Pause {
                 stop: CancellationToken::new(),
+                cgroup,
             });
         }
         let guest = bundle::module_guest_path(spec, rootfs)?;
@@ -346,6 +359,13 @@ impl Tasks {
         if let Some(m) = &task.mounted {
             rootfs::unmount(m);
         }
+        if let Work::Pause {
+            cgroup: Some(joined),
+            ..
+        } = task.work
+        {
+            joined.leave();
+        }
         let own_namespace = task.bundle.join("netns");
         if wasmlet_netns::is_pinned(&own_namespace)
             && let Err(err) = wasmlet_netns::remove(&own_namespace)
@@ -395,7 +415,7 @@ type Ended = std::pin::Pin<Box<dyn std::future::Future<Output = ExitStatus> + Se
 /// Starts what the task runs and returns the future of its end.
 fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
     match &mut task.work {
-        Work::Pause { stop } => {
+        Work::Pause { stop, .. } => {
             let stop = stop.clone();
             Ok(Box::pin(async move {
                 stop.cancelled().await;
@@ -430,7 +450,7 @@ fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
 
 fn stop_work(work: &Work, now: bool) {
     match work {
-        Work::Pause { stop } => stop.cancel(),
+        Work::Pause { stop, .. } => stop.cancel(),
         Work::Wasm {
             container: Some(c), ..
         } if now => c.kill(),

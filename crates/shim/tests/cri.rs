@@ -182,3 +182,78 @@ fn two_containers_of_a_pod_share_one_shim() {
     crictl_ok(&["stopp", &pod_id]);
     crictl_ok(&["rmp", &pod_id]);
 }
+
+/// The memory hierarchy's mount point (v1 `memory`, or the v2 one).
+fn memory_hierarchy() -> std::path::PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let hierarchies = wasmlet_shim::cgroup::hierarchies(&mountinfo);
+    let v1 = hierarchies
+        .iter()
+        .find(|h| h.mount_point.ends_with("memory"));
+    let any = v1
+        .or(hierarchies.last())
+        .expect("a cgroup hierarchy is mounted");
+    any.mount_point.clone()
+}
+
+#[test]
+fn the_shim_process_runs_in_the_pods_cgroup_and_leaves_it_with_the_pod() {
+    let image = import_wasm(K8S, "busy", fixtures::busy()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    pause_image();
+    let parent = format!("/wasmlet-test/pod{}", unique("cg"));
+    let pod = json!({
+        "metadata": {"name": "cg", "namespace": "default", "uid": unique("cg")},
+        "log_directory": dir.path().join("logs").to_string_lossy(),
+        "linux": {
+            "cgroup_parent": parent,
+            "security_context": {"namespace_options": {"network": 2}}
+        }
+    });
+    let pod = write_json(dir.path(), "pod.json", &pod);
+    let ctr = container_config(dir.path(), "busy", &image, &["/busy.wasm", "16"], 0);
+    let pod_id = crictl_ok(&["runp", "--runtime", "wasm", &pod]);
+    let id = crictl_ok(&["create", &pod_id, &ctr, &pod]);
+    crictl_ok(&["start", &id]);
+    let info: Value = serde_json::from_str(&crictl_ok(&["inspect", &id])).unwrap();
+    let shim_pid = info["info"]["pid"].as_u64().expect("the task's pid");
+    let cgroup = memory_hierarchy()
+        .join(parent.trim_start_matches('/'))
+        .join(&pod_id);
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs"))
+        .unwrap_or_else(|e| panic!("the sandbox's cgroup {}: {e}", cgroup.display()));
+    assert!(
+        procs.lines().any(|p| p.trim() == shim_pid.to_string()),
+        "the shim ({shim_pid}) is in {}: {procs}",
+        cgroup.display()
+    );
+    let usage_file = ["memory.usage_in_bytes", "memory.current"]
+        .iter()
+        .map(|f| cgroup.join(f))
+        .find(|f| f.exists())
+        .expect("a memory usage file");
+    let usage: u64 = std::fs::read_to_string(&usage_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        usage > 1 << 20,
+        "the pod's memory is charged to its cgroup: {usage} bytes"
+    );
+    crictl_ok(&["stop", "--timeout", "0", &id]);
+    remove_pod(&pod_id, &id);
+    for _ in 0..100 {
+        if !cgroup.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        !cgroup.exists(),
+        "{} is removed with the pod",
+        cgroup.display()
+    );
+    let _ = std::fs::remove_dir(cgroup.parent().unwrap());
+    let _ = std::fs::remove_dir(memory_hierarchy().join("wasmlet-test"));
+}
