@@ -32,19 +32,35 @@ pub struct Container {
     meter: Arc<Meter>,
 }
 
+/// The longest a WASI command or module is given to end by itself after a stop request
+/// (see [`Container::stop`]).
+pub const COMMAND_STOP_GRACE: Duration = Duration::from_secs(1);
+
 impl Container {
-    /// Asks the guest to stop: it may finish by itself within `grace`, then it is killed
-    /// (reason `Killed`, exit code 137). WASI has no signals, so nothing is delivered to a
-    /// command; a `wasi:http` server stops accepting at once, lets the requests in flight
-    /// finish, and ends with exit code 0. Must be called within a tokio runtime.
+    /// Asks the guest to stop, as the kubelet's stop (SIGTERM, then SIGKILL after `grace`)
+    /// works on a process. Must be called within a tokio runtime.
+    /// - A `wasi:http` server stops accepting at once, lets the requests in flight finish and
+    ///   ends with exit code 0; whatever still runs after `grace` is killed (137, `Killed`).
+    /// - A command or module cannot observe SIGTERM (WASI has no signals), so it is not kept
+    ///   for a grace period it cannot use: it may end by itself within
+    ///   [`COMMAND_STOP_GRACE`] (or `grace`, if shorter), e.g. writing its last output, then
+    ///   it ends as a process does on SIGTERM ([`TERMINATED_EXIT_CODE`], 143).
+    /// - A `grace` of zero is a kill (137, `Killed`).
     pub fn stop(&self, grace: Duration) {
-        if let Some(shutdown) = &self.shutdown {
-            shutdown.cancel();
+        if grace.is_zero() {
+            return self.kill();
         }
         let control = self.control.clone();
+        let (wait, cause) = match &self.shutdown {
+            Some(shutdown) => {
+                shutdown.cancel();
+                (grace, StopCause::Killed)
+            }
+            None => (grace.min(COMMAND_STOP_GRACE), StopCause::Terminated),
+        };
         tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            control.stop(StopCause::Killed);
+            tokio::time::sleep(wait).await;
+            control.stop(cause);
         });
     }
 
@@ -422,6 +438,13 @@ fn stopped_status(cause: StopCause, outcome: Option<wasmtime::Result<i32>>) -> E
         (StopCause::OutOfMemory, _) => "memory limit exceeded".into(),
         (StopCause::Deadline, _) => "the container ran past its timeout and was killed".into(),
         (StopCause::Killed, _) => "the container was killed by a stop request".into(),
+        (StopCause::Terminated, _) => {
+            return ExitStatus::terminated(
+                "stopped: a WASI program cannot observe SIGTERM, so it ended as a process \
+                 does on SIGTERM"
+                    .into(),
+            );
+        }
     };
     ExitStatus::killed(cause.reason(), message)
 }

@@ -8,6 +8,10 @@ pub const TRAP_EXIT_CODE: i32 = 134;
 /// as the kubelet shows for a killed process.
 pub const KILLED_EXIT_CODE: i32 = 137;
 
+/// Exit code of a WASI command or module ended by a stop request: 128 + SIGTERM, as a
+/// process reports when SIGTERM's default action ends it (a WASI guest cannot catch it).
+pub const TERMINATED_EXIT_CODE: i32 = 143;
+
 /// Why a container ended, named as the kubelet names container termination reasons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ExitReason {
@@ -90,6 +94,16 @@ impl ExitStatus {
         ExitStatus {
             code: KILLED_EXIT_CODE,
             reason,
+            message,
+        }
+    }
+
+    /// The status for a command ended by a stop request ([`TERMINATED_EXIT_CODE`], reason
+    /// `Error`, as the kubelet shows a process ended by SIGTERM).
+    pub fn terminated(message: String) -> ExitStatus {
+        ExitStatus {
+            code: TERMINATED_EXIT_CODE,
+            reason: ExitReason::Error,
             message,
         }
     }

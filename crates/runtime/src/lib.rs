@@ -41,7 +41,10 @@
 //! # Exit codes
 //! The guest's own code (`proc_exit(3)` is 3; preview 1 `proc_exit` with a code of 126 or more is
 //! refused by WASI and so is a trap); [`TRAP_EXIT_CODE`] (134) for a trap;
-//! [`KILLED_EXIT_CODE`] (137) for `OOMKilled`, `DeadlineExceeded` and `Killed`.
+//! [`KILLED_EXIT_CODE`] (137) for `OOMKilled`, `DeadlineExceeded` and `Killed`;
+//! [`TERMINATED_EXIT_CODE`] (143, reason `Error`) for a command ended by a stop request
+//! (see [`Container::stop`]: the one termination rule of `wasmlet run`, the node and the
+//! shim).
 #![deny(missing_docs)]
 
 pub mod budget;
@@ -63,9 +66,9 @@ mod tee;
 mod usage;
 
 pub use cache::CompileCache;
-pub use container::Container;
+pub use container::{COMMAND_STOP_GRACE, Container};
 pub use dns::{DnsConfig, LookupError, PodResolver};
-pub use exit::{ExitReason, ExitStatus, KILLED_EXIT_CODE, TRAP_EXIT_CODE};
+pub use exit::{ExitReason, ExitStatus, KILLED_EXIT_CODE, TERMINATED_EXIT_CODE, TRAP_EXIT_CODE};
 pub use log::LogConfig;
 pub use program::{Program, ProgramKind, is_component, to_binary};
 pub use runtime::{Allocator, AllocatorChoice, Error, Result, Runtime, RuntimeConfig};

@@ -36,6 +36,8 @@ pub(crate) enum StopCause {
     Killed = 1,
     Deadline = 2,
     OutOfMemory = 3,
+    /// A stop request a command could not observe (it ends as on SIGTERM).
+    Terminated = 4,
 }
 
 impl Control {
@@ -61,6 +63,7 @@ impl Control {
             1 => Some(StopCause::Killed),
             2 => Some(StopCause::Deadline),
             3 => Some(StopCause::OutOfMemory),
+            4 => Some(StopCause::Terminated),
             _ => None,
         }
     }
@@ -87,6 +90,7 @@ impl StopCause {
             StopCause::Killed => ExitReason::Killed,
             StopCause::Deadline => ExitReason::DeadlineExceeded,
             StopCause::OutOfMemory => ExitReason::OomKilled,
+            StopCause::Terminated => ExitReason::Error,
         }
     }
 }

@@ -218,17 +218,34 @@ async fn tight_loop_is_killed_on_request() {
 }
 
 #[tokio::test]
-async fn sleeping_guest_is_killed_after_grace() {
+async fn a_stopped_command_ends_as_on_sigterm_within_its_short_grace() {
     let rt = runtime();
     let program = rt.load(wasmlet_fixtures::sleep()).unwrap();
-    let spec = ContainerSpec {
+    let spec = || ContainerSpec {
         args: vec!["sleep".into(), "600000".into()],
         ..ContainerSpec::default()
     };
-    let container = rt.start(&program, spec).unwrap();
+    let container = rt.start(&program, spec()).unwrap();
     container.stop(Duration::from_millis(20));
     let status = container.wait().await;
-    assert_eq!(status.reason, ExitReason::Killed);
+    assert_eq!((status.code, status.reason), (143, ExitReason::Error));
+    assert!(
+        status.message.contains("cannot observe SIGTERM"),
+        "{status:?}"
+    );
+    // A long grace does not keep a command that cannot use it.
+    let container = rt.start(&program, spec()).unwrap();
+    let asked = std::time::Instant::now();
+    container.stop(Duration::from_secs(30));
+    assert_eq!(container.wait().await.code, 143);
+    let waited = asked.elapsed();
+    assert!(waited >= wasmlet_runtime::COMMAND_STOP_GRACE, "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    // No grace is a kill.
+    let container = rt.start(&program, spec()).unwrap();
+    container.stop(Duration::ZERO);
+    let status = container.wait().await;
+    assert_eq!((status.code, status.reason), (137, ExitReason::Killed));
 }
 
 #[tokio::test]
@@ -236,7 +253,7 @@ async fn guest_finishing_within_grace_keeps_its_status() {
     let rt = runtime();
     let program = rt.load(wasmlet_fixtures::sleep()).unwrap();
     let spec = ContainerSpec {
-        args: vec!["sleep".into(), "1".into()],
+        args: vec!["sleep".into(), "200".into()],
         ..ContainerSpec::default()
     };
     let container = rt.start(&program, spec).unwrap();

@@ -238,7 +238,8 @@ async fn in_its_own_namespace_a_pod_may_listen_on_every_address() {
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         };
-        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut text = String::new();
         conn.read_to_string(&mut text).unwrap();
         text

@@ -19,9 +19,11 @@
 //! - A task is a [`state::TaskState`]: created, running, exited, deleted; illegal moves are
 //!   errors that reach containerd as `FailedPrecondition`.
 //! - Signals ([`signal::Action`]): `SIGKILL` kills at once; `SIGTERM`, `SIGINT`, `SIGHUP`,
-//!   `SIGQUIT` and the other terminating signals stop the guest after a short grace (WASI
-//!   has no signals, so the guest cannot see them); the exit status is `128 + signal`, as a
-//!   process killed by that signal reports.
+//!   `SIGQUIT` and the other terminating signals are a stop ([`wasmlet_runtime::Container::stop`],
+//!   the rule `wasmlet run` and `wasmlet node` follow too): a command, which cannot observe
+//!   them (WASI has no signals), ends within a second; a `wasi:http` server stops accepting
+//!   and drains its requests in flight until the SIGKILL that ends the CRI stop timeout. The
+//!   exit status is `128 + signal`, as a process ended by that signal reports.
 //! - The network is the pod's ([`network`]): every socket of a container (its `wasi:http`
 //!   listener, `wasi:sockets`, outgoing requests, name lookups through the pod's
 //!   `resolv.conf`) is made inside the network namespace the spec names, so the pod IP the

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use wasmlet_runtime::{
     CancellationToken, Container, ContainerSpec, ExitReason, ExitStatus, Program, ProgramKind,
-    Runtime, TRAP_EXIT_CODE,
+    Runtime, TERMINATED_EXIT_CODE, TRAP_EXIT_CODE,
 };
 
 use crate::bundle;
@@ -20,10 +20,11 @@ use crate::rootfs;
 use crate::signal::{self, Action};
 use crate::state::{self, TaskState};
 
-/// How long a guest may still finish by itself after a terminating signal before it is
-/// killed. WASI has no signals, so the guest cannot react; this only lets a guest that is
-/// about to end (e.g. flushing its last output) end by itself.
-pub const TERM_GRACE: Duration = Duration::from_secs(1);
+/// The grace a terminating signal gives: until the kill that follows it. A command ends
+/// within the runtime's [`wasmlet_runtime::COMMAND_STOP_GRACE`] anyway (it cannot observe the
+/// signal); a `wasi:http` server drains its requests in flight until then (containerd sends
+/// SIGKILL at the end of the CRI stop timeout).
+const UNTIL_KILLED: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Errors of the task moves.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +164,9 @@ pub struct Tasks {
 pub fn exit_code(status: &ExitStatus, signal: Option<u32>) -> u32 {
     match (status.reason, signal) {
         (ExitReason::Killed, Some(sig)) => signal::exit_status(sig),
+        (ExitReason::Error, Some(sig)) if status.code == TERMINATED_EXIT_CODE => {
+            signal::exit_status(sig)
+        }
         _ => u32::try_from(status.code).unwrap_or(TRAP_EXIT_CODE as u32),
     }
 }
@@ -456,7 +460,7 @@ fn stop_work(work: &Work, now: bool) {
         } if now => c.kill(),
         Work::Wasm {
             container: Some(c), ..
-        } => c.stop(TERM_GRACE),
+        } => c.stop(UNTIL_KILLED),
         Work::Wasm {
             container: None, ..
         } => {}

@@ -219,7 +219,10 @@ async fn a_failing_liveness_probe_restarts_the_container() {
     );
     let facts = pod.until(|f| container(f, "c").restart_count >= 1).await;
     let previous = container(&facts, "c").last_termination.clone().unwrap();
-    assert_eq!(previous.exit_code, 137, "killed after its grace period");
+    assert_eq!(
+        previous.exit_code, 143,
+        "stopped: it ends as a process does on SIGTERM"
+    );
     let failed =
         format!("Liveness probe failed: dial tcp {ip}:{closed}: connect: connection refused");
     let told = events_of(&facts, Some("c"));
@@ -255,7 +258,7 @@ async fn a_failing_startup_probe_kills_and_holds_back_the_other_probes() {
     let running_facts = pod.until(|f| running(f, "c")).await;
     assert_eq!(container(&running_facts, "c").started, Some(false));
     let done = pod.finish().await;
-    assert_eq!(terminated(&done, "c").exit_code, 137);
+    assert_eq!(terminated(&done, "c").exit_code, 143);
     assert_eq!(
         container(&done, "c").restart_count,
         0,
