@@ -77,7 +77,10 @@ impl Cluster {
         let native = lab.host(NATIVE, 13)?;
         let env = start_control_plane(lab, &control)?;
         let registry = start_registry(lab, &control)?;
-        start_coredns(lab, &control, &env["KUBECONFIG"])?;
+        let admin = env
+            .get("KUBECONFIG")
+            .context("no KUBECONFIG from tests/cluster/up")?;
+        start_coredns(lab, &control, admin)?;
         let mut cluster = Cluster {
             control,
             wasm,
@@ -181,9 +184,16 @@ impl Cluster {
             wasm_conflist(&dir.join("ipam")),
         )?;
         self.spawn_agent(lab, host)?;
+        self.joined(host)
+            .map_err(|e| e.context(lab.log_tail(&agent_name(host), 20)))
+    }
+
+    /// Waits until the agent of `host` has its serving certificate (approved here) and
+    /// serves the kubelet API on its address.
+    fn joined(&self, host: &Host) -> Result<()> {
         self.serving_certificates_approved(&[&host.name])?;
+        let url = format!("https://{}:10250/healthz", host.ip);
         eventually(Duration::from_secs(30), "the kubelet API to listen", || {
-            let url = format!("https://{}:10250/healthz", host.ip);
             let answer = self.control.run(&["curl", "-sk", "-o", "/dev/null", &url]);
             answer.ok()
         })?;
