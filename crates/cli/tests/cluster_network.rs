@@ -451,7 +451,7 @@ fn start_kube_proxy(lab: &mut Lab, cluster: &Cluster, host: &Host) -> Result<()>
             "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
              clientConnection: {{kubeconfig: {}}}\nhostnameOverride: {}\nmode: iptables\n\
              clusterCIDR: {CLUSTER_CIDR}\nhealthzBindAddress: {}:10256\n\
-             metricsBindAddress: 127.0.0.1:10249\noomScoreAdj: 0\n\
+             metricsBindAddress: 127.0.0.1:10249\nnodePortAddresses: [primary]\noomScoreAdj: 0\n\
              conntrack: {{maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}}\n",
             cluster.var("WASMLET_KUBE_PROXY_KUBECONFIG"),
             host.name,
