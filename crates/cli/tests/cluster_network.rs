@@ -220,6 +220,9 @@ impl Cluster {
             .arg("--cni-conf-dir")
             .arg(dir.join("net.d"))
             .args(["--insecure-registry", &self.registry])
+            // CoreDNS on the control plane; no resolver of the machine's own is handed on.
+            .args(["--cluster-dns", &self.control.ip.to_string()])
+            .args(["--cluster-domain", "cluster.local", "--resolv-conf="])
             .args(["--eviction-hard", "nodefs.available<1%"])
             .env("WASMLET_LOG", "info");
         lab.spawn(&agent_name(host), command)
