@@ -1,6 +1,6 @@
 // Command wasmlet-cluster is the multi-call binary of wasmlet's test control plane: the real
-// Kubernetes components of k8s.io/kubernetes, plus an embedded etcd, linked into one binary so
-// that the shared dependencies are compiled and linked once.
+// Kubernetes components of k8s.io/kubernetes, plus an embedded etcd and CoreDNS, linked into
+// one binary so that the shared dependencies are compiled and linked once.
 //
 // It dispatches on the name it was called by (a symlink such as kubectl -> wasmlet-cluster)
 // or, when called by its own name, on its first argument:
@@ -27,6 +27,7 @@ var components = map[string]func() int{
 	"kube-proxy":              runProxy,
 	"kubelet":                 runKubelet,
 	"kubectl":                 runKubectl,
+	"coredns":                 runCoreDNS,
 }
 
 func main() {

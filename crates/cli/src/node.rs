@@ -75,7 +75,7 @@ pub struct NodeArgs {
     cluster_domain: String,
     /// The node's resolver configuration, the base of every pod's; empty for none (pods
     /// under dnsPolicy Default then use 127.0.0.1) (the kubelet's flag).
-    #[arg(long, default_value = "/etc/resolv.conf")]
+    #[arg(long, default_value = "/etc/resolv.conf", value_parser = path_or_empty())]
     resolv_conf: PathBuf,
     /// Extra PEM CA certificate to trust for registries (repeatable).
     #[arg(long)]
@@ -141,6 +141,12 @@ fn config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     Ok(config)
 }
 
+/// A path that may be empty (clap's own path parser refuses an empty value).
+fn path_or_empty() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
+}
+
 /// `--network`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum NetworkFlag {
@@ -183,4 +189,33 @@ async fn cancel_on_signal(cancel: CancellationToken) {
     }
     tracing::info!("signal received; stopping");
     cancel.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    fn resolv_conf(args: &[&str]) -> Option<PathBuf> {
+        let argv = ["wasmlet-node", "--node-name", "n"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).expect("the flags parse");
+        config(&cli.node).expect("a config").dns.resolv_conf
+    }
+
+    #[test]
+    fn an_empty_resolv_conf_gives_pods_no_resolver_of_the_node_as_the_kubelets_does() {
+        assert_eq!(resolv_conf(&["--resolv-conf="]), None);
+        assert_eq!(resolv_conf(&["--resolv-conf", ""]), None);
+        assert_eq!(resolv_conf(&[]), Some(PathBuf::from("/etc/resolv.conf")));
+        assert_eq!(
+            resolv_conf(&["--resolv-conf", "/run/resolv.conf"]),
+            Some(PathBuf::from("/run/resolv.conf"))
+        );
+    }
 }

@@ -5,11 +5,13 @@
 //! - [`TokenServer`]: a registry token endpoint that signs real JWTs the registry verifies,
 //!   answering in the shape a test chooses (Harbor's `token` + empty `access_token` included).
 //! - [`FaultProxy`]: sits in front of a registry and breaks things on purpose.
+//! - [`image`]: FROM-scratch style OCI image tars for `ctr images import`.
 //!
 //! A peer that cannot start panics with the reason and the fix: a test that needs it fails,
 //! it is never skipped.
 #![deny(missing_docs)]
 
+pub mod image;
 mod proxy;
 mod registry;
 mod tls;
