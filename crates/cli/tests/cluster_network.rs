@@ -144,10 +144,12 @@ impl Cluster {
 
     /// `wasmlet push`, on the control plane's host, of every wasm image the test runs.
     fn push_images(&self, lab: &Lab) -> Result<()> {
-        let images: [(&str, &[u8]); 3] = [
+        let images: [(&str, &[u8]); 5] = [
             ("http-hello", wasmlet_fixtures::http_hello()),
             ("tcp-hello", wasmlet_fixtures::tcp_hello()),
             ("sleep", wasmlet_fixtures::sleep()),
+            ("tcp-fetch", wasmlet_fixtures::tcp_fetch()),
+            ("http-fetch", wasmlet_fixtures::http_fetch()),
         ];
         for (name, wasm) in images {
             let file = lab.dir().join(format!("{name}.wasm"));
@@ -582,13 +584,67 @@ fn end_to_end(lab: &mut Lab, cluster: &Cluster) -> Result<()> {
         "tcp_hello answered {greeting:?}"
     );
 
+    wasm_clients(lab, cluster, cluster_ip)?;
+
     let first = pods[0]["metadata"]["name"].as_str().context("name")?;
     port_forward(lab, cluster, first)?;
     exec_refused(cluster, first)?;
 
-    for kind_name in ["deployment/web", "pod/hp", "pod/tcp", "service/web"] {
+    let owned = [
+        "deployment/web",
+        "pod/hp",
+        "pod/tcp",
+        "service/web",
+        "service/greeter",
+    ];
+    for kind_name in owned.into_iter().chain(["pod/fetch", "pod/proxy"]) {
         cluster.kubectl(&["delete", kind_name, "--wait=false"])?;
     }
+    Ok(())
+}
+
+/// Wasm pods as clients of the cluster, by Service name through CoreDNS (the agents'
+/// `--cluster-dns`) and by ClusterIP through kube-proxy: `tcp_fetch` (wasi:sockets name
+/// lookup and connect) reaches the `tcp` pod through its Service `greeter`; `http_fetch`
+/// (outgoing wasi:http) reaches the `web` Service by its short name.
+fn wasm_clients(lab: &mut Lab, cluster: &Cluster, web_ip: &str) -> Result<()> {
+    cluster.kubectl(&["label", "pod", "tcp", "app=tcp"])?;
+    cluster.apply(lab, GREETER)?;
+    let service = cluster.kubectl_json(&["get", "service", "greeter"])?;
+    let greeter_ip = service["spec"]["clusterIP"].as_str().context("clusterIP")?;
+    let tcp = pod_ip(&cluster.kubectl_json(&["get", "pod", "tcp"])?)?;
+    let listed = endpoints(cluster, "greeter", &BTreeSet::from([tcp]))?;
+    ensure!(
+        listed == BTreeSet::from([tcp]),
+        "greeter's endpoints: {listed:?}"
+    );
+    // kube-proxy programs a new Service within moments of its endpoints, as for any
+    // client pod: one started before that is retried (restartPolicy OnFailure).
+    cluster.apply(lab, &fetch_pod(cluster))?;
+    let fetch = phase(cluster, "fetch", "Succeeded")
+        .map_err(|e| e.context(cluster.kubectl(&["logs", "fetch"]).unwrap_or_default()))?;
+    let logs = cluster.kubectl(&["logs", "fetch"])?;
+    ensure!(
+        logs.contains(&format!("tcp_fetch: TARGET_HOST resolved to {greeter_ip}")),
+        "the short name resolved through the pod's search path to the ClusterIP: {logs}"
+    );
+    ensure!(logs.contains("hello from wasi:sockets!"), "{logs}");
+    ensure!(
+        fetch["spec"]["nodeName"] == WASM_NODES[1],
+        "{}",
+        fetch["spec"]
+    );
+
+    cluster.apply(lab, &proxy_pod(cluster))?;
+    let proxy = phase(cluster, "proxy", "Running")?;
+    let proxy_ip = pod_ip(&proxy)?.to_string();
+    let answer = eventually_ok(Duration::from_secs(30), "http_fetch to answer", || {
+        get_from_client(cluster, &proxy_ip, 8080)
+    })?;
+    ensure!(
+        answer == HELLO_HTTP,
+        "http://web/ fetched from a wasm pod ({web_ip}) answered {answer:?}"
+    );
     Ok(())
 }
 
@@ -912,6 +968,31 @@ fn tcp_pod(cluster: &Cluster) -> String {
         cluster.image("tcp-hello")
     );
     wasm_pod("tcp", WASM_NODES[0], &container)
+}
+
+/// The Service of the `tcp` pod (wasi:sockets on port 7000).
+const GREETER: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: greeter, namespace: default}\n\
+     spec:\n  selector: {app: tcp}\n  ports: [{port: 7000, targetPort: 7000}]\n";
+
+/// `tcp_fetch` on wasm-b, fetching `greeter:7000` once.
+fn fetch_pod(cluster: &Cluster) -> String {
+    let container = format!(
+        "  - name: fetch\n    image: '{}'\n    \
+         env: [{{name: TARGET_HOST, value: greeter}}, {{name: TARGET_PORT, value: '7000'}}]\n",
+        cluster.image("tcp-fetch")
+    );
+    let pod = wasm_pod("fetch", WASM_NODES[1], &container);
+    pod.replace("spec:\n", "spec:\n  restartPolicy: OnFailure\n")
+}
+
+/// `http_fetch` on wasm-a, answering each request with a GET of `http://web/`.
+fn proxy_pod(cluster: &Cluster) -> String {
+    let container = format!(
+        "  - name: proxy\n    image: '{}'\n    ports: [{{containerPort: 8080}}]\n    \
+         env: [{{name: FETCH_URL, value: 'http://web/'}}]\n",
+        cluster.image("http-fetch")
+    );
+    wasm_pod("proxy", WASM_NODES[0], &container)
 }
 
 /// The native busybox pod on the kubelet's node, that the checks `kubectl exec` into.
