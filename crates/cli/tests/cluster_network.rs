@@ -34,6 +34,9 @@ const NATIVE: &str = "native";
 /// The native client image (busybox), imported into the kubelet's containerd.
 const CLIENT_IMAGE: &str = "localhost/wasmlet-test/busybox:v1";
 const HELLO_HTTP: &str = "hello from wasi:http!";
+/// The wasi:http and wasi:sockets fixtures in FROM-scratch images, for the shim.
+const SHIM_HTTP_IMAGE: &str = "localhost/wasmlet-test/http-hello:v1";
+const SHIM_TCP_IMAGE: &str = "localhost/wasmlet-test/tcp-hello:v1";
 const HOST_PORT: u16 = 30080;
 
 #[test]
@@ -273,7 +276,7 @@ impl Cluster {
             .command_within(Duration::from_secs(90), "bash")
             .arg(root.join("tests/containerd/up"))
             .arg(&state)
-            .env("WASMLET_SHIM_DIR", "none")
+            .env("WASMLET_SHIM_DIR", shim_dir()?)
             .env("WASMLET_CNI_CONF_TEMPLATE", &template)
             .output()?;
         let env_file = ok(&output).context("tests/containerd/up")?;
@@ -475,19 +478,28 @@ fn start_kube_proxy(lab: &mut Lab, cluster: &Cluster, host: &Host) -> Result<()>
     Ok(())
 }
 
-/// The pause image containerd's CRI is configured with and the busybox client image.
+/// The pause image containerd's CRI is configured with, the busybox client image, and the
+/// FROM-scratch images of the wasm programs the shim runs.
 fn import_native_images(lab: &Lab, containerd: &HashMap<String, String>) -> Result<()> {
     let busybox = std::fs::read("/bin/busybox").context("busybox-static (tests/setup)")?;
     let files = [File("/bin/busybox", &busybox, 0o755)];
     let pause = containerd
         .get("WASMLET_PAUSE_IMAGE")
         .context("no pause image")?;
-    let images = [
-        (pause.as_str(), ["/bin/busybox", "sleep", "2147483647"]),
-        (CLIENT_IMAGE, ["/bin/busybox", "sleep", "3600"]),
+    let http = [File("/http.wasm", wasmlet_fixtures::http_hello(), 0o755)];
+    let tcp = [File("/tcp.wasm", wasmlet_fixtures::tcp_hello(), 0o755)];
+    let images: [(&str, &[File], &[&str]); 4] = [
+        (
+            pause.as_str(),
+            &files,
+            &["/bin/busybox", "sleep", "2147483647"],
+        ),
+        (CLIENT_IMAGE, &files, &["/bin/busybox", "sleep", "3600"]),
+        (SHIM_HTTP_IMAGE, &http, &["/http.wasm"]),
+        (SHIM_TCP_IMAGE, &tcp, &["/tcp.wasm"]),
     ];
-    for (name, entry) in images {
-        let tar = image_tar(lab.dir(), name, &files, &entry, &[])?;
+    for (name, files, entry) in images {
+        let tar = image_tar(lab.dir(), name, files, entry, &[])?;
         let output = std::process::Command::new(cache_bin().join("ctr"))
             .args(["--address", &containerd["CONTAINERD_ADDRESS"]])
             .args([
@@ -585,6 +597,7 @@ fn end_to_end(lab: &mut Lab, cluster: &Cluster) -> Result<()> {
     );
 
     wasm_clients(lab, cluster, cluster_ip)?;
+    shim_pods(lab, cluster)?;
 
     let first = pods[0]["metadata"]["name"].as_str().context("name")?;
     port_forward(lab, cluster, first)?;
@@ -597,7 +610,16 @@ fn end_to_end(lab: &mut Lab, cluster: &Cluster) -> Result<()> {
         "service/web",
         "service/greeter",
     ];
-    for kind_name in owned.into_iter().chain(["pod/fetch", "pod/proxy"]) {
+    let shim = [
+        "deployment/shimweb",
+        "service/shimweb",
+        "pod/shimtcp",
+        "service/shimtcp",
+    ];
+    let more = ["pod/fetch", "pod/proxy", "pod/fetch-shim"]
+        .into_iter()
+        .chain(shim);
+    for kind_name in owned.into_iter().chain(more) {
         cluster.kubectl(&["delete", kind_name, "--wait=false"])?;
     }
     Ok(())
@@ -644,6 +666,78 @@ fn wasm_clients(lab: &mut Lab, cluster: &Cluster, web_ip: &str) -> Result<()> {
     ensure!(
         answer == HELLO_HTTP,
         "http://web/ fetched from a wasm pod ({web_ip}) answered {answer:?}"
+    );
+    Ok(())
+}
+
+/// The stock kubelet's path: pods of RuntimeClass `wasm` (the shipped one) run by the
+/// wasmlet containerd shim in the pod network the CNI bridge gave their sandboxes. A
+/// wasi:http Deployment turns Ready by an httpGet probe and answers on its pod IPs and
+/// behind its Service; a wasi:sockets pod answers TCP, logs through `kubectl logs`, and is
+/// reached from a pod of a wasm node by its Service's name.
+fn shim_pods(lab: &mut Lab, cluster: &Cluster) -> Result<()> {
+    let class = std::fs::read_to_string(repo_root().join("deploy/shim/runtimeclass.yaml"))?;
+    cluster.apply(lab, &class)?;
+    cluster.apply(lab, SHIM_WEB)?;
+    cluster.apply(lab, SHIM_TCP)?;
+    let pods = available(cluster, "shimweb", 2)?;
+    let mut ips = BTreeSet::new();
+    for pod in &pods {
+        ensure!(pod["spec"]["nodeName"] == NATIVE, "{}", pod["spec"]);
+        ips.insert(pod_ip(pod)?);
+    }
+    let cidr = cluster.cidrs[NATIVE];
+    ensure!(
+        ips.iter().all(|ip| cidr.contains(*ip)),
+        "{ips:?} not in {cidr}"
+    );
+    let listed = endpoints(cluster, "shimweb", &ips)?;
+    ensure!(
+        listed == ips,
+        "shimweb's endpoints: {listed:?}, not {ips:?}"
+    );
+    for ip in &ips {
+        let answer = get_from_client(cluster, &ip.to_string(), 8080)?;
+        ensure!(answer == HELLO_HTTP, "{ip} answered {answer:?}");
+    }
+    let service = cluster.kubectl_json(&["get", "service", "shimweb"])?;
+    let service_ip = service["spec"]["clusterIP"].as_str().context("clusterIP")?;
+    let answer = eventually_ok(Duration::from_secs(30), "shimweb's ClusterIP", || {
+        get_from_client(cluster, service_ip, 80)
+    })?;
+    ensure!(
+        answer == HELLO_HTTP,
+        "shimweb's ClusterIP answered {answer:?}"
+    );
+
+    let tcp = phase(cluster, "shimtcp", "Running")?;
+    let tcp_ip = pod_ip(&tcp)?;
+    let script = format!("busybox nc -w 5 {tcp_ip} 7000 </dev/null");
+    let greeting = eventually(Duration::from_secs(30), "the shim's wasi:sockets", || {
+        let out = cluster.kubectl(&["exec", "client", "--", "busybox", "sh", "-c", &script]);
+        out.ok().filter(|o| !o.is_empty())
+    })?;
+    ensure!(
+        greeting.trim() == "hello from wasi:sockets!",
+        "{greeting:?}"
+    );
+    let logs = cluster.kubectl(&["logs", "shimtcp"])?;
+    ensure!(
+        logs.contains("tcp_hello: listening"),
+        "kubectl logs shimtcp: {logs}"
+    );
+    let listed = endpoints(cluster, "shimtcp", &BTreeSet::from([tcp_ip]))?;
+    ensure!(
+        listed == BTreeSet::from([tcp_ip]),
+        "shimtcp's endpoints: {listed:?}"
+    );
+    let fetch = fetch_pod(cluster).replace("name: fetch,", "name: fetch-shim,");
+    cluster.apply(lab, &fetch.replace("value: greeter", "value: shimtcp"))?;
+    phase(cluster, "fetch-shim", "Succeeded")?;
+    let logs = cluster.kubectl(&["logs", "fetch-shim"])?;
+    ensure!(
+        logs.contains("hello from wasi:sockets!"),
+        "a wasm node's pod reached the shim's pod by name: {logs}"
     );
     Ok(())
 }
@@ -995,6 +1089,30 @@ fn proxy_pod(cluster: &Cluster) -> String {
     wasm_pod("proxy", WASM_NODES[0], &container)
 }
 
+/// Two replicas of the wasi:http fixture under RuntimeClass `wasm`, ready by an httpGet
+/// probe, behind a Service.
+const SHIM_WEB: &str = "apiVersion: apps/v1\nkind: Deployment\n\
+     metadata: {name: shimweb, namespace: default}\nspec:\n  replicas: 2\n  \
+     selector: {matchLabels: {app: shimweb}}\n  template:\n    \
+     metadata: {labels: {app: shimweb}}\n    spec:\n      runtimeClassName: wasm\n      \
+     terminationGracePeriodSeconds: 1\n      containers:\n      - name: web\n        \
+     image: localhost/wasmlet-test/http-hello:v1\n        imagePullPolicy: Never\n        \
+     ports: [{containerPort: 8080}]\n        \
+     readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}\n\
+     ---\napiVersion: v1\nkind: Service\nmetadata: {name: shimweb, namespace: default}\n\
+     spec:\n  selector: {app: shimweb}\n  ports: [{port: 80, targetPort: 8080}]\n";
+
+/// The wasi:sockets fixture under RuntimeClass `wasm`, listening on its pod IP, and its
+/// Service.
+const SHIM_TCP: &str = "apiVersion: v1\nkind: Pod\n\
+     metadata: {name: shimtcp, namespace: default, labels: {app: shimtcp}}\nspec:\n  \
+     runtimeClassName: wasm\n  terminationGracePeriodSeconds: 1\n  containers:\n  \
+     - name: tcp\n    image: localhost/wasmlet-test/tcp-hello:v1\n    \
+     imagePullPolicy: Never\n    ports: [{containerPort: 7000}]\n    \
+     env: [{name: LISTEN_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]\n\
+     ---\napiVersion: v1\nkind: Service\nmetadata: {name: shimtcp, namespace: default}\n\
+     spec:\n  selector: {app: shimtcp}\n  ports: [{port: 7000, targetPort: 7000}]\n";
+
 /// The native busybox pod on the kubelet's node, that the checks `kubectl exec` into.
 fn client_pod() -> String {
     format!(
@@ -1085,6 +1203,20 @@ fn parse_env(text: &str) -> HashMap<String, String> {
         .filter_map(|line| line.split_once('='))
         .map(|(key, value)| (key.to_string(), value.trim_matches('"').to_string()))
         .collect()
+}
+
+/// The folder of the built `containerd-shim-wasmlet-v1` (`cargo test --workspace` builds it).
+fn shim_dir() -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/wasmlet/target"));
+    let dir = target.join("debug");
+    ensure!(
+        dir.join("containerd-shim-wasmlet-v1").is_file(),
+        "no containerd-shim-wasmlet-v1 in {}: build it (cargo build -p wasmlet-shim)",
+        dir.display()
+    );
+    Ok(dir)
 }
 
 fn repo_root() -> PathBuf {

@@ -93,12 +93,26 @@ fn mounted_file(spec: &Spec, destination: &str) -> Option<PathBuf> {
     mount.source().clone()
 }
 
+/// Whether `path` is this process's own network namespace by its `/proc/PID` path: what
+/// containerd's CRI names for a pod's containers (`/proc/<sandbox pid>/ns/net`), the sandbox
+/// task's pid being this shim's, since its sandbox runs no process.
+pub fn is_own_process_namespace(path: &Path) -> bool {
+    let own = format!("/proc/{}/ns/net", std::process::id());
+    path == Path::new(&own) || path == Path::new("/proc/self/ns/net")
+}
+
 /// The container's network: the namespace the spec asks for (a new one is pinned at
 /// `<bundle>/netns`, for the caller to remove with [`wasmlet_netns::remove`] when the task
 /// goes), its resolver from the files containerd mounts for the pod (the host's resolver
-/// without them).
-pub fn network(spec: &Spec, bundle: &Path) -> Result<Network, Error> {
+/// without them). A pod's container names its sandbox's namespace through the sandbox task's
+/// pid, which is this process: `sandbox` is then the namespace the sandbox's own spec named
+/// (where the CNI plugins put the pod's interface).
+pub fn network(spec: &Spec, bundle: &Path, sandbox: Option<&Path>) -> Result<Network, Error> {
     let namespace = match namespace(spec) {
+        Namespace::Join(path) if is_own_process_namespace(&path) => match sandbox {
+            Some(pod) => open(pod)?,
+            None => open(&path)?,
+        },
         Namespace::Join(path) => open(&path)?,
         Namespace::Host => open(Path::new("/proc/self/ns/net"))?,
         Namespace::New => {
@@ -221,6 +235,14 @@ mod tests {
         assert_eq!(namespace(&new), Namespace::New);
         let host = spec(serde_json::json!({"ociVersion": "1.1.0", "linux": {"namespaces": []}}));
         assert_eq!(namespace(&host), Namespace::Host);
+    }
+
+    #[test]
+    fn the_sandbox_pid_namespace_is_this_process() {
+        let own = format!("/proc/{}/ns/net", std::process::id());
+        assert!(is_own_process_namespace(Path::new(&own)));
+        assert!(!is_own_process_namespace(Path::new("/proc/1/ns/net")));
+        assert!(!is_own_process_namespace(Path::new("/var/run/netns/cni-1")));
     }
 
     #[test]

@@ -158,6 +158,9 @@ pub struct TaskInfo {
 pub struct Tasks {
     tasks: Mutex<HashMap<String, Task>>,
     runtime: Mutex<Option<Runtime>>,
+    /// The network namespace the pod's sandbox spec named: where the pod's containers'
+    /// sockets go (they name it through the sandbox task's pid, which is this process).
+    sandbox_netns: Mutex<Option<PathBuf>>,
 }
 
 /// The exit status for `status`, when the last terminating signal sent was `signal`.
@@ -256,6 +259,9 @@ impl Tasks {
         bundle: &Path,
     ) -> Result<Work> {
         if bundle::is_sandbox(spec) {
+            if let network::Namespace::Join(path) = network::namespace(spec) {
+                *self.sandbox_netns.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+            }
             let cgroup = match bundle::cgroups_path(spec) {
                 Some(path) => Some(cgroup::join(&cgroup::cgroup_of(&path)?)?),
                 None => None,
@@ -283,7 +289,12 @@ impl Tasks {
             ProgramKind::HttpComponent => Some(network::http_address(&container.env)?),
             _ => None,
         };
-        container.network = Some(network::network(spec, bundle)?);
+        let sandbox = self
+            .sandbox_netns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        container.network = Some(network::network(spec, bundle, sandbox.as_deref())?);
         Ok(Work::Wasm {
             program,
             spec: Some(Box::new(container)),
