@@ -32,13 +32,16 @@
 //!   request, until its task is killed.
 //! - The shim process joins the pod's cgroup ([`cgroup`]: the sandbox's `linux.cgroupsPath`,
 //!   cgroupfs or systemd, v1 or v2), so the kubelet's accounting counts the pod.
-//! - There is no process per container: the task pid containerd sees is the shim's own, and
+//! - A container whose entrypoint is a native executable (a sidecar) runs through runc
+//!   ([`native`]) in the pod's network namespace, with the same task API.
+//! - There is no process per wasm container: the task pid containerd sees is the shim's own, and
 //!   `stats` reports the shim process's CPU time and resident memory (so for a pod of several
 //!   containers each reports the pod's numbers). `exec` is refused.
 #![deny(missing_docs)]
 
 pub mod bundle;
 pub mod cgroup;
+pub mod native;
 pub mod network;
 pub mod rootfs;
 pub mod service;

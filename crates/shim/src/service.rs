@@ -212,18 +212,19 @@ impl Task for TaskService {
             terminal: req.terminal,
         };
         self.tasks.create(new).await.map_err(task_err)?;
+        let pid = self.tasks.info(&req.id).map_err(task_err)?.pid;
         let event = TaskCreate {
             container_id: req.id,
             bundle: req.bundle,
             rootfs: req.rootfs,
-            pid: std::process::id(),
+            pid,
             ..Default::default()
         };
         self.events
             .publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event))
             .await;
         Ok(api::CreateTaskResponse {
-            pid: std::process::id(),
+            pid,
             ..Default::default()
         })
     }
@@ -240,16 +241,17 @@ impl Task for TaskService {
             tokio::spawn(async move { events.exited(&id, exit).await });
         };
         self.tasks.start(&req.id, on_exit).map_err(task_err)?;
+        let pid = self.tasks.info(&req.id).map_err(task_err)?.pid;
         let event = TaskStart {
             container_id: req.id,
-            pid: std::process::id(),
+            pid,
             ..Default::default()
         };
         self.events
             .publish(topics::TASK_START_EVENT_TOPIC, Box::new(event))
             .await;
         Ok(api::StartResponse {
-            pid: std::process::id(),
+            pid,
             ..Default::default()
         })
     }
@@ -264,7 +266,7 @@ impl Task for TaskService {
         Ok(api::StateResponse {
             id: req.id,
             bundle: info.bundle.to_string_lossy().into_owned(),
-            pid: std::process::id(),
+            pid: info.pid,
             status: info.state.status().into(),
             stdout: info.stdout,
             stderr: info.stderr,
@@ -336,7 +338,7 @@ impl Task for TaskService {
         let mut processes = Vec::new();
         if info.state == crate::state::TaskState::Running {
             processes.push(api::ProcessInfo {
-                pid: std::process::id(),
+                pid: info.pid,
                 ..Default::default()
             });
         }
@@ -352,7 +354,7 @@ impl Task for TaskService {
         req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
         let info = self.tasks.info(&req.id).map_err(task_err)?;
-        let usage = stats::current().map_err(Error::from)?;
+        let usage = stats::of_process(info.pid).map_err(Error::from)?;
         let metrics = stats::metrics(usage, info.memory_limit);
         let any = containerd_shim::util::convert_to_any(Box::new(metrics))
             .map_err(|e| Error::Encode(e.to_string()))?;

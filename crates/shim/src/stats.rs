@@ -10,13 +10,13 @@ pub enum Error {
     #[error("cannot read {path}: {source}")]
     Read {
         /// The file.
-        path: &'static str,
+        path: String,
         /// The I/O error.
         source: std::io::Error,
     },
     /// A `/proc` file had an unexpected shape.
     #[error("cannot parse {0}")]
-    Parse(&'static str),
+    Parse(String),
 }
 
 /// CPU time and resident memory of one process.
@@ -32,8 +32,14 @@ pub struct Usage {
 
 /// The shim process's usage now.
 pub fn current() -> Result<Usage, Error> {
-    let read = |path: &'static str| {
-        std::fs::read_to_string(path).map_err(|source| Error::Read { path, source })
+    of_process(std::process::id())
+}
+
+/// The usage of process `pid` now (the shim's own for a wasm task, a native container's init
+/// process for a sidecar).
+pub fn of_process(pid: u32) -> Result<Usage, Error> {
+    let read = |path: String| {
+        std::fs::read_to_string(&path).map_err(|source| Error::Read { path, source })
     };
     // SAFETY: sysconf has no preconditions; it only reads system configuration.
     let (ticks, page) = unsafe {
@@ -42,9 +48,10 @@ pub fn current() -> Result<Usage, Error> {
             libc::sysconf(libc::_SC_PAGESIZE),
         )
     };
-    let (user, system) =
-        parse_stat(&read("/proc/self/stat")?).ok_or(Error::Parse("/proc/self/stat"))?;
-    let pages = parse_statm(&read("/proc/self/statm")?).ok_or(Error::Parse("/proc/self/statm"))?;
+    let stat = format!("/proc/{pid}/stat");
+    let statm = format!("/proc/{pid}/statm");
+    let (user, system) = parse_stat(&read(stat.clone())?).ok_or(Error::Parse(stat))?;
+    let pages = parse_statm(&read(statm.clone())?).ok_or(Error::Parse(statm))?;
     let usec_per_tick = 1_000_000 / u64::try_from(ticks).unwrap_or(100).max(1);
     Ok(Usage {
         user_usec: user * usec_per_tick,

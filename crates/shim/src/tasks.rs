@@ -15,6 +15,7 @@ use wasmlet_runtime::{
 
 use crate::bundle;
 use crate::cgroup;
+use crate::native::{self, Native};
 use crate::network;
 use crate::rootfs;
 use crate::signal::{self, Action};
@@ -64,6 +65,9 @@ pub enum Error {
     /// The pod's cgroup could not be joined.
     #[error("joining the pod's cgroup: {0}")]
     Cgroup(#[from] cgroup::Error),
+    /// A native container could not be run.
+    #[error(transparent)]
+    Native(#[from] native::Error),
     /// A stdio FIFO could not be opened.
     #[error("cannot open the container's {stream} {path}: {source}")]
     Stdio {
@@ -100,6 +104,8 @@ enum Work {
         serve: Option<std::net::SocketAddr>,
         container: Option<Arc<Container>>,
     },
+    /// A native container (a sidecar), run by runc.
+    Native(Box<Native>),
     /// A pod's sandbox (pause) container: no code, waits for its kill. The shim process
     /// joined its cgroup, to leave when it is deleted.
     Pause {
@@ -151,6 +157,9 @@ pub struct TaskInfo {
     pub exit: Option<Exit>,
     /// The memory limit in bytes (0 for none).
     pub memory_limit: u64,
+    /// The task's process: a native container's init, else the shim itself (a wasm guest
+    /// is no process).
+    pub pid: u32,
 }
 
 /// The tasks of this shim process and the runtime they share.
@@ -228,7 +237,7 @@ impl Tasks {
         let rootfs = rootfs_dir(&spec, &new.bundle);
         rootfs::mount(&new.mounts, &rootfs).await?;
         let mounted = (!new.mounts.is_empty()).then(|| rootfs.clone());
-        let work = match self.prepare(&spec, &rootfs, &new.bundle).await {
+        let work = match self.prepare(&spec, &rootfs, &new).await {
             Ok(work) => work,
             Err(err) => {
                 if let Some(m) = &mounted {
@@ -256,8 +265,9 @@ impl Tasks {
         &self,
         spec: &oci_spec::runtime::Spec,
         rootfs: &Path,
-        bundle: &Path,
+        new: &NewTask,
     ) -> Result<Work> {
+        let bundle = new.bundle.as_path();
         if bundle::is_sandbox(spec) {
             if let network::Namespace::Join(path) = network::namespace(spec) {
                 *self.sandbox_netns.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
@@ -272,7 +282,10 @@ impl Tasks {
             });
         }
         let guest = bundle::module_guest_path(spec, rootfs)?;
-        let bytes = bundle::read_module(rootfs, &guest)?;
+        let bytes = match bundle::read_module(rootfs, &guest) {
+            Err(bundle::Error::Native(path)) => return self.native(new, &path).await,
+            read => read?,
+        };
         let runtime = self.runtime()?;
         let program = tokio::task::spawn_blocking(move || runtime.load(&bytes))
             .await
@@ -301,6 +314,33 @@ impl Tasks {
             serve,
             container: None,
         })
+    }
+
+    /// A native container (its entrypoint `path` is a native executable), created by runc
+    /// in the pod's namespaces.
+    async fn native(&self, new: &NewTask, path: &str) -> Result<Work> {
+        log::info!("{path} is native: running container {} with runc", new.id);
+        let stdio = (
+            fifo_stdio("stdout", &new.stdout)?,
+            fifo_stdio("stderr", &new.stderr)?,
+        );
+        let sandbox = self
+            .sandbox_netns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (id, bundle) = (new.id.clone(), new.bundle.clone());
+        let created = tokio::task::spawn_blocking(move || {
+            let root = bundle.join("runc");
+            Native::create(&id, &bundle, &root, sandbox.as_deref(), stdio)
+        })
+        .await
+        .map_err(|e| native::Error::Runc {
+            action: "create",
+            id: new.id.clone(),
+            reason: e.to_string(),
+        })??;
+        Ok(Work::Native(Box::new(created)))
     }
 
     /// Starts a created task; `on_exit` runs once it has ended, with its exit.
@@ -353,7 +393,7 @@ impl Tasks {
             }
             (action, TaskState::Running) => {
                 task.signal = Some(sig);
-                stop_work(&task.work, action == Action::Kill);
+                stop_work(&task.work, action == Action::Kill, sig);
                 Ok(None)
             }
         })
@@ -371,6 +411,11 @@ impl Tasks {
             })?;
             tasks.remove(id).ok_or_else(|| Error::NotFound(id.into()))?
         };
+        if let Work::Native(native) = &task.work
+            && let Err(err) = native.delete()
+        {
+            log::warn!("{err}");
+        }
         if let Some(m) = &task.mounted {
             rootfs::unmount(m);
         }
@@ -410,6 +455,10 @@ impl Tasks {
                 state: task.state,
                 exit: *task.exit.borrow(),
                 memory_limit: task.memory_limit,
+                pid: match &task.work {
+                    Work::Native(native) => native.pid(),
+                    _ => std::process::id(),
+                },
             })
         })
     }
@@ -430,6 +479,14 @@ type Ended = std::pin::Pin<Box<dyn std::future::Future<Output = ExitStatus> + Se
 /// Starts what the task runs and returns the future of its end.
 fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
     match &mut task.work {
+        Work::Native(native) => {
+            let mut exited = native.exited();
+            native.start()?;
+            Ok(Box::pin(async move {
+                let code = exited.wait_for(Option::is_some).await.ok().and_then(|c| *c);
+                ExitStatus::exited(code.unwrap_or(255))
+            }))
+        }
         Work::Pause { stop, .. } => {
             let stop = stop.clone();
             Ok(Box::pin(async move {
@@ -463,8 +520,13 @@ fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
     }
 }
 
-fn stop_work(work: &Work, now: bool) {
+fn stop_work(work: &Work, now: bool, sig: u32) {
     match work {
+        Work::Native(native) => {
+            if let Err(err) = native.kill(sig) {
+                log::warn!("{err}");
+            }
+        }
         Work::Pause { stop, .. } => stop.cancel(),
         Work::Wasm {
             container: Some(c), ..
@@ -492,6 +554,22 @@ fn finish_task(task: &mut Task, status: &ExitStatus) -> Option<Exit> {
 /// Opens a FIFO containerd made for the container's output. Read-write, so the open does
 /// not block when the reader is not there yet (Linux FIFO semantics); the reader sees EOF
 /// once the container ends and the file is closed.
+/// A FIFO of containerd's opened for a native container's process to write to.
+fn fifo_stdio(stream: &'static str, path: &str) -> Result<std::process::Stdio> {
+    if path.is_empty() {
+        return Ok(std::process::Stdio::null());
+    }
+    let file = File::options()
+        .write(true)
+        .open(path)
+        .map_err(|source| Error::Stdio {
+            stream,
+            path: path.into(),
+            source,
+        })?;
+    Ok(file.into())
+}
+
 fn open_fifo(
     stream: &'static str,
     path: &str,

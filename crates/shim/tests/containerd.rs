@@ -123,31 +123,85 @@ fn memory_bomb_with_a_limit_ends_oom() {
     );
 }
 
-#[test]
-fn native_executables_are_refused_naming_the_file() {
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static (tests/setup installs it)");
-    let dir = tempfile::tempdir().unwrap();
+/// The busybox image (static, FROM scratch) in containerd's test namespace.
+fn busybox_image() -> &'static str {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let image = "localhost/wasmlet-test/busybox:v1";
-    let files = [File("/bin/busybox", &busybox, 0o755)];
-    let tar = image_tar(
-        dir.path(),
-        image,
-        &files,
-        &["/bin/busybox"],
-        &["echo", "hi"],
-    )
-    .unwrap();
-    import(NS, &tar).unwrap();
+    DONE.get_or_init(|| {
+        let busybox =
+            std::fs::read("/bin/busybox").expect("busybox-static (tests/setup installs it)");
+        let dir = tempfile::tempdir().unwrap();
+        let files = [File("/bin/busybox", &busybox, 0o755)];
+        let tar = image_tar(
+            dir.path(),
+            image,
+            &files,
+            &["/bin/busybox"],
+            &["echo", "hi"],
+        )
+        .unwrap();
+        import(NS, &tar).unwrap();
+    });
+    image
+}
+
+#[test]
+fn a_native_executable_runs_through_runc_with_its_output_and_exit_code() {
+    let image = busybox_image();
     let id = unique("native");
     let out = ctr(&["run", "--rm", "--runtime", RUNTIME, image, &id]);
-    assert!(!out.status.success(), "{}", show(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("/bin/busybox is a native executable, not WebAssembly"),
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hi",
         "{}",
         show(&out)
     );
-    let _ = ctr(&["container", "rm", &id]);
+    let id = unique("native-exit");
+    let script = "echo to-stderr >&2; exit 7";
+    let out = ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        image,
+        &id,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("to-stderr"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn a_native_container_is_killed_and_reports_the_signal() {
+    let image = busybox_image();
+    let id = unique("native-kill");
+    let out = ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        image,
+        &id,
+        "/bin/busybox",
+        "sleep",
+        "600",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    wait_status(&id, "RUNNING");
+    let _ = ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+    wait_status(&id, "STOPPED");
+    let ls = ctr_ok(&["task", "ls"]);
+    let _ = ctr(&["task", "delete", &id]);
+    let _ = ctr(&["container", "delete", &id]);
+    assert!(ls.contains(&id), "{ls}");
 }
 
 #[test]

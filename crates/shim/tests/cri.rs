@@ -257,3 +257,83 @@ fn the_shim_process_runs_in_the_pods_cgroup_and_leaves_it_with_the_pod() {
     let _ = std::fs::remove_dir(cgroup.parent().unwrap());
     let _ = std::fs::remove_dir(memory_hierarchy().join("wasmlet-test"));
 }
+
+#[test]
+fn a_wasm_container_and_a_native_sidecar_share_the_pods_network() {
+    let http = import_wasm(K8S, "http", fixtures::http_hello()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    pause_image();
+    let busybox = "localhost/wasmlet-test/busybox-sidecar:v1";
+    let binary = std::fs::read("/bin/busybox").expect("busybox-static (tests/setup)");
+    let files = [File("/bin/busybox", &binary, 0o755)];
+    let tar = image_tar(dir.path(), busybox, &files, &["/bin/busybox"], &[]).unwrap();
+    import(K8S, &tar).unwrap();
+    // A host-network pod on loopback (the pod network case runs in the multi-node cluster
+    // test): the wasm server on a free loopback port, the sidecar dialling it.
+    let pod = pod_config(dir.path(), "mixed");
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let web = json!({
+        "metadata": {"name": "web"},
+        "image": {"image": http},
+        "args": ["/http.wasm"],
+        "envs": [{"key": "WASMTIME_HTTP_PROXY_SOCKET_ADDR", "value": format!("127.0.0.1:{port}")}],
+        "log_path": "web.log",
+    });
+    let web = write_json(dir.path(), "web.json", &web);
+    let request = "printf 'GET / HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n'; sleep 1";
+    let script = format!(
+        "for i in $(seq 20); do ({request}) | busybox nc 127.0.0.1 {port} && exit 0; sleep 0.5; done; exit 1"
+    );
+    let sidecar = json!({
+        "metadata": {"name": "sidecar"},
+        "image": {"image": busybox},
+        "args": ["sh", "-c", script],
+        "log_path": "sidecar.log",
+    });
+    let sidecar = write_json(dir.path(), "sidecar.json", &sidecar);
+    let pod_id = crictl_ok(&["runp", "--runtime", "wasm", &pod]);
+    let web_id = crictl_ok(&["create", &pod_id, &web, &pod]);
+    crictl_ok(&["start", &web_id]);
+    let side_id = crictl_ok(&["create", &pod_id, &sidecar, &pod]);
+    crictl_ok(&["start", &side_id]);
+    let exited = (0..900).find_map(|_| {
+        let status: Value = serde_json::from_str(&crictl_ok(&["inspect", &side_id])).ok()?;
+        let done = status["status"]["state"] == "CONTAINER_EXITED";
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        done.then(|| status["status"].clone())
+    });
+    let logs = crictl(&["logs", &side_id]);
+    let web_logs = crictl(&["logs", &web_id]);
+    let status = exited.unwrap_or_else(|| {
+        panic!(
+            "the sidecar did not end: {}\nweb: {}",
+            show(&logs),
+            show(&web_logs)
+        )
+    });
+    assert_eq!(
+        status["exitCode"],
+        0,
+        "{status}\n{}\nweb: {}",
+        show(&logs),
+        show(&web_logs)
+    );
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("hello from wasi:http!"),
+        "the sidecar reached the wasm container on localhost: {}",
+        show(&logs)
+    );
+    let pid = |id: &str| -> u64 {
+        let v: Value = serde_json::from_str(&crictl_ok(&["inspect", id])).unwrap();
+        v["info"]["pid"].as_u64().unwrap_or(0)
+    };
+    assert_ne!(pid(&web_id), 0);
+    crictl_ok(&["stop", "--timeout", "0", &web_id]);
+    crictl_ok(&["rm", &web_id]);
+    crictl_ok(&["rm", &side_id]);
+    crictl_ok(&["stopp", &pod_id]);
+    crictl_ok(&["rmp", &pod_id]);
+}
