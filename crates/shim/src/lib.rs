@@ -37,8 +37,10 @@
 //!   containers each reports the pod's numbers). `exec` is refused.
 #![deny(missing_docs)]
 
+pub mod artifact;
 pub mod bundle;
 pub mod cgroup;
+pub mod containerd;
 pub mod network;
 pub mod rootfs;
 pub mod service;
