@@ -46,7 +46,9 @@ impl Pushed {
     }
 }
 
-/// `wasmlet push` of `wasm` in `format` (the library call the command makes).
+/// `wasmlet push` of `wasm` in `format` (the library call the command makes). The author is
+/// `repo`, so each test's image has a config, hence a CRI image ID, of its own: CRI removes an
+/// image by ID, every name of it at once.
 fn push_wasm(registry: &Registry, repo: &str, wasm: &[u8], format: Format) -> Pushed {
     let reference = format!("{}/{repo}:v1", registry.host());
     let artifact = Artifact {
@@ -54,7 +56,7 @@ fn push_wasm(registry: &Registry, repo: &str, wasm: &[u8], format: Format) -> Pu
         file_name: "hello.wasm".into(),
         format,
         annotations: Default::default(),
-        author: None,
+        author: Some(repo.into()),
     };
     let parsed = reference.parse().unwrap();
     let packaged = block_on(push::push(&client(), &parsed, &artifact, &NoProgress)).unwrap();
@@ -69,15 +71,17 @@ fn descriptor(media_type: &str, bytes: &[u8]) -> Value {
     json!({"mediaType": media_type, "digest": Digest::of(bytes).to_string(), "size": bytes.len()})
 }
 
-/// Pushes an image made by hand: a config of `config_type` and one layer of `layer_type`.
+/// Pushes an image made by hand: a config of `config_type` (its author set to `repo`, for an
+/// image ID of its own) and one layer of `layer_type`.
 fn push_image(
     registry: &Registry,
     repo: &str,
-    (config_type, config): (&str, Value),
+    (config_type, mut config): (&str, Value),
     (layer_type, layer): (&str, &[u8]),
 ) -> Pushed {
     let reference = format!("{}/{repo}:v1", registry.host());
     let parsed = reference.parse().unwrap();
+    config["author"] = repo.into();
     let config = serde_json::to_vec(&config).unwrap();
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
