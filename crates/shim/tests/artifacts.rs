@@ -176,6 +176,37 @@ fn ctr_runs_a_component_behind_a_wasip2_index() {
     ctr_ok(&["images", "rm", &index]);
 }
 
+/// `wasm` with a custom section of `size` bytes appended (still a valid module).
+fn with_custom_section(wasm: &[u8], size: usize) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let mut payload = vec![1, b'x'];
+    payload.resize(size, 0xab);
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb128(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[test]
+fn a_module_larger_than_a_grpc_message_is_read_whole() {
+    let registry = Registry::start(Auth::Open);
+    // 6 MiB: containerd streams the blob in 1 MiB messages, tonic takes at most 4 MiB at once.
+    let wasm = with_custom_section(fixtures::hello(), 6 << 20);
+    let pushed = push_wasm(&registry, "demo/large", &wasm, Format::CncfArtifact);
+    let ran = cri_run("large", &pushed.reference, &["large.wasm"], &[]);
+    assert_hello(&ran, "Args are: []");
+}
+
 /// Starts (which creates the task) a CRI container of `image`; returns the error.
 fn cri_start_error(name: &str, image: &str) -> String {
     crictl_ok(&["pull", image]);
