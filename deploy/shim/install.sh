@@ -39,6 +39,12 @@ plugin_prefix() {
 }
 
 # add_runtime: appends the runtime handler once; prints "changed" when it did.
+# It is all the kubelet needs, wasm OCI artifacts included: CRI (containerd 2.x) fetches an
+# artifact's config and wasm layer into its content store, where the shim reads them. The
+# transfer service's unpack_config for wasm platforms (only `ctr images pull --platform
+# wasip1/wasm` needs it) is left to the operator: that list replaces containerd's default, so an
+# entry written here without the node's own platform would stop every pull of the node. See the
+# README, "Wasm OCI artifacts through containerd".
 add_runtime() {
   file="$HOST_ROOT$CONFIG"
   if grep -qF "$MARK" "$file" 2>/dev/null; then return 0; fi

@@ -240,6 +240,9 @@ pub const BLOB_WINDOW: Duration = Duration::from_secs(30);
 /// byte is fetched.
 pub const MAX_BLOB_BYTES: u64 = 4 << 30;
 
+/// The default largest manifest, index or config accepted: 4 MiB (real ones are a few KiB).
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
 /// The longest error answer read from a registry, to quote in our error: 16 KiB.
 const MAX_ERROR_BODY_BYTES: usize = 16 << 10;
 
@@ -279,7 +282,7 @@ impl Default for ClientConfig {
             keyring: Keyring::default(),
             ca_files: Vec::new(),
             insecure: Vec::new(),
-            max_manifest_bytes: 4 << 20,
+            max_manifest_bytes: MAX_MANIFEST_BYTES,
             attempts: 5,
             backoff: Duration::from_millis(200),
             document_deadline: DOCUMENT_DEADLINE,

@@ -65,6 +65,11 @@ pub mod media {
         .contains(&media_type)
     }
 
+    /// Whether a manifest media type is an image index (OCI) or manifest list (Docker).
+    pub fn is_index(media_type: &str) -> bool {
+        media_type == OCI_INDEX || media_type == DOCKER_LIST
+    }
+
     /// Whether a layer media type is a tar archive, and whether it is gzip-compressed.
     pub fn tar_layer(media_type: &str) -> Option<bool> {
         match media_type {
@@ -192,6 +197,34 @@ pub struct Index {
     /// Annotations.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+impl Index {
+    /// The manifest that holds the WebAssembly: the first entry whose platform is a wasm one
+    /// (`wasi/wasm`, `wasip1/wasm`, `wasip2/wasm`), else the index's only entry.
+    pub fn wasm_manifest(&self) -> Option<&Descriptor> {
+        let wasm = self
+            .manifests
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(Platform::is_wasm));
+        match (wasm, self.manifests.as_slice()) {
+            (Some(d), _) | (None, [d]) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The platforms of the entries, comma-separated (`unknown` for an entry without one).
+    pub fn platforms(&self) -> String {
+        self.manifests
+            .iter()
+            .map(|d| {
+                d.platform
+                    .as_ref()
+                    .map_or("unknown".into(), |p| p.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// A content descriptor.

@@ -340,34 +340,19 @@ fn record(
 }
 
 fn is_index(m: &FetchedManifest) -> bool {
-    m.media_type == media::OCI_INDEX || m.media_type == media::DOCKER_LIST
+    media::is_index(&m.media_type)
 }
 
 /// Picks the WebAssembly entry of an index (or its only entry).
 fn choose_platform(bytes: &[u8], name: &str) -> Result<Descriptor> {
     let index: Index = serde_json::from_slice(bytes).map_err(|e| invalid(name, "index", e))?;
-    if let Some(d) = index
-        .manifests
-        .iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| p.is_wasm()))
-    {
-        return Ok(d.clone());
-    }
-    match index.manifests.as_slice() {
-        [only] => Ok(only.clone()),
-        many => Err(Error::NoPlatform {
+    index
+        .wasm_manifest()
+        .cloned()
+        .ok_or_else(|| Error::NoPlatform {
             reference: name.to_string(),
-            available: many
-                .iter()
-                .map(|d| {
-                    d.platform
-                        .as_ref()
-                        .map_or("unknown".to_string(), |p| p.to_string())
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
-    }
+            available: index.platforms(),
+        })
 }
 
 fn invalid(name: &str, what: &'static str, reason: impl std::fmt::Display) -> Error {

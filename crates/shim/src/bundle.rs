@@ -56,6 +56,14 @@ pub enum Error {
     Rootfs(#[from] rootfs::Error),
 }
 
+impl Error {
+    /// Whether the spec names no module file in the rootfs (no entrypoint, or no such file):
+    /// the container's image may then be a wasm artifact, whose module is a layer.
+    pub fn is_missing_module(&self) -> bool {
+        matches!(self, Error::NoEntrypoint | Error::NoModule(_))
+    }
+}
+
 /// The CRI annotation naming the pod's sandbox.
 pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 /// The CRI annotation telling a sandbox (pause) container from an application container.
@@ -228,6 +236,13 @@ pub fn container_spec(spec: &Spec, rootfs: &Path) -> ContainerSpec {
         },
         ..ContainerSpec::default()
     }
+}
+
+/// The module `process.args[0]` names in `rootfs`: its guest path and bytes.
+pub fn entrypoint_module(spec: &Spec, rootfs: &Path) -> Result<(String, Vec<u8>), Error> {
+    let guest = module_guest_path(spec, rootfs)?;
+    let bytes = read_module(rootfs, &guest)?;
+    Ok((guest, bytes))
 }
 
 /// Reads the module `guest` from `rootfs`, refusing native executables and anything else

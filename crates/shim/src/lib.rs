@@ -3,8 +3,9 @@
 //! `containerd-shim` crate, so a stock kubelet runs WebAssembly pods picked by a RuntimeClass.
 //!
 //! Owns the containerd side only: the bundle's OCI runtime spec mapped to a
-//! [`wasmlet_runtime::ContainerSpec`], the rootfs mounts, containerd's stdio FIFOs, the task
-//! lifecycle, signals, events and stats. Running the module (engine, compile cache, limits,
+//! [`wasmlet_runtime::ContainerSpec`], the rootfs mounts, the image of a wasm artifact read
+//! from containerd's content store, containerd's stdio FIFOs, the task lifecycle, signals,
+//! events and stats. Running the module (engine, compile cache, limits,
 //! exit status) belongs to `wasmlet-runtime`; it knows nothing of Kubernetes beyond the CRI
 //! annotations containerd writes into the spec.
 //!
@@ -16,6 +17,18 @@
 //!   FROM-scratch image with `CMD ["/hello.wasm"]`), resolved with chroot semantics (symlinks
 //!   and `..` stay inside the rootfs). Native executables are refused with an error naming the
 //!   file; the pod's sandbox (pause) container runs no code at all and waits for its kill.
+//! - When the spec names no file of the rootfs, the container's image may be a wasm OCI
+//!   artifact ([`artifact`]): the CNCF artifact (`application/wasm`), wasm-to-oci or runwasi's
+//!   component layer, whose module is a layer containerd fetched but could not unpack (the
+//!   rootfs is empty). The shim reads it from containerd's content store over containerd's
+//!   gRPC API ([`containerd`], at the `-address` and in the `-namespace` containerd starts the
+//!   shim with): the container's record, its image, through an index to its `wasip1/wasm`,
+//!   `wasip2/wasm` or `wasi/wasm` entry, the manifest, the config, then the wasm layer, with
+//!   every size bounded, every digest verified and every call under a deadline. The guest's
+//!   argv is `process.args` when there are any (through CRI: the pod's `command` and `args`,
+//!   so `argv[0]` is the command's first word), else the image config's ENTRYPOINT and CMD,
+//!   else the last segment of the image's repository, as `wasmlet run` and `wasmlet node`
+//!   give it. An ordinary image keeps the error that its rootfs lacks the file.
 //! - A task is a [`state::TaskState`]: created, running, exited, deleted; illegal moves are
 //!   errors that reach containerd as `FailedPrecondition`.
 //! - Signals ([`signal::Action`]): `SIGKILL` kills at once; `SIGTERM`, `SIGINT`, `SIGHUP`,
@@ -39,8 +52,10 @@
 //!   containers each reports the pod's numbers). `exec` is refused.
 #![deny(missing_docs)]
 
+pub mod artifact;
 pub mod bundle;
 pub mod cgroup;
+pub mod containerd;
 pub mod native;
 pub mod network;
 pub mod rootfs;

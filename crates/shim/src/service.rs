@@ -17,7 +17,7 @@ use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::{self, Code, r#async::TtrpcContext};
 
 use crate::tasks::{self, Exit, NewTask, Tasks};
-use crate::{bundle, rootfs, stats};
+use crate::{artifact, bundle, containerd, rootfs, stats};
 
 /// Errors answered to containerd.
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +60,21 @@ impl Error {
                 | R::Link(_)
                 | R::Preopen { .. },
             )) => Code::INVALID_ARGUMENT,
+            Error::Task(tasks::Error::Artifact(err)) => artifact_code(err),
+            Error::Task(tasks::Error::ImageUnreadable { .. }) => Code::UNAVAILABLE,
             Error::Exec => Code::UNIMPLEMENTED,
             _ => Code::INTERNAL,
         }
+    }
+}
+
+/// A wasm artifact's problem: the image's fault is an invalid argument, a corrupt store is
+/// data loss, containerd failing is unavailable.
+fn artifact_code(err: &artifact::Error) -> Code {
+    match err {
+        artifact::Error::Containerd(_) => Code::UNAVAILABLE,
+        artifact::Error::Corrupt { .. } => Code::DATA_LOSS,
+        _ => Code::INVALID_ARGUMENT,
     }
 }
 
@@ -83,6 +95,7 @@ fn task_err(err: tasks::Error) -> ttrpc::Error {
 pub struct WasmShim {
     exit: Arc<ExitSignal>,
     namespace: String,
+    containerd: containerd::Endpoint,
 }
 
 #[async_trait]
@@ -93,6 +106,7 @@ impl Shim for WasmShim {
         WasmShim {
             exit: Arc::new(ExitSignal::default()),
             namespace: args.namespace.clone(),
+            containerd: containerd::Endpoint::new(&args.address, &args.namespace),
         }
     }
 
@@ -121,7 +135,7 @@ impl Shim for WasmShim {
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
         TaskService {
-            tasks: Arc::new(Tasks::default()),
+            tasks: Arc::new(Tasks::new(self.containerd.clone())),
             events: Arc::new(Events {
                 publisher,
                 namespace: self.namespace.clone(),
@@ -399,6 +413,13 @@ impl Task for TaskService {
 mod tests {
     use super::*;
 
+    fn unreachable() -> artifact::Error {
+        artifact::Error::Containerd(containerd::Error::Connect {
+            address: "/run/containerd/containerd.sock".into(),
+            reason: "x".into(),
+        })
+    }
+
     #[test]
     fn error_codes() {
         let cases = [
@@ -427,6 +448,35 @@ mod tests {
             ),
             (Error::Exec, Code::UNIMPLEMENTED),
             (Error::Encode("x".into()), Code::INTERNAL),
+            (
+                Error::Task(tasks::Error::Artifact(artifact::Error::NotWasm {
+                    image: "i".into(),
+                    digest: wasmlet_oci::Digest::of(b""),
+                    media_type: "application/wasm".into(),
+                    reason: "x".into(),
+                })),
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                Error::Task(tasks::Error::Artifact(artifact::Error::Corrupt {
+                    image: "i".into(),
+                    what: "wasm layer",
+                    digest: wasmlet_oci::Digest::of(b""),
+                    found: "x".into(),
+                })),
+                Code::DATA_LOSS,
+            ),
+            (
+                Error::Task(tasks::Error::Artifact(unreachable())),
+                Code::UNAVAILABLE,
+            ),
+            (
+                Error::Task(tasks::Error::ImageUnreadable {
+                    missing: bundle::Error::NoEntrypoint,
+                    source: Box::new(containerd::Error::Namespace("x".into())),
+                }),
+                Code::UNAVAILABLE,
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code, "{err}");

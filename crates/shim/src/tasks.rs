@@ -13,8 +13,10 @@ use wasmlet_runtime::{
     Runtime, TERMINATED_EXIT_CODE, TRAP_EXIT_CODE,
 };
 
+use crate::artifact::{self, Artifact};
 use crate::bundle;
 use crate::cgroup;
+use crate::containerd::{self, Containerd};
 use crate::native::{self, Native};
 use crate::network;
 use crate::rootfs;
@@ -56,6 +58,18 @@ pub enum Error {
     /// The rootfs could not be mounted.
     #[error(transparent)]
     Rootfs(#[from] rootfs::Error),
+    /// The container's image is a wasm artifact whose module cannot be run.
+    #[error(transparent)]
+    Artifact(#[from] artifact::Error),
+    /// The rootfs holds no module and the container's image could not be read to look for
+    /// one in its layers.
+    #[error("{missing}; the container's image could not be read from containerd either: {source}")]
+    ImageUnreadable {
+        /// Why the rootfs holds no module.
+        missing: bundle::Error,
+        /// Why containerd could not tell.
+        source: Box<containerd::Error>,
+    },
     /// Loading or starting the module failed.
     #[error(transparent)]
     Runtime(#[from] wasmlet_runtime::Error),
@@ -170,6 +184,16 @@ pub struct Tasks {
     /// The network namespace the pod's sandbox spec named: where the pod's containers'
     /// sockets go (they name it through the sandbox task's pid, which is this process).
     sandbox_netns: Mutex<Option<PathBuf>>,
+    containerd: Option<containerd::Endpoint>,
+}
+
+/// The wasm a container runs.
+struct Module {
+    bytes: Vec<u8>,
+    /// Where it came from, for the log.
+    origin: String,
+    /// The guest's argv when it is not `process.args` (a wasm artifact's).
+    argv: Option<Vec<String>>,
 }
 
 /// The exit status for `status`, when the last terminating signal sent was `signal`.
@@ -191,6 +215,15 @@ pub fn cache_dir() -> PathBuf {
 }
 
 impl Tasks {
+    /// The tasks of a shim that reads wasm artifacts' images through containerd's API at
+    /// `containerd`.
+    pub fn new(containerd: containerd::Endpoint) -> Tasks {
+        Tasks {
+            containerd: Some(containerd),
+            ..Tasks::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Task>> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -281,23 +314,29 @@ impl Tasks {
                 cgroup,
             });
         }
-        let guest = bundle::module_guest_path(spec, rootfs)?;
-        let bytes = match bundle::read_module(rootfs, &guest) {
-            Err(bundle::Error::Native(path)) => return self.native(new, &path).await,
-            read => read?,
+        let module = match self.module(&new.id, spec, rootfs).await {
+            Err(Error::Bundle(bundle::Error::Native(path))) => {
+                return self.native(new, &path).await;
+            }
+            module => module?,
         };
         let runtime = self.runtime()?;
+        let bytes = module.bytes;
         let program = tokio::task::spawn_blocking(move || runtime.load(&bytes))
             .await
             .map_err(|e| {
                 wasmlet_runtime::Error::Compile(format!("the compile task failed: {e}"))
             })??;
         log::info!(
-            "loaded {guest} ({}, from cache: {})",
+            "loaded {} ({}, from cache: {})",
+            module.origin,
             program.digest(),
             program.loaded_from_cache()
         );
         let mut container = bundle::container_spec(spec, rootfs);
+        if let Some(argv) = module.argv {
+            container.args = argv;
+        }
         let serve = match program.kind() {
             ProgramKind::HttpComponent => Some(network::http_address(&container.env)?),
             _ => None,
@@ -341,6 +380,57 @@ impl Tasks {
             reason: e.to_string(),
         })??;
         Ok(Work::Native(Box::new(created)))
+    }
+
+    /// The module of container `id`: the file `process.args[0]` names in its rootfs, else
+    /// the wasm layer of its image when that is a wasm artifact.
+    async fn module(
+        &self,
+        id: &str,
+        spec: &oci_spec::runtime::Spec,
+        rootfs: &Path,
+    ) -> Result<Module> {
+        let missing = match bundle::entrypoint_module(spec, rootfs) {
+            Ok((guest, bytes)) => {
+                return Ok(Module {
+                    bytes,
+                    origin: guest,
+                    argv: None,
+                });
+            }
+            Err(err) if err.is_missing_module() => err,
+            Err(err) => return Err(err.into()),
+        };
+        match self.artifact(id).await {
+            Ok(Some(artifact)) => Ok(Module {
+                origin: format!(
+                    "the wasm layer {} of {}",
+                    artifact.layer.digest, artifact.image
+                ),
+                argv: Some(artifact.argv(&bundle::args(spec))),
+                bytes: artifact.wasm,
+            }),
+            Ok(None) => Err(missing.into()),
+            Err(artifact::Error::Containerd(source)) => Err(Error::ImageUnreadable {
+                missing,
+                source: Box::new(source),
+            }),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The wasm artifact container `id` was made from, read from containerd; `None` when
+    /// the container has no image or its image is not a wasm artifact.
+    async fn artifact(&self, id: &str) -> artifact::Result<Option<Artifact>> {
+        let Some(endpoint) = &self.containerd else {
+            return Ok(None);
+        };
+        let client = Containerd::connect(endpoint).await?;
+        let Some(image) = client.container_image(id).await? else {
+            return Ok(None);
+        };
+        let target = client.image_target(&image).await?;
+        artifact::resolve(&client, &image, &target).await
     }
 
     /// Starts a created task; `on_exit` runs once it has ended, with its exit.

@@ -1,15 +1,20 @@
 //! The seed's end-to-end on the stock kubelet: the real kubelet joined to the test control
 //! plane with the test containerd as its runtime, the RuntimeClass `wasm` shipped in
 //! `deploy/shim`, and a Deployment with `runtimeClassName: wasm` whose pod logs
-//! `Hello from WebAssembly!`.
+//! `Hello from WebAssembly!`; and wasm OCI artifacts (CNCF, wasm-to-oci) pushed to a real
+//! registry, pulled by the kubelet through CRI and run under RuntimeClass `wasm`.
 
 mod common;
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::push::*;
 use common::*;
+use wasmlet_oci::format::Format;
+use wasmlet_testkit::{Auth, Registry};
 
 /// The program of the seed's Deployment: prints `Hello from WebAssembly!`.
 const SEED_HELLO: &str = r#"(module
@@ -32,8 +37,24 @@ fn bash(script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// The test control plane of the shim's tests (its own state folder) and a Ready kubelet.
-fn cluster() -> HashMap<String, String> {
+/// The test control plane of the shim's tests (its own state folder), a Ready kubelet and
+/// the RuntimeClass `wasm`; made once for the tests of this file.
+fn cluster() -> &'static HashMap<String, String> {
+    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let env = start_cluster();
+        let runtime_class = root().join("deploy/shim/runtimeclass.yaml");
+        let out = kubectl(
+            &env,
+            &["apply", "-f", &runtime_class.to_string_lossy()],
+            None,
+        );
+        assert!(out.status.success(), "{}", show(&out));
+        env
+    })
+}
+
+fn start_cluster() -> HashMap<String, String> {
     let state = root().join(".state/shim-e2e/cluster");
     let env_file = bash("tests/cluster/up", &[&state.to_string_lossy()]);
     bash("tests/containerd/kubelet", &[&env_file]);
@@ -95,33 +116,87 @@ fn a_deployment_with_runtime_class_wasm_logs_hello_from_webassembly() {
     let wasm = wat::parse_str(SEED_HELLO).unwrap();
     import_wasm("k8s.io", "seed-hello", &wasm).unwrap();
     let env = cluster();
-    let runtime_class = root().join("deploy/shim/runtimeclass.yaml");
-    let out = kubectl(
-        &env,
-        &["apply", "-f", &runtime_class.to_string_lossy()],
+    let out = kubectl(env, &["apply", "-f", "-"], Some(DEPLOYMENT));
+    assert!(out.status.success(), "{}", show(&out));
+    let logs = wait_for_log(env, "deployment/wasm-hello", &["Hello from WebAssembly!"]);
+    assert!(logs.is_ok(), "{}", logs.unwrap_err());
+    let _ = kubectl(
+        env,
+        &["delete", "deployment", "wasm-hello", "--wait=false"],
         None,
     );
-    assert!(out.status.success(), "{}", show(&out));
-    let out = kubectl(&env, &["apply", "-f", "-"], Some(DEPLOYMENT));
-    assert!(out.status.success(), "{}", show(&out));
+}
+
+/// A pod of RuntimeClass `wasm` whose image the kubelet pulls (`imagePullPolicy: Always`);
+/// a CNCF or wasm-to-oci artifact has no ENTRYPOINT, so the pod gives a command.
+fn artifact_pod(name: &str, image: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  runtimeClassName: wasm
+  hostNetwork: true
+  restartPolicy: Never
+  containers:
+    - name: hello
+      image: {image}
+      imagePullPolicy: Always
+      command: [hello.wasm]
+      args: [from-the-kubelet]
+"#
+    )
+}
+
+#[test]
+fn the_kubelet_pulls_wasm_artifacts_from_a_registry_and_runs_them() {
+    let registry = Registry::start(Auth::Open);
+    let wasm = wasmlet_fixtures::hello();
+    let cncf = push_wasm(&registry, "kubelet/cncf", wasm, Format::CncfArtifact);
+    let w2o = push_wasm(&registry, "kubelet/w2o", wasm, Format::WasmToOci);
+    let env = cluster();
+    let pods = [("artifact-cncf", &cncf), ("artifact-w2o", &w2o)];
+    for (name, pushed) in pods {
+        let pod = artifact_pod(name, &pushed.reference);
+        let out = kubectl(env, &["apply", "-f", "-"], Some(&pod));
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    let expected = ["hello from stdout!", r#"Args are: ["from-the-kubelet"]"#];
+    let results: Vec<_> = pods
+        .iter()
+        .map(|(name, _)| wait_for_log(env, &format!("pod/{name}"), &expected))
+        .collect();
+    for (name, _) in pods {
+        let _ = kubectl(env, &["delete", "pod", name, "--wait=false"], None);
+    }
+    for result in results {
+        assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+}
+
+/// Polls `kubectl logs OBJECT` for two minutes until it holds every line of `expected`.
+fn wait_for_log(
+    env: &HashMap<String, String>,
+    object: &str,
+    expected: &[&str],
+) -> Result<String, String> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut last = String::new();
     while Instant::now() < deadline {
-        let out = kubectl(&env, &["logs", "deployment/wasm-hello"], None);
-        last = show(&out);
-        if String::from_utf8_lossy(&out.stdout).contains("Hello from WebAssembly!") {
-            let _ = kubectl(
-                &env,
-                &["delete", "deployment", "wasm-hello", "--wait=false"],
-                None,
-            );
-            return;
+        let out = kubectl(env, &["logs", object], None);
+        let logs = String::from_utf8_lossy(&out.stdout).into_owned();
+        if expected.iter().all(|line| logs.contains(line)) {
+            return Ok(logs);
         }
+        last = show(&out);
         std::thread::sleep(Duration::from_secs(1));
     }
-    let pods = kubectl(&env, &["get", "pods", "-o", "wide"], None);
-    panic!(
-        "no `Hello from WebAssembly!` in the pod's log: {last}\n{}",
-        show(&pods)
-    );
+    let pods = kubectl(env, &["get", "pods", "-o", "wide"], None);
+    let events = kubectl(env, &["get", "events"], None);
+    Err(format!(
+        "no {expected:?} in the log of {object}: {last}\n{}\n{}",
+        show(&pods),
+        show(&events)
+    ))
 }

@@ -11,6 +11,9 @@ use std::sync::OnceLock;
 use anyhow::{Context, Result, bail};
 pub use wasmlet_testkit::image::{File, image_tar};
 
+pub mod cri;
+pub mod push;
+
 /// The containerd namespace the `ctr` tests use.
 pub const NS: &str = "wasmlet-test";
 /// The runtime type of the shim.
