@@ -42,6 +42,8 @@ fn bash(script: &str, args: &[&str]) -> String {
 fn cluster() -> &'static HashMap<String, String> {
     static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
     ENV.get_or_init(|| {
+        // The sandbox image CRI is configured with: nothing is pulled.
+        common::cri::pause_image();
         let env = start_cluster();
         let runtime_class = root().join("deploy/shim/runtimeclass.yaml");
         let out = kubectl(
@@ -199,4 +201,82 @@ fn wait_for_log(
         show(&pods),
         show(&events)
     ))
+}
+
+/// A pod of a wasi:http container and a native busybox sidecar (RuntimeClass `wasm`, host
+/// network on loopback: the pod-network case runs in the multi-node cluster test).
+fn mixed_pod(port: u16) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: mixed}}
+spec:
+  runtimeClassName: wasm
+  hostNetwork: true
+  restartPolicy: Never
+  containers:
+    - name: web
+      image: localhost/wasmlet-test/http:v1
+      imagePullPolicy: IfNotPresent
+      env: [{{name: WASMTIME_HTTP_PROXY_SOCKET_ADDR, value: "127.0.0.1:{port}"}}]
+    - name: sidecar
+      image: localhost/wasmlet-test/busybox-sidecar:v1
+      imagePullPolicy: IfNotPresent
+      command: [/bin/busybox, sh, -c]
+      args:
+        - >-
+          echo sidecar up;
+          for i in $(seq 30); do
+          (printf 'GET / HTTP/1.0\r\nHost: localhost\r\n\r\n'; sleep 1) | busybox nc 127.0.0.1 {port} && exit 0;
+          sleep 1; done; exit 1
+"#
+    )
+}
+
+#[test]
+fn a_wasm_container_and_a_native_sidecar_run_in_one_pod_of_the_kubelet() {
+    import_wasm("k8s.io", "http", wasmlet_fixtures::http_hello()).unwrap();
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static (tests/setup)");
+    let dir = tempfile::tempdir().unwrap();
+    let image = "localhost/wasmlet-test/busybox-sidecar:v1";
+    let files = [File("/bin/busybox", &busybox, 0o755)];
+    let tar = image_tar(dir.path(), image, &files, &["/bin/busybox"], &[]).unwrap();
+    import("k8s.io", &tar).unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let env = cluster();
+    let out = kubectl(env, &["apply", "-f", "-"], Some(&mixed_pod(port)));
+    assert!(out.status.success(), "{}", show(&out));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut logs = kubectl(env, &["logs", "pod/mixed", "-c", "sidecar"], None);
+    while !String::from_utf8_lossy(&logs.stdout).contains("hello from wasi:http!")
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_secs(1));
+        logs = kubectl(env, &["logs", "pod/mixed", "-c", "sidecar"], None);
+    }
+    let web = kubectl(env, &["logs", "pod/mixed", "-c", "web"], None);
+    let pods = kubectl(env, &["get", "pod", "mixed", "-o", "wide"], None);
+    let _ = kubectl(env, &["delete", "pod", "mixed", "--wait=false"], None);
+    assert!(
+        web.status.success(),
+        "the wasm container's log: {}",
+        show(&web)
+    );
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        text.contains("sidecar up"),
+        "{}\n{}",
+        show(&logs),
+        show(&pods)
+    );
+    assert!(
+        text.contains("hello from wasi:http!"),
+        "the sidecar reached the wasm container on localhost: {}\n{}",
+        show(&logs),
+        show(&pods)
+    );
 }
