@@ -6,6 +6,10 @@
 //! that does not answer; an outgoing `wasi:http` request to a name goes the same way. The
 //! host's own resolver never sees these names. Needs root (namespaces) and dnsmasq.
 
+mod common;
+
+use common::Captured;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -185,25 +189,6 @@ fn cluster_config() -> DnsConfig {
     };
     config.apply_options(&["ndots:5"]);
     config
-}
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 fn network(lab: &Lab, config: DnsConfig) -> Network {

@@ -4,9 +4,13 @@
 //! port or an unresolvable name ends the run (or the answer) naming the step and the WASI
 //! error code.
 
+mod common;
+
+use common::Captured;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use wasmlet_runtime::{
@@ -61,26 +65,6 @@ fn assert_same_text(got: &str, want: &str) {
         &got[common..got.len().min(common + 40)],
         &want[common..want.len().min(common + 40)],
     );
-}
-
-/// A writer that keeps what it is given.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 struct Run {

@@ -1,9 +1,12 @@
 //! Running the fixtures end to end: output, exit codes, traps, limits, kills, preopens, logs,
 //! the compile cache, components.
 
-use std::io::Write;
+mod common;
+
+use common::Captured;
+
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use wasmlet_runtime::{
@@ -548,19 +551,6 @@ async fn log_rotates_at_its_size_limit() {
     assert!(std::fs::metadata(&log).unwrap().len() <= 400);
     let last = entries(&log).pop().unwrap();
     assert_eq!(last, e("stdout", "F", "env=VAR39=valuevaluevaluevalue"));
-}
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[tokio::test]

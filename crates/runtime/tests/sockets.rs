@@ -2,6 +2,8 @@
 //! pod IP and answers a TCP client; binds anywhere else are refused, with the reason and the
 //! fix in the container's log; without a network a component gets no sockets.
 
+mod common;
+
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
@@ -177,25 +179,9 @@ async fn in_a_pod_namespace_the_components_sockets_are_made_there() {
         .unwrap();
     let addr = SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port);
     let inside = ns.clone();
-    let text = tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let mut conn = loop {
-            match inside.connect_tcp(addr, Duration::from_secs(5)) {
-                Ok(conn) => break conn,
-                Err(err) if started.elapsed() > Duration::from_secs(20) => {
-                    panic!("nothing listens on {addr} in the pod's namespace: {err}")
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut text = String::new();
-        conn.read_to_string(&mut text).unwrap();
-        text
-    })
-    .await
-    .unwrap();
+    let text = tokio::task::spawn_blocking(move || common::greeting_inside(&inside, addr))
+        .await
+        .unwrap();
     assert_eq!(text, "hello from wasi:sockets!\n");
     assert!(
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err(),
@@ -227,25 +213,9 @@ async fn in_its_own_namespace_a_pod_may_listen_on_every_address() {
         .unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], 7071));
     let inside = ns.clone();
-    let text = tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let mut conn = loop {
-            match inside.connect_tcp(addr, Duration::from_secs(5)) {
-                Ok(conn) => break conn,
-                Err(err) if started.elapsed() > Duration::from_secs(20) => {
-                    panic!("nothing listens on {addr} in the pod's namespace: {err}")
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut text = String::new();
-        conn.read_to_string(&mut text).unwrap();
-        text
-    })
-    .await
-    .unwrap();
+    let text = tokio::task::spawn_blocking(move || common::greeting_inside(&inside, addr))
+        .await
+        .unwrap();
     container.kill();
     container.wait().await;
     assert_eq!(text, "hello from wasi:sockets!\n", "{}", log_text(&log));
