@@ -4,7 +4,8 @@
 Two subcommands, both driven by a pod template (a JSON Pod manifest without a name):
 
   latency  creates COUNT pods in batches of BATCH and watches each until it is Running (every
-           container started) or Succeeded, as the Kubernetes pod-startup SLI defines it: from
+           container started), Ready (its Ready condition True: readiness probes passed) or
+           Succeeded, as the Kubernetes pod-startup SLI defines it: from
            the pod's creation to the moment a watch observes it, images already present (no
            pull), no init containers. Writes every sample and p50/p90/p99 as JSON.
   density  steps the number of idle pods up (e.g. 500,1000,2000,5000): at each step creates
@@ -147,14 +148,18 @@ def parse_time(stamp: str | None) -> float | None:
 
 
 def reached(pod: dict, until: str) -> str | None:
-    """'ok' when the pod reached `until` (Running: every container started), 'failed' when it
-    can no longer get there, else None."""
+    """'ok' when the pod reached `until` (Running: every container started; Ready: its Ready
+    condition is True, after its readiness probes passed), 'failed' when it can no longer get
+    there, else None."""
     status = pod.get("status", {})
     phase = status.get("phase")
-    if phase == "Failed" or (until == "Running" and phase == "Succeeded"):
+    if phase == "Failed" or (until in ("Running", "Ready") and phase == "Succeeded"):
         return "failed"
     if until == "Succeeded":
         return "ok" if phase == "Succeeded" else None
+    if until == "Ready":
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        return "ok" if ready else None
     if phase != "Running":
         return None
     containers = status.get("containerStatuses") or []
@@ -580,7 +585,7 @@ def main():
         p.add_argument("--keep", action="store_true", help="leave the pods (default: delete them at the end)")
         p.add_argument("--out", required=True)
     lat = sub.choices["latency"]
-    lat.add_argument("--until", choices=["Running", "Succeeded"], default="Running")
+    lat.add_argument("--until", choices=["Running", "Ready", "Succeeded"], default="Running")
     lat.add_argument("--count", type=int, default=50)
     lat.add_argument("--batch-timeout", type=float, default=120)
     lat.add_argument("--max-seconds", type=float, default=900, help="no new batch after this long")

@@ -23,6 +23,8 @@ use super::{Host, Lab, eventually, ok};
 /// The cluster's pod network; the controller-manager gives each node a part of it
 /// ([`Options::node_cidr_mask`]).
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+/// The Services' network (`tests/cluster/up`'s `--service-cluster-ip-range`).
+pub const SERVICE_CIDR: &str = "10.0.0.0/24";
 /// The CNI network of the wasm nodes (also the folder of its host-local allocations).
 pub const NETWORK: &str = "wasmlet-lab";
 /// The registry's port on the control plane's address.
