@@ -118,8 +118,9 @@ class Kube:
             return json.loads(data) if data else {}
         raise AssertionError("unreachable")
 
-    def watch(self, path: str, resource_version: str, timeout_s: int):
-        """Yields (event type, object) of a watch from resource_version for up to timeout_s."""
+    def watch(self, path: str, resource_version: str, timeout_s: int, connected=None):
+        """Yields (event type, object) of a watch from resource_version for up to timeout_s;
+        calls connected() once the API server has answered the request."""
         sep = "&" if "?" in path else "?"
         query = f"{sep}watch=1&allowWatchBookmarks=true&resourceVersion={resource_version}&timeoutSeconds={timeout_s}"
         conn = self.connect(timeout=timeout_s + 30)
@@ -127,6 +128,8 @@ class Kube:
         resp = conn.getresponse()
         if resp.status != 200:
             raise RuntimeError(f"watch {path}: HTTP {resp.status}: {resp.read()[:500]!r}")
+        if connected:
+            connected()
         try:
             while True:
                 line = resp.readline()
@@ -191,6 +194,9 @@ class Watcher:
         self.present: set[str] = set()
         self.state: dict[str, str] = {}  # name -> where it was last seen (phase, reason)
         self.stop = threading.Event()
+        # Set once the watch is established: a pod created before that would be seen only
+        # when the connection comes up, and its time would count the wait.
+        self.connected = threading.Event()
         self.error: Exception | None = None
         path = f"/api/v1/namespaces/{namespace}/pods?labelSelector={urllib.parse.quote(selector)}"
         listing = kube.request("GET", path)
@@ -199,11 +205,13 @@ class Watcher:
         self.path = path
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+        if not self.connected.wait(60) and not self.error:
+            raise RuntimeError(f"the watch of {path} did not connect within 60 s")
 
     def _run(self):
         while not self.stop.is_set():
             try:
-                for kind, pod in self.kube.watch(self.path, self.rv, 300):
+                for kind, pod in self.kube.watch(self.path, self.rv, 300, self.connected.set):
                     self._event(kind, pod)
                     if self.stop.is_set():
                         return

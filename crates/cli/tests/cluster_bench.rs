@@ -32,8 +32,8 @@
 //! latency profile, 50), `_BATCH` (10), `_ROUNDS` (latency rounds, 2), `_PROFILES` (all),
 //! `_HTTP_SECONDS` (10), `_HTTP_ROUNDS` (2), `_HTTP_CONNECTIONS` (16), `_STEPS`
 //! (250,500,1000,1500,2000), `_STEP_TIMEOUT` (300 s), `_STALL` (60 s without a pod turning
-//! Running ends a step), `_LOOPBACK_STEP` (250; 0 skips the peer), `_OUT` (a folder for the
-//! raw outputs). Needs root, wrk and python3.
+//! Running ends a step), `_SETTLE` (10 s idle before a step is sampled), `_LOOPBACK_STEP` (250;
+//! 0 skips the peer), `_OUT` (a folder for the raw outputs). Needs root, wrk and python3.
 
 mod lab;
 
@@ -105,6 +105,7 @@ struct Knobs {
     steps: Vec<usize>,
     step_timeout: u64,
     stall: u64,
+    settle: u64,
     loopback_step: usize,
     out: Option<PathBuf>,
 }
@@ -140,6 +141,7 @@ impl Knobs {
             steps: steps.context("WASMLET_NETBENCH_STEPS: numbers, comma-separated")?,
             step_timeout: knob("STEP_TIMEOUT", 300)?,
             stall: knob("STALL", 60)?,
+            settle: knob("SETTLE", 10)?,
             loopback_step: knob("LOOPBACK_STEP", 250)?,
             out: std::env::var_os("WASMLET_NETBENCH_OUT").map(PathBuf::from),
         })
@@ -154,7 +156,7 @@ impl Knobs {
             "parts": self.parts, "pods": self.pods, "batch": self.batch, "rounds": self.rounds,
             "profiles": self.profiles, "http_seconds": self.http_seconds,
             "http_rounds": self.http_rounds, "connections": self.connections,
-            "steps": self.steps, "step_timeout_s": self.step_timeout, "stall_s": self.stall,
+            "steps": self.steps, "step_timeout_s": self.step_timeout, "stall_s": self.stall, "settle_s": self.settle,
             "loopback_step": self.loopback_step,
         })
     }
@@ -995,6 +997,9 @@ fn density_on(
             Ok(n) => (n, None),
             Err((n, why)) => (n, Some(why)),
         };
+        // A quiet container's log file is closed after a few seconds: the pods are sampled
+        // idle, as they stay.
+        std::thread::sleep(Duration::from_secs(knobs.settle));
         let now = Sample::take(lab, host, pid, cni);
         let per_pod = now.per_pod(&base, running);
         if why.is_none() {
@@ -1030,7 +1035,9 @@ fn density_on(
     }
     let events = warnings(cluster, &format!("dense-{mode}-"));
     let gone = Instant::now();
-    cluster.kubectl(&["delete", "pods", "-l", &selector, "--wait=false"])?;
+    // One request deleting them all (kubectl delete -l deletes one by one).
+    let collection = format!("/api/v1/namespaces/default/pods?labelSelector=bench%3Ddense-{mode}");
+    cluster.kubectl_within(Duration::from_secs(300), &["delete", "--raw", &collection])?;
     let left = wait_empty(lab, cluster, host, &selector, cni);
     let after = Sample::take(lab, host, pid, cni);
     let summary = json!({
@@ -1091,7 +1098,11 @@ fn create_dense(
         let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
         let path = lab.dir().join("dense.json");
         std::fs::write(&path, serde_json::to_vec(&list)?)?;
-        cluster.kubectl(&["create", "-f", &path.to_string_lossy(), "-o", "name"])?;
+        let limit = Duration::from_secs(300);
+        cluster.kubectl_within(
+            limit,
+            &["create", "-f", &path.to_string_lossy(), "-o", "name"],
+        )?;
     }
     Ok(())
 }

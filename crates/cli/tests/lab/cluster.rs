@@ -153,9 +153,23 @@ impl Cluster {
     }
 
     pub fn kubectl_output(&self, args: &[&str]) -> Result<std::process::Output> {
+        self.kubectl_output_within(Duration::from_secs(60), args)
+    }
+
+    /// kubectl as the admin, killed after `limit`; fails on a non-zero exit.
+    pub fn kubectl_within(&self, limit: Duration, args: &[&str]) -> Result<String> {
+        let output = self.kubectl_output_within(limit, args)?;
+        ok(&output).with_context(|| format!("kubectl {}", args.join(" ")))
+    }
+
+    fn kubectl_output_within(
+        &self,
+        limit: Duration,
+        args: &[&str],
+    ) -> Result<std::process::Output> {
         let output = self
             .control
-            .command_within(Duration::from_secs(60), cache_bin().join("kubectl"))
+            .command_within(limit, cache_bin().join("kubectl"))
             .args(args)
             .env("KUBECONFIG", self.var("KUBECONFIG"))
             .output()?;
