@@ -71,6 +71,7 @@ fn pod_network_benchmark() -> Result<()> {
         loadavg()
     );
     let outcome = run_parts(&mut lab, &cluster, &knobs, &mut out);
+    out.keep_logs(&lab);
     out.emit(json!({"kind": "done", "seconds": secs(started.elapsed()), "loadavg": loadavg()}))?;
     eprintln!("benchmark finished in {:?}", started.elapsed());
     outcome.map_err(|err| err.context(cluster.diagnostics(&lab)))
@@ -197,6 +198,20 @@ impl Report {
             writeln!(file, "{line}")?;
         }
         Ok(())
+    }
+
+    /// Copies the lab's logs (agents, kube-proxy, control plane's helpers) to `logs/` of the
+    /// output folder, when there is one: the lab's own folder goes with the lab.
+    fn keep_logs(&self, lab: &Lab) {
+        let Some(dir) = &self.dir else { return };
+        let to = dir.join("logs");
+        let _ = std::fs::create_dir_all(&to);
+        let entries = std::fs::read_dir(lab.dir().join("logs"))
+            .into_iter()
+            .flatten();
+        for entry in entries.flatten() {
+            let _ = std::fs::copy(entry.path(), to.join(entry.file_name()));
+        }
     }
 
     /// A folder for raw outputs: the output folder, else `fallback`.
@@ -391,6 +406,30 @@ fn latency(lab: &mut Lab, cluster: &Cluster, knobs: &Knobs, out: &mut Report) ->
         .collect();
     let raw = out.raw_dir(lab.dir()).join("pods");
     std::fs::create_dir_all(&raw)?;
+    // A node that runs no pod of a namespace follows none of its objects: the first pods of
+    // the namespace there wait for a new watch of `kube-root-ca.crt` (their token volume's),
+    // whose first try the Node authorizer may refuse until it has seen them bound, retried
+    // a second later. One pod kept on each node for the part's length measures pod starts
+    // as they are on a node in use.
+    let keepers =
+        [WASM_NODES[0], LOOPBACK, NATIVE].map(|node| (format!("bench-keeper-{node}"), node));
+    for (name, node) in &keepers {
+        let mut pod = match *node {
+            NATIVE => all.iter().find(|p| p.name == "runc-sleep"),
+            _ => all.iter().find(|p| p.name == "cni-sleep"),
+        }
+        .context("no sleeper profile")?
+        .template
+        .clone();
+        pod["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": node});
+        pod["apiVersion"] = json!("v1");
+        pod["kind"] = json!("Pod");
+        pod["metadata"] = json!({"name": name, "namespace": "default"});
+        cluster.apply(lab, &serde_json::to_string(&pod)?)?;
+    }
+    for (name, _) in &keepers {
+        phase(cluster, name, "Running")?;
+    }
     for profile in &chosen {
         let file = podlatency(lab, cluster, profile, "warm", 1, 1, &raw)?;
         let warm: Value = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
@@ -465,6 +504,9 @@ fn latency(lab: &mut Lab, cluster: &Cluster, knobs: &Knobs, out: &mut Report) ->
             "samples": ok, "template": profile.template,
             "loadavg": loads[profile.name],
         }))?;
+    }
+    for (name, _) in &keepers {
+        cluster.kubectl(&["delete", "pod", name, "--wait=false"])?;
     }
     Ok(())
 }
