@@ -4,7 +4,7 @@ suite's JSON and table. Used by benches/run; each subcommand appends to RESULTS 
 file) and `finish` writes the final JSON.
 
 A result record:
-  item      the issue's item number ("1" .. "6"), as a string
+  item      the suite's item number ("1" .. "7"), as a string
   id        a stable key, e.g. "1.process-cold"
   name      what was measured, in words
   metric    e.g. "median wall time", "p99", "requests/s"
@@ -336,6 +336,143 @@ def http(results, work, rounds, command, peer_command, peer_name):
                                   f"p50 {lat_ours['50']:.3f} ms (peer {lat_peer['50']:.3f} ms)"))
 
 
+# ---- item 7: the pod network -----------------------------------------------------------------
+
+NETBENCH_MODES = {"cni": "wasmlet node --network cni", "loopback": "wasmlet node --network loopback",
+                  "runc": "kubelet + containerd + runc", "shim": "kubelet + containerd + wasmlet shim"}
+NETBENCH_WORKLOADS = {"sleep": "an idle sleeper (Ready once started; busybox sleep on runc)",
+                      "http": "the wasi:http hello component behind an httpGet readiness probe (busybox httpd on runc)"}
+
+
+def netbench(results, log, command):
+    """The `NETBENCH {json}` lines of cluster_bench (crates/cli/tests/cluster_bench.rs): pod
+    creation -> Ready per profile, requests/s per target, density per step."""
+    lines = [json.loads(line.split(" ", 1)[1]) for line in open(log) if line.startswith("NETBENCH ")]
+    lat = {r["profile"]: r for r in lines if r["kind"] == "latency"}
+    web = {r["target"]: r for r in lines if r["kind"] == "http"}
+    steps = [r for r in lines if r["kind"] == "density"]
+    summary = {r["mode"]: r for r in lines if r["kind"] == "density-summary"}
+    base = {r["mode"]: r for r in lines if r["kind"] == "density-base"}
+    setup = next((r for r in lines if r["kind"] == "setup"), {})
+    done = next((r for r in lines if r["kind"] == "done"), {})
+    wall = f"; the whole benchmark took {done['seconds'] / 60:.0f} min" if done.get("seconds") else ""
+
+    def ratio(a, b):
+        return f"{a / b:.2f}" if a is not None and b else "-"
+
+    for w in ("sleep", "http"):
+        ours, lo = lat.get(f"cni-{w}"), lat.get(f"loopback-{w}")
+        if not ours:
+            continue
+        others = [lat[k] for k in (f"shim-{w}", f"runc-{w}") if k in lat]
+        for p in (50, 90, 99):
+            key = f"p{p}"
+            note = (f"{ours['ok']}/{ours['n']} pods Ready on the CNI-mode agent, {lo['ok'] if lo else 0}/"
+                    f"{lo['n'] if lo else 0} on the loopback-mode agent, in batches of {ours['batch']}, "
+                    f"{ours['rounds']} rounds with the profiles taking turns; same cluster, same run: "
+                    + "; ".join(f"{NETBENCH_MODES[o['mode']]} {key} {o[key]:.3f} s (CNI / it: {ratio(ours[key], o[key])})"
+                                for o in others if o.get(key) is not None)
+                    + f"; from creationTimestamp (1 s resolution) the CNI agent's p99 is {ours.get('sli_p99')} s")
+            record(results, item="7", id=f"7.ready-{w}-{key}",
+                   name=f"pod creation -> Ready, {w}: wasmlet node in CNI mode", metric=key,
+                   value=ours[key], unit="s", better="lower",
+                   peer={"name": "the same agent in loopback mode", "value": lo[key] if lo else None, "command": command},
+                   anchor=dict(SLO, met=ours["p99"] is not None and ours["p99"] <= 5.0) if p == 99 else None,
+                   command=command, note=note,
+                   samples=({"wasmlet_s": ours["samples"], "peer_s": lo["samples"] if lo else [],
+                             "profiles": {k: v["samples"] for k, v in lat.items()},
+                             "table": [{k: v for k, v in r.items() if k not in ("samples", "template")}
+                                       for r in lat.values()]}
+                            if p == 50 else None))
+        stock = lat.get(f"runc-{w}")
+        if stock:
+            for p in (50, 99):
+                key = f"p{p}"
+                record(results, item="7", id=f"7.ready-{w}-runc-{key}",
+                       name=f"pod creation -> Ready, {w}: wasmlet node in CNI mode vs the stock kubelet", metric=key,
+                       value=ours[key], unit="s", better="lower",
+                       peer={"name": "kubelet + containerd + runc, static busybox, same bridge CNI plugin",
+                             "value": stock[key], "command": command},
+                       command=command, note=f"{stock['ok']}/{stock['n']} runc pods Ready; " + NETBENCH_WORKLOADS[w])
+    cni_svc, lo_pod = web.get("cni-service"), web.get("loopback-pod")
+    if cni_svc and lo_pod:
+        others = "; ".join(f"{k}: {v['rps']:,.0f} req/s, p99 {v['p99_ms']:.2f} ms ({v['what']})" for k, v in web.items())
+        rounds = " / ".join(f"{r['rps']:,.0f}" for r in cni_svc["rounds"])
+        lo_rounds = " / ".join(f"{r['rps']:,.0f}" for r in lo_pod["rounds"])
+        for metric, key, unit, better in (("requests/s", "rps", "req/s", "higher"), ("p99 latency", "p99_ms", "ms", "lower")):
+            record(results, item="7", id=f"7.service-{'rps' if key == 'rps' else 'p99'}",
+                   name="wasi:http hello through a ClusterIP (kube-proxy) to a CNI-mode agent's pod",
+                   metric=metric, value=round(cni_svc[key], 3 if key != "rps" else None) if cni_svc[key] is not None else None,
+                   unit=unit, better=better,
+                   peer={"name": "the same component on a loopback-mode agent, dialled on its pod IP",
+                         "value": round(lo_pod[key], 3 if key != "rps" else None) if lo_pod[key] is not None else None,
+                         "command": command},
+                   command=command,
+                   note=(f"wrk -t2 -c{cni_svc['connections']} -d{cni_svc['seconds']}s, median of {len(cni_svc['rounds'])} "
+                         f"rounds alternating over the targets (req/s per round {rounds}; loopback {lo_rounds}); every "
+                         f"target: {others}; wrk, the agents, kube-proxy's rules and the control plane share the 2 cores"),
+                   samples={"targets": web} if key == "rps" else None)
+        pod = web.get("cni-pod")
+        if pod:
+            record(results, item="7", id="7.pod-rps", name="wasi:http hello on a CNI-mode agent's pod IP, from another node",
+                   metric="requests/s", value=round(pod["rps"]), unit="req/s", better="higher",
+                   peer={"name": "the same component on a loopback-mode agent, dialled on its pod IP",
+                         "value": round(lo_pod["rps"]), "command": command},
+                   command=command, note=f"p99 {pod['p99_ms']:.2f} ms (loopback {lo_pod['p99_ms']:.2f} ms); no kube-proxy rule on "
+                                         "the way: the client's node routes the pod CIDR to the agent's node (host-gw)")
+    cni = [s for s in steps if s["mode"] == "cni"]
+    if cni:
+        s = summary.get("cni", {})
+        reached = [x for x in cni if x["reached"]]
+        best = reached[-1] if reached else None
+        most = max(cni, key=lambda x: x["running"])
+        top = (s.get("warnings") or [{}])[0]
+        lo_step = next((x for x in steps if x["mode"] == "loopback"), None)
+        record(results, item="7", id="7.density", name="idle pods one CNI-mode agent keeps Running (sleepers and wasi:http servers)",
+               metric="pods Running", value=most["running"], unit="pods", better="higher", anchor=dict(MAX_PODS),
+               command=command,
+               note=(f"steps {', '.join(str(x['step']) for x in cni)}; the last reached "
+                     f"{best['step'] if best else 'none'}; gave out: {s.get('gave_out', '?')}"
+                     + (f"; the most frequent warning ({top.get('count')}x {top.get('reason')}): {top.get('example', '')[:300]}"
+                        if top else "")
+                     + f"; all deleted in {s.get('delete_seconds', 0):.0f} s, left: {', '.join(s.get('left_after_delete') or []) or 'nothing'}"
+                     + wall),
+               samples={"steps": steps, "summary": summary, "base": base, "setup": setup})
+        # The per-pod costs are read at the CNI step of as many pods as the loopback peer's step
+        # (the same fixed costs spread over the same count), else at the last step reached.
+        same = next((x for x in reached if lo_step and x["step"] == lo_step["step"]), best)
+        if same and lo_step:
+            pb, pl = same["per_pod"], lo_step["per_pod"]
+            at_best = best["per_pod"] if best is not same else None
+            rows = (("fds", "descriptors per pod held by the agent", "descriptors", "fds"),
+                    ("kernel", "kernel memory per pod (unreclaimable slab + per-CPU)", "KiB", "unreclaimable_kernel_kib"),
+                    ("rss", "agent resident memory per pod", "KiB", "rss_kib"),
+                    ("cpu", "CPU per pod started (agent and the CNI plugins it runs)", "ms", "cpu_ms"))
+            for rid, name, unit, key in rows:
+                kinds = ""
+                if rid == "fds":
+                    kinds = "; by kind, CNI " + ", ".join(f"{k} {v}" for k, v in pb["fd_kinds"].items() if v) + \
+                            "; loopback " + ", ".join(f"{k} {v}" for k, v in pl["fd_kinds"].items() if v)
+                if rid == "kernel":
+                    kinds = ("; /proc/meminfo growth per pod, CNI " + ", ".join(f"{k} {v}" for k, v in pb["kernel_kib"].items())
+                             + "; loopback " + ", ".join(f"{k} {v}" for k, v in pl["kernel_kib"].items())
+                             + f"; left after all were deleted: {s.get('kernel_kib_left_after_delete')} KiB in all")
+                # A peer with no measurable growth (noise around zero) has no ratio to give.
+                peer = ({"name": f"the same pods on a loopback-mode agent ({lo_step['step']} pods)", "value": pl[key],
+                         "command": command} if pl[key] > 0.05 * abs(pb[key]) else None)
+                if peer is None:
+                    kinds += (f"; on the loopback-mode agent ({lo_step['step']} pods) the same measure grew by "
+                              f"{pl[key]} {unit} per pod, no growth this measurement can tell from noise")
+                if at_best:
+                    kinds += f"; at the last step reached, {best['step']} pods: {at_best[key]} {unit} per pod"
+                record(results, item="7", id=f"7.density-{rid}", name=f"{name} ({same['step']} idle pods, CNI mode)",
+                       metric=f"{unit} per pod", value=pb[key], unit=unit, better="lower", peer=peer,
+                       command=command,
+                       note=(f"growth from before the first step to the step, divided by the pods Running; per pod in CNI "
+                             f"mode: {pb['namespaces']} network namespaces, {pb['veths']} veths, {pb['allocations']} IP "
+                             f"allocations" + kinds))
+
+
 # ---- items not measured yet ----------------------------------------------------------------
 
 
@@ -406,7 +543,7 @@ def table(results: list[dict]) -> str:
 
 def finish(results, out, rev, root, cache, wasmtime_cli, started):
     records = [json.loads(line) for line in open(results)]
-    order = {"1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6}
+    order = {"1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6, "7": 7}
     records.sort(key=lambda r: order.get(r["item"], 9))
     doc = {"schema": 1, "suite": "benches/run", "started": started,
            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -422,7 +559,7 @@ def finish(results, out, rev, root, cache, wasmtime_cli, started):
 def main():
     cmd, results, *rest = sys.argv[1:]
     {"module-start": module_start, "inprocess": inprocess, "pods": pods, "shim-ctr": shim_ctr, "pull": pull,
-     "http": http, "pending": pending, "node-pods": node_pods, "density": density, "finish": finish}[cmd](results, *rest)
+     "http": http, "pending": pending, "node-pods": node_pods, "density": density, "netbench": netbench, "finish": finish}[cmd](results, *rest)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 Two subcommands, both driven by a pod template (a JSON Pod manifest without a name):
 
   latency  creates COUNT pods in batches of BATCH and watches each until it is Running (every
-           container started) or Succeeded, as the Kubernetes pod-startup SLI defines it: from
+           container started), Ready (its Ready condition True: readiness probes passed) or
+           Succeeded, as the Kubernetes pod-startup SLI defines it: from
            the pod's creation to the moment a watch observes it, images already present (no
            pull), no init containers. Writes every sample and p50/p90/p99 as JSON.
   density  steps the number of idle pods up (e.g. 500,1000,2000,5000): at each step creates
@@ -117,8 +118,9 @@ class Kube:
             return json.loads(data) if data else {}
         raise AssertionError("unreachable")
 
-    def watch(self, path: str, resource_version: str, timeout_s: int):
-        """Yields (event type, object) of a watch from resource_version for up to timeout_s."""
+    def watch(self, path: str, resource_version: str, timeout_s: int, connected=None):
+        """Yields (event type, object) of a watch from resource_version for up to timeout_s;
+        calls connected() once the API server has answered the request."""
         sep = "&" if "?" in path else "?"
         query = f"{sep}watch=1&allowWatchBookmarks=true&resourceVersion={resource_version}&timeoutSeconds={timeout_s}"
         conn = self.connect(timeout=timeout_s + 30)
@@ -126,6 +128,8 @@ class Kube:
         resp = conn.getresponse()
         if resp.status != 200:
             raise RuntimeError(f"watch {path}: HTTP {resp.status}: {resp.read()[:500]!r}")
+        if connected:
+            connected()
         try:
             while True:
                 line = resp.readline()
@@ -147,14 +151,18 @@ def parse_time(stamp: str | None) -> float | None:
 
 
 def reached(pod: dict, until: str) -> str | None:
-    """'ok' when the pod reached `until` (Running: every container started), 'failed' when it
-    can no longer get there, else None."""
+    """'ok' when the pod reached `until` (Running: every container started; Ready: its Ready
+    condition is True, after its readiness probes passed), 'failed' when it can no longer get
+    there, else None."""
     status = pod.get("status", {})
     phase = status.get("phase")
-    if phase == "Failed" or (until == "Running" and phase == "Succeeded"):
+    if phase == "Failed" or (until in ("Running", "Ready") and phase == "Succeeded"):
         return "failed"
     if until == "Succeeded":
         return "ok" if phase == "Succeeded" else None
+    if until == "Ready":
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        return "ok" if ready else None
     if phase != "Running":
         return None
     containers = status.get("containerStatuses") or []
@@ -186,6 +194,9 @@ class Watcher:
         self.present: set[str] = set()
         self.state: dict[str, str] = {}  # name -> where it was last seen (phase, reason)
         self.stop = threading.Event()
+        # Set once the watch is established: a pod created before that would be seen only
+        # when the connection comes up, and its time would count the wait.
+        self.connected = threading.Event()
         self.error: Exception | None = None
         path = f"/api/v1/namespaces/{namespace}/pods?labelSelector={urllib.parse.quote(selector)}"
         listing = kube.request("GET", path)
@@ -194,11 +205,13 @@ class Watcher:
         self.path = path
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+        if not self.connected.wait(60) and not self.error:
+            raise RuntimeError(f"the watch of {path} did not connect within 60 s")
 
     def _run(self):
         while not self.stop.is_set():
             try:
-                for kind, pod in self.kube.watch(self.path, self.rv, 300):
+                for kind, pod in self.kube.watch(self.path, self.rv, 300, self.connected.set):
                     self._event(kind, pod)
                     if self.stop.is_set():
                         return
@@ -580,7 +593,7 @@ def main():
         p.add_argument("--keep", action="store_true", help="leave the pods (default: delete them at the end)")
         p.add_argument("--out", required=True)
     lat = sub.choices["latency"]
-    lat.add_argument("--until", choices=["Running", "Succeeded"], default="Running")
+    lat.add_argument("--until", choices=["Running", "Ready", "Succeeded"], default="Running")
     lat.add_argument("--count", type=int, default=50)
     lat.add_argument("--batch-timeout", type=float, default=120)
     lat.add_argument("--max-seconds", type=float, default=900, help="no new batch after this long")

@@ -11,6 +11,8 @@
 //! deletes its namespaces. A lab left by a test that was killed is removed by the next one.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
@@ -219,6 +221,13 @@ impl Lab {
             .position(|b| b.name == name)
             .with_context(|| format!("no background process {name}"))?;
         Ok(self.background.remove(index))
+    }
+
+    /// The process id of background process `name` (a program started through
+    /// [`Host::command`] is that program: nsenter execs it).
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        let found = self.background.iter().find(|b| b.name == name);
+        found.map(|b| b.child.id())
     }
 
     /// Whether background process `name` is still running.
