@@ -77,6 +77,52 @@ WHY_IT_LOSES = {
         "which compete with wrk for the 2 cores), builds the WASI context from the container spec for "
         "every request, and returns each instance's slot to the pooling allocator, which resets its "
         "memory, on the request's path."),
+    "7.ready-sleep-p50": (
+        "the peer is wasmlet itself without a pod network, so the gap is what a pod network costs "
+        "at start: a network namespace made and pinned, and a CNI ADD that runs the bridge, host-local "
+        "and portmap plugins as processes one after the other (each a Go binary started afresh), "
+        "which make a veth pair, attach it to the bridge, allocate and assign an address and write "
+        "iptables rules. The density rows measure the same work as CPU: 28 ms per pod with the "
+        "plugins against 5 ms without. The stock kubelet pays the same CNI ADD through containerd "
+        "(the runc rows), and is slower still."),
+    "7.ready-sleep-p90": "As for p50: the CNI ADD, on a 2-core machine shared with the whole lab.",
+    "7.ready-sleep-p99": "As for p50; with 50 pods, p99 is the slowest pod of the run.",
+    "7.ready-http-p50": (
+        "as for the sleeper: the namespace and the CNI ADD (bridge, host-local, portmap) come "
+        "before the listener can be bound inside the namespace; the gap is smaller than the "
+        "sleeper's because both profiles then wait for the first readiness probe, which takes "
+        "the same time on either agent."),
+    "7.ready-http-p90": "As for p50.",
+    "7.ready-http-p99": "As for p50; with 50 pods, p99 is the slowest pod of the run.",
+    "7.service-rps": (
+        "the peer is dialled on loopback inside its own node's namespace; this target's requests "
+        "cross a veth, the bridge and a routed hop to another node, and kube-proxy's iptables DNAT "
+        "with conntrack on the way. The targets table takes the path apart: the same pod from its "
+        "own node (veth and bridge only) serves 0.90 of loopback, from another node 0.85, through the "
+        "ClusterIP 0.75; the shim's pod behind its ClusterIP, served by the same wasi:http code, "
+        "lands at 0.69. What is lost is in the kernel's path, not in wasmlet's serving."),
+    "7.service-p99": (
+        "As for the requests/s: the veth, bridge, routed hop and kube-proxy's DNAT, on 2 cores "
+        "that wrk, the agents and kube-proxy's conntrack share."),
+    "7.pod-rps": (
+        "the veth, the bridge and the routed hop between two nodes' namespaces, without "
+        "kube-proxy; from the pod's own node (veth and bridge only) it is 0.90 of loopback."),
+    "7.density-fds": (
+        "per pod, the agent holds one descriptor more than in loopback mode: the pod's pinned "
+        "network namespace, which it keeps open so that the pod's sockets can be made inside it "
+        "from any thread. From 250 to 1,000 pods the growth is exactly 2.0 descriptors per pod "
+        "(the namespace, plus half a pod volume directory and half a listener, as in loopback "
+        "mode); the rest of this step's figure is about 250 sockets that appeared with the first "
+        "step and did not grow after it (the same count at 500 and 1,000 pods), so they are not a "
+        "per-pod cost."),
+    "7.density-rss": (
+        "the per-pod network state the agent keeps: the namespace handle, the CNI result it keeps "
+        "for the DEL, the pod's DNS configuration and resolver; not measured apart. The gap narrows "
+        "with more pods (182.5 KiB per pod at 1,000)."),
+    "7.density-cpu": (
+        "the CNI ADD's plugin processes are counted in the agent's CPU (they are its children): "
+        "three Go binaries started per pod, with their own runtime start-up, the veth and address "
+        "set-up and the iptables rules of portmap; the agent's own share is the loopback figure."),
 }
 
 
@@ -464,7 +510,9 @@ SECTIONS = [
      "veths and IP allocations on the node, and the kernel's unreclaimable slab and per-CPU memory "
      "(`/proc/meminfo`), each as growth per pod; one step of the same pods on the loopback-mode agent is "
      "the peer. The peer of most rows is wasmlet itself in loopback mode: the ratio is what the network "
-     "costs."),
+     "costs. A Linux bridge takes at most 1,024 ports (the kernel's BR_MAX_PORTS), so one node on the bridge "
+     "plugin holds at most about 1,024 pods whatever runs them: a density step that stops with the plugin's "
+     "\"exchange full\" met that limit, not one of wasmlet's (a routed plugin such as ptp has no such bound)."),
 ]
 
 
