@@ -173,6 +173,50 @@ def shim_ctr(results, log, command):
                command=command, note="wasmlet: the shim process is the whole pod; runc: shim plus busybox sleep")
 
 
+# ---- item 8: the shim beside runwasi --------------------------------------------------------
+
+RUNWASI = "containerd/runwasi's wasmtime shim (containerd-shim-wasmtime-v1)"
+# What each row is named, its unit and direction, and the goal (wasmlet / runwasi) it is held to.
+PEER_ROWS = {
+    "ctr-run-warm": ("`ctr run --rm` of hello, warm", "median wall time", "ms", "lower", "<= 0.5"),
+    "ctr-tasks": ("`ctr run --rm` of hello, 4 in parallel", "tasks/s", "tasks/s", "higher", ">= 2"),
+    "rss-1": ("resident memory per running pod, 1 pod", "RSS per pod", "MiB", "lower", "<= 0.5"),
+    "rss-100": ("resident memory per running pod, 100 pods", "RSS per pod", "MiB", "lower", "<= 0.5"),
+    "http-rps": ("wasi:http hello on its pod IP", "requests/s", "req/s", "higher", ">= 2"),
+    "http-p99": ("wasi:http hello on its pod IP", "p99 latency", "ms", "lower", "<= 0.5"),
+}
+
+
+def runwasi(results, log, command):
+    """The `PEERBENCH {json}` lines of crates/shim/tests/runwasi_bench.rs."""
+    for line in open(log):
+        if not line.startswith("PEERBENCH "):
+            continue
+        r = json.loads(line.split(" ", 1)[1])
+        name, metric, unit, better, goal = PEER_ROWS[r["metric"]]
+        ours, theirs = r["values"]["wasmlet"], r["values"]["runwasi"]
+        if unit == "MiB":
+            ours, theirs = round(ours / 1024, 2), round(theirs / 1024, 2)
+        record(results, item="8", id=f"8.{r['metric']}", name=name, metric=metric, value=ours, unit=unit,
+               better=better, peer={"name": RUNWASI, "value": theirs, "command": command}, command=command,
+               goal=goal, note=r["note"])
+
+
+def runwasi_pods(results, ours_json, theirs_json, runc_json, command_ours, command_theirs):
+    """Pod creation -> Ready through the kubelet: the wasmlet shim against runwasi (and runc)."""
+    ours, theirs = (json.load(open(p))["summary"] for p in (ours_json, theirs_json))
+    runc = json.load(open(runc_json))["summary"] if os.path.exists(runc_json) else None
+    for p in (50, 90, 99):
+        key = f"p{p}"
+        note = (f"{ours['ok']}/{ours['n']} wasmlet-shim pods and {theirs['ok']}/{theirs['n']} runwasi pods Ready "
+                f"(a sleeper, hostNetwork, image imported); same kubelet, containerd and control plane"
+                + (f"; kubelet + containerd + runc {key} {runc['latency_s'][key]} s" if runc else ""))
+        record(results, item="8", id=f"8.ready-{key}", name="pod creation -> Ready through kubelet + containerd",
+               metric=key, value=ours["latency_s"][key], unit="s", better="lower",
+               peer={"name": RUNWASI, "value": theirs["latency_s"][key], "command": command_theirs},
+               command=command_ours, goal="<= 0.5", note=note)
+
+
 # ---- items 2 and 4: the node agent -------------------------------------------------------
 
 
@@ -559,7 +603,8 @@ def finish(results, out, rev, root, cache, wasmtime_cli, started):
 def main():
     cmd, results, *rest = sys.argv[1:]
     {"module-start": module_start, "inprocess": inprocess, "pods": pods, "shim-ctr": shim_ctr, "pull": pull,
-     "http": http, "pending": pending, "node-pods": node_pods, "density": density, "netbench": netbench, "finish": finish}[cmd](results, *rest)
+     "http": http, "pending": pending, "node-pods": node_pods, "density": density, "netbench": netbench,
+     "runwasi": runwasi, "runwasi-pods": runwasi_pods, "finish": finish}[cmd](results, *rest)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 pub use wasmlet_testkit::image::{File, image_tar};
 
 pub mod cri;
+pub mod measure;
 pub mod push;
 
 /// The containerd namespace the `ctr` tests use.

@@ -1,0 +1,238 @@
+//! Benchmark (numbers, never a timed test): the wasmlet shim beside containerd/runwasi's
+//! wasmtime shim on the same containerd, in the same run: `ctr run --rm` hello latency, tasks
+//! per second (4 in parallel, 1,000 tasks: runwasi's own stress-test shape), resident memory
+//! per running pod at 1 and at 100 pods, and a wasi:http component's requests/s and p99 on its
+//! pod IP (a network namespace of its own, joined with `ctr run --with-ns`, `wrk` from a
+//! client namespace on the other end of a veth pair).
+//!
+//! runwasi is not built here: the README's Benchmarks section says how to build its
+//! `containerd-shim-wasmtime-v1` at a pinned release; pass its path:
+//!
+//! ```sh
+//! WASMLET_RUNWASI_SHIM=/path/to/containerd-shim-wasmtime-v1 \
+//!   cargo test --release -p wasmlet-shim --test runwasi_bench -- --ignored --nocapture
+//! ```
+//! Knobs: `WASMLET_BENCH_N` (runs per median, 20), `WASMLET_BENCH_TASKS` (1000),
+//! `WASMLET_BENCH_PODS_MAX` (the larger pod count, 100), `WASMLET_BENCH_HTTP_SECONDS` (10),
+//! `WASMLET_BENCH_HTTP_ROUNDS` (3). Each result is a `PEERBENCH {json}` line for
+//! `benches/collect.py`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::measure::*;
+use common::*;
+use serde_json::json;
+
+/// One of the two shims under test.
+struct Shim {
+    name: &'static str,
+    /// What `ctr run --runtime` takes: a runtime type, or a shim binary's absolute path.
+    runtime: String,
+    /// What the shim's processes' command lines contain.
+    process: &'static str,
+}
+
+fn shims() -> [Shim; 2] {
+    let runwasi = std::env::var_os("WASMLET_RUNWASI_SHIM").map(PathBuf::from);
+    let runwasi = runwasi.filter(|p| p.is_absolute() && executable(p)).expect(
+        "WASMLET_RUNWASI_SHIM must be the absolute path of a built containerd-shim-wasmtime-v1 \
+         (the README's Benchmarks section says how to build it)",
+    );
+    [
+        Shim {
+            name: "wasmlet",
+            runtime: RUNTIME.into(),
+            process: "containerd-shim-wasmlet-v1",
+        },
+        Shim {
+            name: "runwasi",
+            runtime: runwasi.to_string_lossy().into_owned(),
+            process: "containerd-shim-wasmtime-v1",
+        },
+    ]
+}
+
+fn report(metric: &str, unit: &str, values: serde_json::Value, note: String) {
+    let line = json!({"metric": metric, "unit": unit, "values": values, "note": note});
+    println!("PEERBENCH {line}");
+}
+
+#[test]
+#[ignore = "benchmark: needs WASMLET_RUNWASI_SHIM; run with --ignored --nocapture on a release build"]
+fn bench_wasmlet_vs_runwasi() {
+    let shims = shims();
+    let (n, tasks, pods_max) = (
+        knob("WASMLET_BENCH_N", 20),
+        knob("WASMLET_BENCH_TASKS", 1000),
+        knob("WASMLET_BENCH_PODS_MAX", 100),
+    );
+    let hello = import_wasm(NS, "hello", wasmlet_fixtures::hello()).unwrap();
+    let sleep = import_wasm(NS, "sleep", wasmlet_fixtures::sleep()).unwrap();
+    let http = import_wasm(NS, "http_hello", wasmlet_fixtures::http_hello()).unwrap();
+    latency(&shims, &hello, n);
+    tasks_per_second(&shims, &hello, tasks);
+    for pods in [1, pods_max] {
+        memory(&shims, &sleep, pods);
+    }
+    serve(&shims, &http);
+    let _ = std::process::Command::new("bash")
+        .arg(root().join("tests/containerd/down"))
+        .arg(state_dir())
+        .output();
+}
+
+/// Warm `ctr run --rm` medians, the shims taking turns run by run.
+fn latency(shims: &[Shim], image: &str, n: usize) {
+    let mut runs: Vec<Vec<Duration>> = vec![Vec::new(); shims.len()];
+    for (i, shim) in shims.iter().enumerate() {
+        run_once(&shim.runtime, image, &unique(&format!("first-{i}")));
+    }
+    for round in 0..n {
+        for (i, shim) in shims.iter().enumerate() {
+            let id = unique(&format!("lat-{i}-{round}"));
+            runs[i].push(run_once(&shim.runtime, image, &id));
+        }
+    }
+    let medians: Vec<f64> = runs
+        .into_iter()
+        .map(|r| median(r).as_secs_f64() * 1000.0)
+        .collect();
+    println!(
+        "ctr run --rm hello, warm, median of {n}: wasmlet {:.1} ms, runwasi {:.1} ms",
+        medians[0], medians[1]
+    );
+    report(
+        "ctr-run-warm",
+        "ms",
+        json!({"wasmlet": medians[0], "runwasi": medians[1]}),
+        format!("median of {n} runs each, the shims taking turns, after one run each"),
+    );
+}
+
+/// Tasks per second, 4 `ctr run --rm` at a time.
+fn tasks_per_second(shims: &[Shim], image: &str, tasks: usize) {
+    let tps: Vec<f64> = shims
+        .iter()
+        .map(|s| throughput(&s.runtime, image, &format!("tps-{}", s.name), tasks, 4))
+        .collect();
+    println!(
+        "{tasks} tasks, 4 in parallel: wasmlet {:.1} tasks/s, runwasi {:.1} tasks/s",
+        tps[0], tps[1]
+    );
+    report(
+        "ctr-tasks",
+        "tasks/s",
+        json!({"wasmlet": tps[0], "runwasi": tps[1]}),
+        format!("{tasks} tasks of hello each, 4 in parallel"),
+    );
+}
+
+/// Resident memory per running pod: `pods` sleeping containers (one shim each, as `ctr`
+/// makes them), the shims' processes and everything below them.
+fn memory(shims: &[Shim], image: &str, pods: usize) {
+    let kib: Vec<u64> = shims
+        .iter()
+        .map(|s| {
+            rss_per_pod(
+                &s.runtime,
+                image,
+                &["/sleep.wasm", "600000"],
+                pods,
+                &[s.process],
+            )
+        })
+        .collect();
+    println!(
+        "resident memory per running pod ({pods} pods): wasmlet {} KiB, runwasi {} KiB",
+        kib[0], kib[1]
+    );
+    report(
+        &format!("rss-{pods}"),
+        "KiB",
+        json!({"wasmlet": kib[0], "runwasi": kib[1]}),
+        format!("{pods} sleeping containers each: the shim processes and every process below them"),
+    );
+}
+
+/// The wasi:http hello on its pod IP, `wrk` from the client namespace, rounds alternating.
+fn serve(shims: &[Shim], image: &str) {
+    let (seconds, rounds) = (
+        knob("WASMLET_BENCH_HTTP_SECONDS", 10) as u64,
+        knob("WASMLET_BENCH_HTTP_ROUNDS", 3),
+    );
+    let nets: Vec<PodNet> = (0..shims.len() as u8).map(PodNet::new).collect();
+    let ids: Vec<String> = shims
+        .iter()
+        .map(|s| unique(&format!("http-{}", s.name)))
+        .collect();
+    for ((shim, net), id) in shims.iter().zip(&nets).zip(&ids) {
+        let ns = format!("network:{}", net.path());
+        ctr_ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            &shim.runtime,
+            "--with-ns",
+            &ns,
+            image,
+            id,
+        ]);
+        assert!(
+            net.wait_http(8080, Duration::from_secs(30)),
+            "{}'s wasi:http container never answered on {}:8080",
+            shim.name,
+            net.pod_ip
+        );
+    }
+    let mut runs: Vec<Vec<Wrk>> = vec![Vec::new(); shims.len()];
+    for _ in 0..rounds {
+        for (i, net) in nets.iter().enumerate() {
+            runs[i].push(net.wrk(8080, seconds, 16));
+        }
+    }
+    remove(&ids);
+    let med = |ws: &[Wrk], f: fn(&Wrk) -> f64| {
+        let mut v: Vec<f64> = ws.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let rps: Vec<f64> = runs.iter().map(|r| med(r, |w| w.rps)).collect();
+    let p99: Vec<f64> = runs.iter().map(|r| med(r, |w| w.p99_ms)).collect();
+    let errors: Vec<u64> = runs
+        .iter()
+        .map(|r| r.iter().map(|w| w.errors).sum())
+        .collect();
+    let rounds_text = runs
+        .iter()
+        .zip(shims)
+        .map(|(r, s)| {
+            let each: Vec<String> = r.iter().map(|w| format!("{:.0}", w.rps)).collect();
+            format!("{} {}", s.name, each.join(" / "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    println!(
+        "wasi:http hello on the pod IP: wasmlet {:.0} req/s p99 {:.2} ms, runwasi {:.0} req/s p99 {:.2} ms",
+        rps[0], p99[0], rps[1], p99[1]
+    );
+    let note = format!(
+        "wrk -t2 -c16 -d{seconds}s from a client namespace over a veth pair, median of {rounds} \
+         rounds alternating (req/s per round: {rounds_text}); errors: wasmlet {}, runwasi {}",
+        errors[0], errors[1]
+    );
+    report(
+        "http-rps",
+        "req/s",
+        json!({"wasmlet": rps[0], "runwasi": rps[1]}),
+        note.clone(),
+    );
+    report(
+        "http-p99",
+        "ms",
+        json!({"wasmlet": p99[0], "runwasi": p99[1]}),
+        note,
+    );
+}
