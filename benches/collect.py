@@ -180,8 +180,7 @@ RUNWASI = "containerd/runwasi's wasmtime shim (containerd-shim-wasmtime-v1)"
 PEER_ROWS = {
     "ctr-run-warm": ("`ctr run --rm` of hello, warm", "median wall time", "ms", "lower", "<= 0.5"),
     "ctr-tasks": ("`ctr run --rm` of hello, 4 in parallel", "tasks/s", "tasks/s", "higher", ">= 2"),
-    "rss-1": ("resident memory per running pod, 1 pod", "RSS per pod", "MiB", "lower", "<= 0.5"),
-    "rss-100": ("resident memory per running pod, 100 pods", "RSS per pod", "MiB", "lower", "<= 0.5"),
+    "rss": ("resident memory per running pod, {} pod(s)", "RSS per pod", "MiB", "lower", "<= 0.5"),
     "http-rps": ("wasi:http hello on its pod IP", "requests/s", "req/s", "higher", ">= 2"),
     "http-p99": ("wasi:http hello on its pod IP", "p99 latency", "ms", "lower", "<= 0.5"),
 }
@@ -193,7 +192,9 @@ def runwasi(results, log, command):
         if not line.startswith("PEERBENCH "):
             continue
         r = json.loads(line.split(" ", 1)[1])
-        name, metric, unit, better, goal = PEER_ROWS[r["metric"]]
+        kind, _, count = r["metric"].partition("-") if r["metric"].startswith("rss-") else (r["metric"], "", "")
+        name, metric, unit, better, goal = PEER_ROWS[kind]
+        name = name.format(count)
         ours, theirs = r["values"]["wasmlet"], r["values"]["runwasi"]
         if unit == "MiB":
             ours, theirs = round(ours / 1024, 2), round(theirs / 1024, 2)

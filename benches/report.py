@@ -513,7 +513,32 @@ SECTIONS = [
      "costs. A Linux bridge takes at most 1,024 ports (the kernel's BR_MAX_PORTS), so one node on the bridge "
      "plugin holds at most about 1,024 pods whatever runs them: a density step that stops with the plugin's "
      "\"exchange full\" met that limit, not one of wasmlet's (a routed plugin such as ptp has no such bound)."),
+    ("8", "8. The shim beside containerd/runwasi",
+     "The wasmlet shim and containerd/runwasi's wasmtime shim (`containerd-shim-wasmtime-v1`, built from "
+     "runwasi's repository at the commit the README names) on the same containerd 2.4.2, in the same run "
+     "(`crates/shim/tests/runwasi_bench.rs`): `ctr run --rm` of the same FROM-scratch hello image, warm (each "
+     "shim ran it once first; the shims take turns run by run); tasks per second of 1,000 such runs, 4 at a "
+     "time, runwasi's own stress-test shape; resident memory per running pod, one sleeping container per "
+     "shim as `ctr` makes them, counting every shim process and every process below it, at 1 and at 100 "
+     "pods; the wasi:http hello component in a network namespace of its own (`ctr run --with-ns`), `wrk` "
+     "from a client namespace at the other end of a veth pair dialling the pod IP, rounds alternating. "
+     "Then pod creation -> Ready through the real kubelet with the RuntimeClasses `wasm` (wasmlet) and "
+     "`runwasi` on one containerd, timed by `benches/podlatency.py` as item 3, runc's sleeper beside them. "
+     "Each row has the goal it is held to (wasmlet / runwasi)."),
 ]
+
+
+def goal_table(rows: list[dict]) -> list[str]:
+    """Each row's ratio against the goal it is held to (`goal`: "<= X" or ">= X")."""
+    out = ["Goals (ratio is wasmlet / runwasi):", "", "| what | metric | ratio | goal | met |", "|---|---|---|---|---|"]
+    for r in rows:
+        goal, ratio = r.get("goal"), r.get("ratio")
+        if not goal or ratio is None:
+            continue
+        op, bound = goal.split()
+        met = ratio <= float(bound) if op == "<=" else ratio >= float(bound)
+        out.append(f"| {r['name']} | {r['metric']} | {ratio:.2f} | {goal} | {'yes' if met else '**no**'} |")
+    return out
 
 
 def document(doc: dict, plots: dict) -> str:
@@ -584,6 +609,8 @@ def document(doc: dict, plots: dict) -> str:
             lines += ["", density_paragraph(sec)]
         if item == "7":
             lines += [""] + netbench_tables(sec)
+        if item == "8":
+            lines += [""] + goal_table(sec)
         loads = sorted({r["loadavg"] for r in sec if r["status"] == "measured"})
         if loads:
             lines += ["", f"Load average (1 min) when recorded: {', '.join(f'{x:.1f}' for x in loads)}."]

@@ -2,12 +2,13 @@
 
 mod images;
 mod node;
+mod node_config;
 mod prefixed;
 mod progress;
 mod run;
 mod run_pod;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Run WebAssembly (WASI) workloads as Kubernetes pods, shipped through OCI registries.
 #[derive(Parser)]
@@ -40,9 +41,15 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("WASMLET_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        Command::Node(args) => node::main(*args),
+        Command::Node(args) => {
+            let node = matches
+                .subcommand_matches("node")
+                .expect("the node subcommand");
+            node::main(*args, node)
+        }
         Command::Run(args) => run::main(args, &cli.registry),
         Command::Push(args) => {
             images::push(args, &cli.registry).map(|_| std::process::ExitCode::SUCCESS)

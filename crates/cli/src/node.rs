@@ -10,97 +10,107 @@ use wasmlet_node::config::{EvictionHard, NodeConfig};
 use wasmlet_node::network::{CniPaths, NetworkMode};
 
 /// Flags of `wasmlet node`, named as the kubelet's.
-#[derive(clap::Args)]
+#[derive(clap::Args, Debug)]
 pub struct NodeArgs {
+    /// A YAML file of settings, keyed by these flags' names without their dashes
+    /// (`node-ip: 10.0.0.21`, a list for a repeatable flag), as the kubelet's `--config`;
+    /// flags given on the command line win over it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// The node's kubeconfig; written by TLS bootstrap when it does not exist (or its
     /// certificate has expired). A client certificate it reads from
     /// `<data-dir>/pki/kubelet-client-current.pem` is rotated while the node runs.
     #[arg(long)]
-    kubeconfig: Option<PathBuf>,
+    pub(crate) kubeconfig: Option<PathBuf>,
     /// A bootstrap kubeconfig (bootstrap token) used to obtain a client certificate.
     #[arg(long)]
-    bootstrap_kubeconfig: Option<PathBuf>,
+    pub(crate) bootstrap_kubeconfig: Option<PathBuf>,
     /// The Node's name [default: the host name].
     #[arg(long)]
-    node_name: Option<String>,
+    pub(crate) node_name: Option<String>,
     /// The node's InternalIP, where the API server reaches the kubelet API.
     #[arg(long, default_value = "127.0.0.1")]
-    node_ip: IpAddr,
+    pub(crate) node_ip: IpAddr,
     /// The kubelet API's HTTPS port.
     #[arg(long, default_value_t = 10250)]
-    port: u16,
+    pub(crate) port: u16,
     /// Where certificates, logs and volumes live.
     #[arg(long, default_value = "/var/lib/wasmlet")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// The number of pods the node accepts.
     #[arg(long, default_value_t = 1000)]
-    max_pods: u32,
+    pub(crate) max_pods: u32,
     /// Labels to add or override, `key=value,...` (kubernetes.io/arch and kubernetes.io/os
     /// default to wasm32-wasi, type to wasmlet).
     #[arg(long, default_value = "")]
-    node_labels: String,
+    pub(crate) node_labels: String,
     /// Taints to register with, `key=value:Effect,...` [default:
     /// kubernetes.io/arch=wasm32-wasi:NoSchedule,kubernetes.io/arch=wasm32-wasi:NoExecute].
     #[arg(long)]
-    register_with_taints: Option<String>,
+    pub(crate) register_with_taints: Option<String>,
     /// Hard eviction thresholds below which the node reports pressure, e.g.
     /// `memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,pid.available<5%`
     /// (the kubelet's defaults; unnamed signals keep theirs).
     #[arg(long, default_value = "")]
-    eviction_hard: String,
+    pub(crate) eviction_hard: String,
     /// How pods get their addresses: `cni` (each pod in a network namespace of its own,
     /// attached by the cluster's CNI configuration) or `loopback` (addresses of a loopback
     /// range of this machine, for one machine) [default: cni when --cni-conf-dir holds a
     /// configuration, else loopback].
     #[arg(long, value_enum)]
-    network: Option<NetworkFlag>,
+    pub(crate) network: Option<NetworkFlag>,
     /// Where the CNI network configuration is (the first .conflist, .conf or .json in
     /// lexical order is used).
     #[arg(long, default_value = "/etc/cni/net.d")]
-    cni_conf_dir: PathBuf,
+    pub(crate) cni_conf_dir: PathBuf,
     /// Where CNI plugins are (repeatable, or comma-separated; searched in order).
     #[arg(long, default_value = "/opt/cni/bin", value_delimiter = ',')]
-    cni_bin_dir: Vec<PathBuf>,
+    pub(crate) cni_bin_dir: Vec<PathBuf>,
     /// Loopback mode: the range pod IPs are taken from [default: 127.64.0.0/16]. CNI mode:
     /// overrides the node's spec.podCIDR as the range given to IPAM plugins.
     #[arg(long)]
-    pod_cidr: Option<String>,
+    pub(crate) pod_cidr: Option<String>,
     /// The cluster DNS Service's IP(s), comma-separated: the nameserver of pods under
     /// dnsPolicy ClusterFirst (the kubelet's flag).
     #[arg(long, value_delimiter = ',')]
-    cluster_dns: Vec<IpAddr>,
+    pub(crate) cluster_dns: Vec<IpAddr>,
     /// The cluster's domain (e.g. cluster.local): pods search `<namespace>.svc.<domain>`,
     /// `svc.<domain>` and `<domain>` (the kubelet's flag).
     #[arg(long, default_value = "")]
-    cluster_domain: String,
+    pub(crate) cluster_domain: String,
     /// The node's resolver configuration, the base of every pod's; empty for none (pods
     /// under dnsPolicy Default then use 127.0.0.1) (the kubelet's flag).
     #[arg(long, default_value = "/etc/resolv.conf", value_parser = path_or_empty())]
-    resolv_conf: PathBuf,
+    pub(crate) resolv_conf: PathBuf,
     /// Extra PEM CA certificate to trust for registries (repeatable).
     #[arg(long)]
-    registry_ca_file: Vec<PathBuf>,
+    pub(crate) registry_ca_file: Vec<PathBuf>,
     /// A registry (host:port) to reach over plain HTTP; loopback registries always may be.
     #[arg(long)]
-    insecure_registry: Vec<String>,
+    pub(crate) insecure_registry: Vec<String>,
     /// On SIGTERM, stop the pods within their grace periods and report them Failed
     /// (reason Terminated), as the kubelet's graceful node shutdown does, so their
     /// controllers replace them on other nodes.
     #[arg(long)]
-    drain_on_shutdown: bool,
+    pub(crate) drain_on_shutdown: bool,
     /// Renew the client certificate (from TLS bootstrap) at 70-90% of its life, as the
     /// kubelet's flag of the same name; `=false` uses it until it expires.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    rotate_certificates: bool,
+    pub(crate) rotate_certificates: bool,
     /// Renew the kubelet API's serving certificate (a `kubernetes.io/kubelet-serving` CSR)
     /// at 70-90% of its life; `=false` asks for a new one only at a start that finds it
     /// expired.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    rotate_server_certificates: bool,
+    pub(crate) rotate_server_certificates: bool,
 }
 
-/// Runs the agent until SIGINT or SIGTERM.
-pub fn main(args: NodeArgs) -> anyhow::Result<std::process::ExitCode> {
+/// Runs the agent until SIGINT or SIGTERM. `matches` are the `node` subcommand's, which
+/// tell the flags given on the command line from a `--config` file's settings.
+pub fn main(args: NodeArgs, matches: &clap::ArgMatches) -> anyhow::Result<std::process::ExitCode> {
+    let args = match &args.config {
+        Some(file) => crate::node_config::merge(file, matches)?,
+        None => args,
+    };
     let config = config(&args)?;
     let credentials = Credentials {
         kubeconfig: args.kubeconfig,
@@ -149,7 +159,7 @@ fn path_or_empty() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
 
 /// `--network`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum NetworkFlag {
+pub(crate) enum NetworkFlag {
     /// The cluster's network through CNI.
     Cni,
     /// Loopback addresses of this machine.
