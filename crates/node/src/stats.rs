@@ -494,7 +494,7 @@ fn container_stats(
         name: container.name.clone(),
         start_time: Time(container.started_at),
         cpu: cpu_stats(at, used, rate),
-        memory: memory_stats(at, container.usage.memory_bytes),
+        memory: memory_stats(at, container.usage.working_set_bytes()),
         logs: None,
     }
 }
@@ -620,6 +620,7 @@ mod tests {
                     cpu: ms(*cpu_ms),
                     memory_bytes: *memory,
                     instances: 1,
+                    ..Default::default()
                 },
             })
             .collect();
@@ -679,6 +680,23 @@ mod tests {
         let pods = &node.system_containers[0];
         assert_eq!(pods.name, "pods");
         assert_eq!(pods.memory.working_set_bytes, Some(196_608));
+    }
+
+    #[test]
+    fn an_idle_server_reports_the_code_it_holds_never_zero() {
+        // An idle wasi:http container: no instance in flight, its share of the code held.
+        // metrics-server drops a pod with a 0-byte container, so this must not read 0.
+        let mut inputs = inputs();
+        let (_, usage) = &mut inputs.pods[0];
+        usage[0].usage.memory_bytes = 0;
+        usage[0].usage.code_bytes = 40_960;
+        let summary = summary(&inputs, &CpuRates::default());
+        let container = &summary.pods[0].containers[0];
+        assert_eq!(container.memory.working_set_bytes, Some(40_960));
+        assert_eq!(
+            summary.pods[0].memory.working_set_bytes,
+            Some(40_960 + 131_072)
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiView};
 use crate::cpu::Throttle;
 use crate::exit::{ExitReason, ExitStatus};
 use crate::log::{OutputSink, SharedSink, Stream};
-use crate::program::{Pre, Program, ProgramKind};
+use crate::program::{Code, CodeUse, Pre, Program, ProgramKind};
 use crate::runtime::{Error, Result, Runtime, describe};
 use crate::sockets::Network;
 use crate::spec::{ContainerSpec, Limits};
@@ -30,6 +30,7 @@ pub struct Container {
     /// Set for a `wasi:http` server: cancelling it stops the server gracefully.
     shutdown: Option<CancellationToken>,
     meter: Arc<Meter>,
+    code: Arc<Code>,
 }
 
 /// The longest a WASI command or module is given to end by itself after a stop request
@@ -76,7 +77,11 @@ impl Container {
     /// What the container uses now (see [`Usage`]): cheap, a few atomic loads. A `wasi:http`
     /// container sums the CPU of all its requests and the memory of those in flight.
     pub fn usage(&self) -> Usage {
-        self.meter.usage()
+        let mut usage = self.meter.usage();
+        if self.status.borrow().is_none() {
+            usage.code_bytes = self.code.share();
+        }
+        usage
     }
 
     /// The exit status, once the container has ended.
@@ -94,22 +99,28 @@ impl Container {
     }
 }
 
-/// Runs a container's task and publishes its exit status.
+/// Runs a container's task and publishes its exit status; the container uses `program`'s
+/// code until its task ends.
 fn spawn_container(
+    program: &Program,
     control: Arc<Control>,
     shutdown: Option<CancellationToken>,
     meter: Arc<Meter>,
     run: impl Future<Output = ExitStatus> + Send + 'static,
 ) -> Container {
     let (tx, rx) = watch::channel(None);
+    let using = CodeUse::new(program.code.clone());
     tokio::spawn(async move {
-        let _ = tx.send(Some(run.await));
+        let status = run.await;
+        drop(using);
+        let _ = tx.send(Some(status));
     });
     Container {
         control,
         status: rx,
         shutdown,
         meter,
+        code: program.code.clone(),
     }
 }
 
@@ -198,7 +209,7 @@ impl Runtime {
         let task = Network::polled(namespace, task, |err| {
             ExitStatus::trapped(format!("cannot run in the pod's network namespace: {err}"))
         });
-        Ok(spawn_container(control, None, meter, task))
+        Ok(spawn_container(program, control, None, meter, task))
     }
 
     /// Starts serving `program` (a `wasi:http/incoming-handler` component) on every one of
@@ -229,7 +240,13 @@ impl Runtime {
             handler.finish_log();
             status
         };
-        Ok(spawn_container(control, Some(shutdown), meter, run))
+        Ok(spawn_container(
+            program,
+            control,
+            Some(shutdown),
+            meter,
+            run,
+        ))
     }
 
     /// Runs a container to its end (see [`Runtime::start`]).

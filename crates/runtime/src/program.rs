@@ -1,6 +1,7 @@
 //! Loading a program: format detection (WAT, module, component), the compile cache, import
 //! checks and pre-instantiation.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use sha2::{Digest, Sha256};
@@ -30,6 +31,45 @@ pub struct Program {
     digest: String,
     from_cache: bool,
     pub(crate) pre: Arc<Pre>,
+    pub(crate) code: Arc<Code>,
+}
+
+/// A program's compiled code, shared by every container running it: its size, and how many
+/// containers run it now, so that each is charged its share.
+#[derive(Debug, Default)]
+pub(crate) struct Code {
+    bytes: u64,
+    users: AtomicU64,
+}
+
+impl Code {
+    /// One running container's share of the code, in bytes.
+    pub(crate) fn share(&self) -> u64 {
+        self.bytes / self.users.load(Ordering::Relaxed).max(1)
+    }
+}
+
+/// A container's use of its program's code, from its start to its end.
+pub(crate) struct CodeUse(Arc<Code>);
+
+impl CodeUse {
+    pub(crate) fn new(code: Arc<Code>) -> CodeUse {
+        code.users.fetch_add(1, Ordering::Relaxed);
+        CodeUse(code)
+    }
+}
+
+impl Drop for CodeUse {
+    fn drop(&mut self) {
+        let users = &self.0.users;
+        let _ = users.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
+
+/// A program still in use, by digest, in [`Runtime::load`]'s table.
+pub(crate) struct Loaded {
+    pre: Weak<Pre>,
+    code: Weak<Code>,
 }
 
 #[derive(Clone)]
@@ -88,34 +128,45 @@ impl Runtime {
     pub fn load(&self, bytes: &[u8]) -> Result<Program> {
         let binary = to_binary(bytes)?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&binary)));
-        if let Some(pre) = self.still_loaded(&digest) {
+        if let Some((pre, code)) = self.still_loaded(&digest) {
             return Ok(Program {
                 digest,
                 from_cache: true,
                 pre,
+                code,
             });
         }
         let (compiled, from_cache) = self.compile(&binary, &digest)?;
+        let code = Arc::new(Code {
+            bytes: compiled.code_bytes(),
+            users: AtomicU64::new(0),
+        });
         let pre = Arc::new(match compiled {
             Compiled::Module(module) => self.link_module(&module)?,
             Compiled::Component(component) => self.link_component(&component)?,
         });
         let mut loaded = self.inner.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        loaded.retain(|_, pre| pre.strong_count() > 0);
-        loaded.insert(digest.clone(), Arc::downgrade(&pre));
+        loaded.retain(|_, l| l.pre.strong_count() > 0);
+        let entry = Loaded {
+            pre: Arc::downgrade(&pre),
+            code: Arc::downgrade(&code),
+        };
+        loaded.insert(digest.clone(), entry);
         Ok(Program {
             digest,
             from_cache,
             pre,
+            code,
         })
     }
 
     /// The linked program of `digest` while some [`Program`] of it is alive: every pod of one
     /// image then shares one copy of the code (one mapping of the compile cache entry, one
     /// memory image) instead of each holding its own file descriptor and mappings.
-    fn still_loaded(&self, digest: &str) -> Option<Arc<Pre>> {
+    fn still_loaded(&self, digest: &str) -> Option<(Arc<Pre>, Arc<Code>)> {
         let loaded = self.inner.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        loaded.get(digest).and_then(Weak::upgrade)
+        let entry = loaded.get(digest)?;
+        Some((entry.pre.upgrade()?, entry.code.upgrade()?))
     }
 
     fn compile(&self, binary: &[u8], digest: &str) -> Result<(Compiled, bool)> {
@@ -197,6 +248,15 @@ impl Compiled {
             Module::new(engine, binary).map(Compiled::Module)
         };
         compiled.map_err(|e| Error::Compile(describe(&e)))
+    }
+
+    /// The size of the compiled code's image (text and read-only data), in bytes.
+    fn code_bytes(&self) -> u64 {
+        let range = match self {
+            Compiled::Module(m) => m.image_range(),
+            Compiled::Component(c) => c.image_range(),
+        };
+        (range.end as usize).saturating_sub(range.start as usize) as u64
     }
 
     fn serialize(&self) -> Result<Vec<u8>> {

@@ -3,14 +3,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::{self, CompileCache};
 use crate::log;
-use crate::program::Pre;
 use crate::state::{ComponentState, ModuleState};
 
 /// Errors of loading and running programs.
@@ -156,7 +155,7 @@ pub(crate) struct Inner {
     pub(crate) config: RuntimeConfig,
     /// The programs loaded and still in use, by digest: a load of the same wasm shares their
     /// code instead of mapping another copy (see [`Runtime::load`]).
-    pub(crate) loaded: Mutex<HashMap<String, Weak<Pre>>>,
+    pub(crate) loaded: Mutex<HashMap<String, crate::program::Loaded>>,
     ticker_stop: Arc<AtomicBool>,
 }
 

@@ -10,8 +10,9 @@
 //!   tick of a busy guest and at each wake-up of a waiting one.
 //! - Memory: the bytes of every linear memory and table (8 bytes an element) of the live
 //!   instances, as the memory limit counts them; an instance's bytes are released when its
-//!   store is dropped. Host-side memory (compiled code shared by all instances, stacks, WASI
-//!   buffers) is not included.
+//!   store is dropped; and, apart, the container's share of its program's compiled code (the
+//!   code's size divided by the containers running it), which it holds while it runs, idle
+//!   or not. Other host-side memory (stacks, WASI buffers) is not included.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +31,17 @@ pub struct Usage {
     pub memory_bytes: u64,
     /// Instances alive now: 1 for a running command, the requests in flight for `wasi:http`.
     pub instances: u64,
+    /// While the container runs, its share of its program's compiled code: the code's size
+    /// divided by the containers running that program now. An idle `wasi:http` container
+    /// holds this and no instance memory; 0 once the container has ended.
+    pub code_bytes: u64,
+}
+
+impl Usage {
+    /// The memory the container holds: its instances' and its share of the code.
+    pub fn working_set_bytes(&self) -> u64 {
+        self.memory_bytes.saturating_add(self.code_bytes)
+    }
 }
 
 /// The shared counters of one container, updated by its stores and read by
@@ -48,6 +60,7 @@ impl Meter {
             cpu: Duration::from_nanos(self.cpu_nanos.load(Ordering::Relaxed)),
             memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
             instances: self.instances.load(Ordering::Relaxed),
+            code_bytes: 0,
         }
     }
 

@@ -752,8 +752,16 @@ async fn a_command_reports_its_cpu_and_memory() {
     container.kill();
     container.wait().await;
     let after = container.usage();
-    assert_eq!((after.memory_bytes, after.instances), (0, 0), "{after:?}");
+    assert_eq!(
+        (after.memory_bytes, after.instances, after.code_bytes),
+        (0, 0, 0),
+        "{after:?}"
+    );
     assert!(after.cpu >= usage.cpu, "{after:?}");
+    assert!(
+        usage.code_bytes > 0,
+        "a running command holds its code: {usage:?}"
+    );
 }
 
 #[tokio::test]
@@ -785,16 +793,24 @@ async fn an_http_container_sums_its_requests() {
     let container = rt
         .start_http(&program, ContainerSpec::default(), vec![listener])
         .unwrap();
-    assert_eq!(container.usage(), wasmlet_runtime::Usage::default());
+    let code = container.usage().code_bytes;
+    assert!(code > 0, "an idle server holds its compiled code");
+    let fresh = wasmlet_runtime::Usage {
+        code_bytes: code,
+        ..Default::default()
+    };
+    assert_eq!(container.usage(), fresh);
+    assert_eq!(container.usage().working_set_bytes(), code);
     get(addr).await;
     let first = container.usage();
     assert!(first.cpu > Duration::ZERO, "{first:?}");
     get(addr).await;
     let second = container.usage();
     assert!(second.cpu > first.cpu, "{second:?} after {first:?}");
-    // No request in flight: no instance, no memory.
+    // No request in flight: no instance, no instance memory; the code is still held.
     let idle = wasmlet_runtime::Usage {
         cpu: second.cpu,
+        code_bytes: code,
         ..Default::default()
     };
     let settled = async {
@@ -806,6 +822,21 @@ async fn an_http_container_sums_its_requests() {
         .await
         .unwrap();
     assert_eq!(container.usage(), idle);
+    // A second server of the same program shares the code: each is charged half.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = rt
+        .start_http(&program, ContainerSpec::default(), vec![listener])
+        .unwrap();
+    assert_eq!(container.usage().code_bytes, code / 2);
+    assert_eq!(other.usage().code_bytes, code / 2);
+    other.kill();
+    other.wait().await;
+    assert_eq!(
+        other.usage().code_bytes,
+        0,
+        "an ended container holds nothing"
+    );
+    assert_eq!(container.usage().code_bytes, code);
     container.kill();
 }
 
