@@ -49,6 +49,10 @@ pub const STATUS_REPORT_FREQUENCY: Duration = Duration::from_secs(300);
 
 const FIELD_MANAGER: &str = "wasmlet";
 
+/// The Node annotation that says how this node's pods are networked (see
+/// [`Network::describe`]).
+pub const POD_NETWORK_ANNOTATION: &str = "wasmlet.dev/pod-network";
+
 /// Creates the Node, or updates an existing one's labels and status; returns it.
 ///
 /// Taints are only set at creation: the NodeRestriction admission plugin forbids a node to
@@ -176,6 +180,7 @@ pub async fn run_status(
     let mut reporter = Reporter {
         last: None,
         network,
+        described: None,
     };
     loop {
         reporter.tick(&nodes, &config, &info, false).await;
@@ -198,6 +203,8 @@ struct Reporter {
     /// Whether pods can get a network (the Ready condition says so when not), and the
     /// node's pod CIDRs learnt from each report's answer.
     network: Arc<Network>,
+    /// The pod network as last annotated on the Node.
+    described: Option<String>,
 }
 
 impl Reporter {
@@ -223,6 +230,7 @@ impl Reporter {
             status::not_ready(conditions, &message, Timestamp::now());
             keep_not_ready_since(conditions, &previous);
         }
+        self.annotate(nodes, &config.node_name).await;
         if !self.due(&status) {
             return;
         }
@@ -232,6 +240,24 @@ impl Reporter {
                 self.last = Some((status, tokio::time::Instant::now()));
             }
             Err(err) => tracing::warn!(%err, "reporting node status"),
+        }
+    }
+
+    /// Writes the pod network's description on the Node when it changed.
+    async fn annotate(&mut self, nodes: &Api<Node>, name: &str) {
+        let described = self.network.describe();
+        if self.described.as_ref() == Some(&described) {
+            return;
+        }
+        let patch = serde_json::json!({
+            "metadata": { "annotations": { POD_NETWORK_ANNOTATION: described } }
+        });
+        match nodes
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => self.described = Some(described),
+            Err(err) => tracing::warn!(%err, "annotating the node's pod network"),
         }
     }
 

@@ -78,6 +78,11 @@ pub struct IpPool {
 }
 
 impl IpPool {
+    /// The range the pool hands out.
+    pub fn cidr(&self) -> &Cidr {
+        &self.cidr
+    }
+
     /// An empty pool over `cidr`.
     pub fn new(cidr: Cidr) -> IpPool {
         IpPool {

@@ -183,6 +183,38 @@ impl Network {
         })
     }
 
+    /// The pod network as an operator reads it on the Node (the `wasmlet.dev/pod-network`
+    /// annotation, shown by `kubectl describe node`): the mode, and in CNI mode the network,
+    /// its plugins, its file and the pod CIDRs, or why it is not ready.
+    pub fn describe(&self) -> String {
+        match &self.mode {
+            Mode::Loopback(pool) => {
+                format!("loopback: pod IPs from {} of this machine", pool.cidr())
+            }
+            Mode::Cni(cni) => match cni.config() {
+                Ok(config) => {
+                    let types: Vec<&str> = config
+                        .plugins
+                        .iter()
+                        .filter_map(|p| p.get("type").and_then(|t| t.as_str()))
+                        .collect();
+                    let ranges = cni.ip_ranges();
+                    let ranges = match ranges.is_empty() {
+                        true => "pod CIDR not allocated yet".to_string(),
+                        false => format!("pod CIDRs {}", ranges.join(", ")),
+                    };
+                    format!(
+                        "cni: network {} ({}) from {}; {ranges}",
+                        config.name,
+                        types.join(", "),
+                        config.source.display()
+                    )
+                }
+                Err(err) => format!("cni: not ready: {err}"),
+            },
+        }
+    }
+
     /// Learns the node's `spec.podCIDRs` (allocated by the controller-manager after the node
     /// registered).
     pub fn observe_node(&self, node: &Node) {

@@ -21,8 +21,11 @@ use wasmlet_pod::NodeAllocatable;
 /// metadata, the way k3s marks its builds (`v1.37.2+k3s1`).
 pub const KUBELET_VERSION: &str = concat!("v1.37.2+wasmlet-", env!("CARGO_PKG_VERSION"));
 
-/// The container runtime reported in nodeInfo, `<runtime>://<version>` as CRI runtimes do.
-pub const CONTAINER_RUNTIME_VERSION: &str = "wasmtime://48.0.8";
+/// The container runtime reported in nodeInfo, `<runtime>://<version>` as CRI runtimes do:
+/// the engine built in, with the version its crates report.
+pub fn container_runtime_version() -> String {
+    wasmlet_runtime::engine_version()
+}
 
 /// The Node this agent creates on registration.
 pub fn node(config: &NodeConfig, readings: &Readings, info: &SystemInfo, now: Timestamp) -> Node {
@@ -78,7 +81,7 @@ fn node_info(config: &NodeConfig, info: &SystemInfo) -> NodeSystemInfo {
         architecture: config.architecture().into(),
         operating_system: config.operating_system().into(),
         kubelet_version: KUBELET_VERSION.into(),
-        container_runtime_version: CONTAINER_RUNTIME_VERSION.into(),
+        container_runtime_version: container_runtime_version(),
         kernel_version: info.kernel_version.clone(),
         os_image: info.os_image.clone(),
         machine_id: info.machine_id.clone(),
@@ -310,6 +313,18 @@ mod tests {
     use super::*;
 
     const GI: u64 = 1024 * 1024 * 1024;
+
+    #[test]
+    fn the_runtime_version_is_the_engine_built_in() {
+        let lock = include_str!("../../../Cargo.lock");
+        let built = lock
+            .split("[[package]]")
+            .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+            .map(|v| v.trim_matches('"'))
+            .expect("wasmtime in Cargo.lock");
+        assert_eq!(container_runtime_version(), format!("wasmtime://{built}"));
+    }
 
     fn readings() -> Readings {
         Readings {

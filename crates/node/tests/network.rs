@@ -94,6 +94,31 @@ async fn scenario(root: &Path) -> Result<()> {
     let (_agent, cancel) = cluster::start_agent_with(&cluster, config.clone()).await?;
     let cidr = pod_cidr(&cluster).await?;
 
+    // What an operator reads: the engine, and the pod network with its allocated range.
+    let annotation = eventually(
+        Duration::from_secs(60),
+        "the pod network on the node",
+        || {
+            let node = cluster.kubectl_json(&["get", "node", NODE]).ok()?;
+            let value = node["metadata"]["annotations"]["wasmlet.dev/pod-network"].as_str()?;
+            value
+                .contains(&format!("pod CIDRs {}", cidr.1))
+                .then(|| value.to_owned())
+        },
+    )
+    .await?;
+    assert!(annotation.contains("10-wasmlet.conflist"), "{annotation}");
+    let described = describe_node(&cluster).context("kubectl describe node")?;
+    let network = format!("wasmlet.dev/pod-network: cni: network {NETWORK} (bridge, portmap)");
+    assert!(described.contains(&network), "{network} in {described}");
+    let engine = wasmlet_runtime::engine_version();
+    assert!(
+        described
+            .lines()
+            .any(|l| l.contains("Container Runtime Version:") && l.ends_with(&engine)),
+        "{engine} in {described}"
+    );
+
     // A Deployment behind a Service, and a pod with a host port.
     apply(&cluster, root, &web(&host, 2))?;
     apply(&cluster, root, &host_port_pod(&host))?;
@@ -182,8 +207,31 @@ async fn scenario(root: &Path) -> Result<()> {
         message.contains("container runtime network not ready"),
         "{message}"
     );
+    let mut last = String::new();
+    let described = eventually(
+        Duration::from_secs(30),
+        "the node described not ready",
+        || {
+            last = describe_node(&cluster)?;
+            let found = last.contains("wasmlet.dev/pod-network: cni: not ready");
+            found.then_some(())
+        },
+    )
+    .await;
+    described.with_context(|| format!("kubectl describe node:\n{last}"))?;
     cancel.cancel();
     Ok(())
+}
+
+/// `kubectl describe node` as a user reads it, its wrapped lines joined (kubectl puts a long
+/// annotation's value on the next line) and runs of spaces made one.
+fn describe_node(cluster: &Cluster) -> Option<String> {
+    let text = cluster.kubectl(&["describe", "node", NODE]).ok()?;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    Some(lines.join("\n").replace("pod-network:\n", "pod-network: "))
 }
 
 /// An IPv4 network, as the test reads `spec.podCIDR`.

@@ -76,3 +76,15 @@ pub use sockets::Network;
 pub use spec::{ContainerSpec, Limits, PinnedDir, Preopen, Stdio};
 pub use tokio_util::sync::CancellationToken;
 pub use usage::Usage;
+
+/// The engine that runs programs, as a CRI runtime names itself in a Node's
+/// `nodeInfo.containerRuntimeVersion` (`<engine>://<version>`).
+pub const ENGINE: &str = "wasmtime";
+
+/// The version of [`ENGINE`] built in: the wasmtime crates' own, read from them at build time.
+pub const ENGINE_VERSION: &str = wasmtime_environ::VERSION;
+
+/// `<engine>://<version>` of the engine built in, e.g. `wasmtime://48.0.8`.
+pub fn engine_version() -> String {
+    format!("{ENGINE}://{ENGINE_VERSION}")
+}
