@@ -90,6 +90,16 @@ impl Cluster {
 
     /// Builds the cluster with `options`.
     pub fn build_with(lab: &mut Lab, options: Options) -> Result<Cluster> {
+        Cluster::build_with_env(lab, options, &[])
+    }
+
+    /// Builds the cluster with `options`, `tests/cluster/up` run with the variables of
+    /// `control_env` too (`WASMLET_AGGREGATOR_ROUTING=1` and the like).
+    pub fn build_with_env(
+        lab: &mut Lab,
+        options: Options,
+        control_env: &[(&str, &str)],
+    ) -> Result<Cluster> {
         let control = lab.host("control", 1)?;
         let wasm = vec![lab.host(WASM_NODES[0], 11)?, lab.host(WASM_NODES[1], 12)?];
         let native = lab.host(NATIVE, 13)?;
@@ -97,7 +107,7 @@ impl Cluster {
             true => Some(lab.host(LOOPBACK, 14)?),
             false => None,
         };
-        let env = start_control_plane(lab, &control, options.node_cidr_mask)?;
+        let env = start_control_plane(lab, &control, options.node_cidr_mask, control_env)?;
         let registry = start_registry(lab, &control)?;
         let admin = env
             .get("KUBECONFIG")
@@ -430,11 +440,13 @@ pub fn agent_name(host: &Host) -> String {
     format!("agent-{}", host.name)
 }
 
-/// `tests/cluster/up` on the control plane's host, binding and advertising its address.
+/// `tests/cluster/up` on the control plane's host, binding and advertising its address,
+/// with `control_env` in its environment.
 fn start_control_plane(
     lab: &mut Lab,
     control: &Host,
     node_cidr_mask: u8,
+    control_env: &[(&str, &str)],
 ) -> Result<HashMap<String, String>> {
     let state = lab.dir().join("cluster");
     std::fs::create_dir_all(&state)?;
@@ -456,6 +468,7 @@ fn start_control_plane(
         .env("WASMLET_CLUSTER_CIDR", CLUSTER_CIDR)
         .env("WASMLET_NODE_CIDR_MASK", node_cidr_mask.to_string())
         .env("WASMLET_NODE_NAME", NATIVE)
+        .envs(control_env.iter().copied())
         .output()?;
     let env_file = ok(&output).context("tests/cluster/up")?;
     Ok(parse_env(&std::fs::read_to_string(env_file.trim())?))

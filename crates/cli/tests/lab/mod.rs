@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod metrics;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
