@@ -225,9 +225,13 @@ impl Runtime {
         spec: ContainerSpec,
         listeners: Vec<TcpListener>,
     ) -> Result<Container> {
+        // The server's set-up is the container's first CPU time: an idle server that has not
+        // served yet still reports it used some (metrics-server drops a container at zero).
+        let began = crate::usage::thread_cpu_time();
         let budget = crate::budget::of(&spec.limits);
         let handler = self.http_handler(program, spec)?;
         let meter = handler.meter();
+        meter.add_cpu(crate::usage::thread_cpu_time().saturating_sub(began));
         let control = Arc::new(Control::new(None, budget));
         let shutdown = CancellationToken::new();
         let serve = crate::http::serve(handler.clone(), listeners, shutdown.clone());

@@ -64,7 +64,7 @@ impl Meter {
         }
     }
 
-    fn add_cpu(&self, spent: Duration) {
+    pub(crate) fn add_cpu(&self, spent: Duration) {
         let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
         self.cpu_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
@@ -127,7 +127,7 @@ impl<F: Future> Future for Metered<F> {
 
 /// The CPU time the calling thread has used.
 #[cfg(unix)]
-fn thread_cpu_time() -> Duration {
+pub(crate) fn thread_cpu_time() -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -145,7 +145,7 @@ fn thread_cpu_time() -> Duration {
 
 /// Elsewhere: wall time since the first call (so a poll is charged its wall time).
 #[cfg(not(unix))]
-fn thread_cpu_time() -> Duration {
+pub(crate) fn thread_cpu_time() -> Duration {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     START.get_or_init(std::time::Instant::now).elapsed()
 }

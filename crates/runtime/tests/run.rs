@@ -793,13 +793,14 @@ async fn an_http_container_sums_its_requests() {
     let container = rt
         .start_http(&program, ContainerSpec::default(), vec![listener])
         .unwrap();
-    let code = container.usage().code_bytes;
+    let fresh = container.usage();
+    let code = fresh.code_bytes;
     assert!(code > 0, "an idle server holds its compiled code");
-    let fresh = wasmlet_runtime::Usage {
-        code_bytes: code,
-        ..Default::default()
-    };
-    assert_eq!(container.usage(), fresh);
+    assert!(
+        fresh.cpu > Duration::ZERO,
+        "its set-up used some CPU: {fresh:?}"
+    );
+    assert_eq!((fresh.memory_bytes, fresh.instances), (0, 0), "{fresh:?}");
     assert_eq!(container.usage().working_set_bytes(), code);
     get(addr).await;
     let first = container.usage();
