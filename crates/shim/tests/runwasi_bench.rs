@@ -14,7 +14,8 @@
 //! ```
 //! Knobs: `WASMLET_BENCH_N` (runs per median, 20), `WASMLET_BENCH_TASKS` (1000),
 //! `WASMLET_BENCH_PODS_MAX` (the larger pod count, 100), `WASMLET_BENCH_HTTP_SECONDS` (10),
-//! `WASMLET_BENCH_HTTP_ROUNDS` (3). Each result is a `PEERBENCH {json}` line for
+//! `WASMLET_BENCH_HTTP_ROUNDS` (3), `WASMLET_BENCH_PARTS` (which parts to run, of
+//! `latency,tasks,memory,http`; all by default). Each result is a `PEERBENCH {json}` line for
 //! `benches/collect.py`.
 
 mod common;
@@ -72,12 +73,22 @@ fn bench_wasmlet_vs_runwasi() {
     let hello = import_wasm(NS, "hello", wasmlet_fixtures::hello()).unwrap();
     let sleep = import_wasm(NS, "sleep", wasmlet_fixtures::sleep()).unwrap();
     let http = import_wasm(NS, "http_hello", wasmlet_fixtures::http_hello()).unwrap();
-    latency(&shims, &hello, n);
-    tasks_per_second(&shims, &hello, tasks);
-    for pods in [1, pods_max] {
-        memory(&shims, &sleep, pods);
+    let parts = std::env::var("WASMLET_BENCH_PARTS").unwrap_or_default();
+    let part = |name: &str| parts.is_empty() || parts.split(',').any(|p| p.trim() == name);
+    if part("latency") {
+        latency(&shims, &hello, n);
     }
-    serve(&shims, &http);
+    if part("tasks") {
+        tasks_per_second(&shims, &hello, tasks);
+    }
+    if part("memory") {
+        for pods in [1, pods_max] {
+            memory(&shims, &sleep, pods);
+        }
+    }
+    if part("http") {
+        serve(&shims, &http);
+    }
     let _ = std::process::Command::new("bash")
         .arg(root().join("tests/containerd/down"))
         .arg(state_dir())
