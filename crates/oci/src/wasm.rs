@@ -82,13 +82,13 @@ impl ComponentInterface {
                 wasmparser::Payload::ComponentImportSection(r) if depth == 1 => {
                     for import in r {
                         let import = import.map_err(|e| Error::Malformed(e.to_string()))?;
-                        out.imports.push(import.name.0.to_string());
+                        out.imports.push(import.name.name.to_string());
                     }
                 }
                 wasmparser::Payload::ComponentExportSection(r) if depth == 1 => {
                     for export in r {
                         let export = export.map_err(|e| Error::Malformed(e.to_string()))?;
-                        out.exports.push(export.name.0.to_string());
+                        out.exports.push(export.name.name.to_string());
                     }
                 }
                 _ => {}
