@@ -375,6 +375,18 @@ mod tests {
         }))
     }
 
+    /// A CNCF wasm artifact (a wasip1 config) whose one layer is `layer`.
+    fn cncf_image(blobs: &mut Blobs, layer: &[u8]) -> (Digest, u64) {
+        let config = json!({"architecture": "wasm", "os": "wasip1"});
+        image(
+            blobs,
+            media::WASM_CONFIG_V0,
+            &config,
+            media::WASM_LAYER,
+            layer,
+        )
+    }
+
     async fn resolve_manifest(blobs: &Blobs, manifest: (Digest, u64)) -> Result<Option<Artifact>> {
         resolve(
             blobs,
@@ -439,14 +451,7 @@ mod tests {
     #[tokio::test]
     async fn an_index_leads_to_its_wasm_platform() {
         let mut blobs = Blobs::default();
-        let config = json!({"architecture": "wasm", "os": "wasip1"});
-        let wasm = image(
-            &mut blobs,
-            media::WASM_CONFIG_V0,
-            &config,
-            media::WASM_LAYER,
-            &module(),
-        );
+        let wasm = cncf_image(&mut blobs, &module());
         let other = blobs.put_json(&json!({"schemaVersion": 2, "config":
             desc(media::OCI_CONFIG, (Digest::of(b"x"), 1)), "layers": []}));
         for platform in ["wasip1/wasm", "wasip2/wasm", "wasi/wasm"] {
@@ -498,14 +503,7 @@ mod tests {
             (&b"\x7fELF\x02\x01\x01\0"[..], "native executable"),
         ] {
             let mut blobs = Blobs::default();
-            let config = json!({"architecture": "wasm", "os": "wasip1"});
-            let m = image(
-                &mut blobs,
-                media::WASM_CONFIG_V0,
-                &config,
-                media::WASM_LAYER,
-                bytes,
-            );
+            let m = cncf_image(&mut blobs, bytes);
             let err = resolve_manifest(&blobs, m).await.unwrap_err();
             assert!(matches!(err, Error::NotWasm { .. }), "{err}");
             let text = err.to_string();
@@ -536,14 +534,7 @@ mod tests {
     #[tokio::test]
     async fn corrupt_or_oversized_blobs_are_refused() {
         let mut blobs = Blobs::default();
-        let config = json!({"architecture": "wasm", "os": "wasip1"});
-        let m = image(
-            &mut blobs,
-            media::WASM_CONFIG_V0,
-            &config,
-            media::WASM_LAYER,
-            &module(),
-        );
+        let m = cncf_image(&mut blobs, &module());
         let layer = Digest::of(&module());
         // The store's bytes differ from the digest they are filed under.
         let mut other = module();
