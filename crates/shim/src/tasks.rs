@@ -641,34 +641,31 @@ fn finish_task(task: &mut Task, status: &ExitStatus) -> Option<Exit> {
     Some(exit)
 }
 
-/// Opens a FIFO containerd made for the container's output. Read-write, so the open does
-/// not block when the reader is not there yet (Linux FIFO semantics); the reader sees EOF
-/// once the container ends and the file is closed.
 /// A FIFO of containerd's opened for a native container's process to write to.
 fn fifo_stdio(stream: &'static str, path: &str) -> Result<std::process::Stdio> {
-    if path.is_empty() {
-        return Ok(std::process::Stdio::null());
-    }
-    let file = File::options()
-        .write(true)
-        .open(path)
-        .map_err(|source| Error::Stdio {
-            stream,
-            path: path.into(),
-            source,
-        })?;
-    Ok(file.into())
+    let file = open_fifo_file(stream, path, false)?;
+    Ok(file.map_or_else(std::process::Stdio::null, Into::into))
 }
 
+/// Opens a FIFO containerd made for a wasm container's output. Read-write, so the open does
+/// not block when the reader is not there yet (Linux FIFO semantics); the reader sees EOF
+/// once the container ends and the file is closed.
 fn open_fifo(
     stream: &'static str,
     path: &str,
 ) -> Result<Option<Box<dyn std::io::Write + Send + Sync>>> {
+    let file = open_fifo_file(stream, path, true)?;
+    Ok(file.map(|f| Box::new(f) as Box<dyn std::io::Write + Send + Sync>))
+}
+
+/// Opens the FIFO at `path` for writing (and reading too when `read`); none when containerd
+/// gave no path for `stream`.
+fn open_fifo_file(stream: &'static str, path: &str, read: bool) -> Result<Option<File>> {
     if path.is_empty() {
         return Ok(None);
     }
     let file = File::options()
-        .read(true)
+        .read(read)
         .write(true)
         .open(path)
         .map_err(|source| Error::Stdio {
@@ -676,7 +673,7 @@ fn open_fifo(
             path: path.into(),
             source,
         })?;
-    Ok(Some(Box::new(file)))
+    Ok(Some(file))
 }
 
 #[cfg(test)]
