@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmlet_runtime::{
     ContainerSpec, ExitReason, LogConfig, Network, Runtime, RuntimeConfig, Stdio,
@@ -42,25 +41,6 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// Connects to `addr` (retrying while the guest is not yet listening) and reads to the end.
-fn greeting(addr: SocketAddr) -> String {
-    let started = Instant::now();
-    let mut conn = loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-            Ok(conn) => break conn,
-            Err(err) if started.elapsed() > Duration::from_secs(20) => {
-                panic!("nothing listens on {addr}: {err}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap();
-    text
-}
-
 /// The text of the CRI log's lines.
 fn log_text(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -83,7 +63,7 @@ async fn a_component_listens_on_its_pod_ip_and_answers_each_connection() {
         .unwrap();
     let addr = SocketAddr::new(POD_IP.parse::<IpAddr>().unwrap(), port);
     for _ in 0..3 {
-        let text = tokio::task::spawn_blocking(move || greeting(addr))
+        let text = tokio::task::spawn_blocking(move || common::greeting(addr))
             .await
             .unwrap();
         assert_eq!(text, "hello from wasi:sockets!\n");

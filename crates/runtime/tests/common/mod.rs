@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses a part
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,12 +31,32 @@ impl Write for Captured {
 /// Connects to `addr` from inside `ns` (retrying for 20 s while nothing listens yet) and
 /// reads to the end of the connection.
 pub fn greeting_inside(ns: &wasmlet_netns::NetNs, addr: SocketAddr) -> String {
+    read_greeting(addr, " in the pod's namespace", || {
+        ns.connect_tcp(addr, Duration::from_secs(5))
+            .map_err(std::io::Error::other)
+    })
+}
+
+/// Connects to `addr` from this process's namespace, as [`greeting_inside`] does.
+pub fn greeting(addr: SocketAddr) -> String {
+    read_greeting(addr, "", || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    })
+}
+
+/// Connects with `connect` (retrying for 20 s while nothing listens yet) and reads to the end
+/// of the connection; `where_` completes the failure message.
+fn read_greeting(
+    addr: SocketAddr,
+    where_: &str,
+    connect: impl Fn() -> std::io::Result<TcpStream>,
+) -> String {
     let started = Instant::now();
     let mut conn = loop {
-        match ns.connect_tcp(addr, Duration::from_secs(5)) {
+        match connect() {
             Ok(conn) => break conn,
             Err(err) if started.elapsed() > Duration::from_secs(20) => {
-                panic!("nothing listens on {addr} in the pod's namespace: {err}")
+                panic!("nothing listens on {addr}{where_}: {err}")
             }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
