@@ -156,16 +156,8 @@ fn service_url(cluster: &Cluster, pod: &Value) -> Result<String> {
         listed == BTreeSet::from([ip]),
         "{APP}'s endpoints: {listed:?}"
     );
+    cluster.route_services_from_native()?;
     let native = &cluster.native;
-    lab::ip(&[
-        "-n",
-        &native.ns,
-        "route",
-        "replace",
-        SERVICE_CIDR,
-        "dev",
-        "eth0",
-    ])?;
     let service = cluster.kubectl_json(&["get", "service", APP])?;
     let cluster_ip = service["spec"]["clusterIP"].as_str().context("clusterIP")?;
     let url = format!("http://{cluster_ip}/");

@@ -592,17 +592,7 @@ fn http(lab: &mut Lab, cluster: &Cluster, knobs: &Knobs, out: &mut Report) -> Re
         Ok(ip.to_owned())
     };
     let native = cluster.native.clone();
-    // The lab's hosts have no default route; a node's would carry its own connections to a
-    // ClusterIP until kube-proxy's rules rewrite them.
-    lab::ip(&[
-        "-n",
-        &native.ns,
-        "route",
-        "replace",
-        SERVICE_CIDR,
-        "dev",
-        "eth0",
-    ])?;
+    cluster.route_services_from_native()?;
     let targets = vec![
         Target {
             name: "cni-service",

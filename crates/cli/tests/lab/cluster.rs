@@ -403,6 +403,14 @@ impl Cluster {
         })
     }
 
+    /// Routes the Service network out of the kubelet's node through its eth0: the lab's hosts
+    /// have no default route, and a node's connections to a ClusterIP must leave it for
+    /// kube-proxy's rules to rewrite them.
+    pub fn route_services_from_native(&self) -> Result<()> {
+        let ns = &self.native.ns;
+        super::ip(&["-n", ns, "route", "replace", SERVICE_CIDR, "dev", "eth0"]).map(drop)
+    }
+
     /// The node of host `name`.
     pub fn host(&self, name: &str) -> Result<&Host> {
         let mut nodes = self.wasm.iter().chain([&self.native]).chain(&self.loopback);
