@@ -50,7 +50,7 @@ pub const STATUS_REPORT_FREQUENCY: Duration = Duration::from_secs(300);
 const FIELD_MANAGER: &str = "wasmlet";
 
 /// The Node annotation that says how this node's pods are networked (see
-/// [`Network::describe`]).
+/// [`Network::status`]).
 pub const POD_NETWORK_ANNOTATION: &str = "wasmlet.dev/pod-network";
 
 /// Creates the Node, or updates an existing one's labels and status; returns it.
@@ -221,16 +221,18 @@ impl Reporter {
         };
         let previous = self.previous_conditions();
         let mut status = status::node_status(config, &readings, info, &previous, Timestamp::now());
+        let network = self.network.status();
         let not_ready = match stopping {
             true => Some("kubelet is shutting down".to_string()),
-            false => self.network.not_ready(),
+            false => network.not_ready,
         };
         if let Some(message) = not_ready {
             let conditions = status.conditions.get_or_insert_with(Vec::new);
             status::not_ready(conditions, &message, Timestamp::now());
             keep_not_ready_since(conditions, &previous);
         }
-        self.annotate(nodes, &config.node_name).await;
+        self.annotate(nodes, &config.node_name, network.description)
+            .await;
         if !self.due(&status) {
             return;
         }
@@ -244,8 +246,7 @@ impl Reporter {
     }
 
     /// Writes the pod network's description on the Node when it changed.
-    async fn annotate(&mut self, nodes: &Api<Node>, name: &str) {
-        let described = self.network.describe();
+    async fn annotate(&mut self, nodes: &Api<Node>, name: &str, described: String) {
         if self.described.as_ref() == Some(&described) {
             return;
         }

@@ -110,6 +110,23 @@ impl CniPaths {
     }
 }
 
+/// The pod networks' state, as the node's status reports it (see [`Network::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkStatus {
+    /// Why pods cannot get a network now, for the Ready condition; `None` when they can.
+    pub not_ready: Option<String>,
+    /// The pod network as the `wasmlet.dev/pod-network` annotation says it.
+    pub description: String,
+}
+
+/// The kubelet's words for a network that is not ready, with the reason.
+fn not_ready_message(err: &Error) -> String {
+    format!(
+        "container runtime network not ready: NetworkReady=false \
+         reason:NetworkPluginNotReady message:Network plugin returns error: {err}"
+    )
+}
+
 /// A pod's network, as its containers use it.
 #[derive(Debug, Clone)]
 pub struct PodNetwork {
@@ -175,42 +192,32 @@ impl Network {
         let Mode::Cni(cni) = &self.mode else {
             return None;
         };
-        cni.config().err().map(|err| {
-            format!(
-                "container runtime network not ready: NetworkReady=false \
-                 reason:NetworkPluginNotReady message:Network plugin returns error: {err}"
-            )
-        })
+        cni.config().err().as_ref().map(not_ready_message)
     }
 
-    /// The pod network as an operator reads it on the Node (the `wasmlet.dev/pod-network`
-    /// annotation, shown by `kubectl describe node`): the mode, and in CNI mode the network,
-    /// its plugins, its file and the pod CIDRs, or why it is not ready.
-    pub fn describe(&self) -> String {
-        match &self.mode {
+    /// The network's state for the node's status, from one read of the CNI configuration:
+    /// [`Network::not_ready`]'s reason, and the pod network as an operator reads it on the
+    /// Node (the `wasmlet.dev/pod-network` annotation, shown by `kubectl describe node`): the
+    /// mode, and in CNI mode the network, its plugins, its file and the pod CIDRs, or why it
+    /// is not ready.
+    pub fn status(&self) -> NetworkStatus {
+        let cni = match &self.mode {
             Mode::Loopback(pool) => {
-                format!("loopback: pod IPs from {} of this machine", pool.cidr())
+                return NetworkStatus {
+                    not_ready: None,
+                    description: format!("loopback: pod IPs from {} of this machine", pool.cidr()),
+                };
             }
-            Mode::Cni(cni) => match cni.config() {
-                Ok(config) => {
-                    let types: Vec<&str> = config
-                        .plugins
-                        .iter()
-                        .filter_map(|p| p.get("type").and_then(|t| t.as_str()))
-                        .collect();
-                    let ranges = cni.ip_ranges();
-                    let ranges = match ranges.is_empty() {
-                        true => "pod CIDR not allocated yet".to_string(),
-                        false => format!("pod CIDRs {}", ranges.join(", ")),
-                    };
-                    format!(
-                        "cni: network {} ({}) from {}; {ranges}",
-                        config.name,
-                        types.join(", "),
-                        config.source.display()
-                    )
-                }
-                Err(err) => format!("cni: not ready: {err}"),
+            Mode::Cni(cni) => cni,
+        };
+        match cni.config() {
+            Ok(config) => NetworkStatus {
+                not_ready: None,
+                description: cni.describe(&config),
+            },
+            Err(err) => NetworkStatus {
+                not_ready: Some(not_ready_message(&err)),
+                description: format!("cni: not ready: {err}"),
             },
         }
     }
@@ -355,6 +362,26 @@ impl CniNetwork {
             )));
         }
         NetworkConfig::load_dir(&self.paths.conf_dir).map_err(|e| Error::NotReady(e.to_string()))
+    }
+
+    /// A ready network as [`Network::status`] describes it.
+    fn describe(&self, config: &NetworkConfig) -> String {
+        let types: Vec<&str> = config
+            .plugins
+            .iter()
+            .filter_map(|p| p.get("type").and_then(|t| t.as_str()))
+            .collect();
+        let ranges = self.ip_ranges();
+        let ranges = match ranges.is_empty() {
+            true => "pod CIDR not allocated yet".to_string(),
+            false => format!("pod CIDRs {}", ranges.join(", ")),
+        };
+        format!(
+            "cni: network {} ({}) from {}; {ranges}",
+            config.name,
+            types.join(", "),
+            config.source.display()
+        )
     }
 
     fn ip_ranges(&self) -> Vec<String> {
