@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use wasmlet_runtime::{
     CancellationToken, ContainerSpec, ExitReason, ExitStatus, Limits, Preopen, Program,
-    ProgramKind, Runtime, RuntimeConfig, Stdio,
+    ProgramKind, Runtime, RuntimeConfig, Stdio, Tier,
 };
 
 use crate::images::RegistryArgs;
@@ -94,7 +94,24 @@ fn run_wasm_file(path: &Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let status = tokio.block_on(runtime.run(&program, spec))?;
     report(&status);
+    finish_optimizing(&runtime, &program);
     Ok(exit_code(status.code))
+}
+
+/// A command that ran on baseline code (its first run: see `Runtime::load`) waits for
+/// Cranelift's code to reach the compile cache before the process ends, so that its next run
+/// starts on it.
+pub(crate) fn finish_optimizing(runtime: &Runtime, program: &Program) {
+    const OPTIMIZE_WITHIN: Duration = Duration::from_secs(600);
+    if runtime.cache().is_none() || program.tier() == Tier::Optimized {
+        return;
+    }
+    eprintln!("wasmlet: storing the optimised code in the compile cache for the next run");
+    if program.wait_optimized(OPTIMIZE_WITHIN) != Tier::Optimized {
+        eprintln!(
+            "wasmlet: the optimised code is not ready; the next run starts on baseline code again"
+        );
+    }
 }
 
 /// Serves a wasi:http component on `addr` until SIGINT or SIGTERM; requests in flight then

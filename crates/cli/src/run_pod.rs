@@ -427,6 +427,7 @@ pub fn run_image(image: &str, args: &RunArgs, registry: &RegistryArgs) -> anyhow
     };
     let status = tokio.block_on(runtime.run(&program, image_spec(resolved.config, args)))?;
     run::report(&status);
+    run::finish_optimizing(&runtime, &program);
     Ok(run::exit_code(status.code))
 }
 

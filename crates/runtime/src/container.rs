@@ -270,18 +270,20 @@ impl Runtime {
         builder
             .stdout(sink.stream(Stream::Stdout))
             .stderr(sink.stream(Stream::Stderr));
-        match &*program.pre {
+        let current = program.linked.current();
+        let engine = current.engine();
+        match &*current {
             Pre::Module(pre) => {
                 let mut state = ModuleState { wasi: builder.build_p1(), limiter };
                 crate::budget::apply(state.wasi.ctx().table, crate::budget::of(limits));
-                let mut store = self.new_store(state, limits, control)?;
+                let mut store = self.new_store(engine, state, limits, control)?;
                 store.limiter(|s| &mut s.limiter);
                 Ok(Box::pin(run_module(pre.clone(), store)))
             }
             Pre::Command(pre) => {
                 let mut state = self.component_state(builder, limiter, network);
                 crate::budget::apply(&mut state.table, crate::budget::of(limits));
-                let mut store = self.new_store(state, limits, control)?;
+                let mut store = self.new_store(engine, state, limits, control)?;
                 store.limiter(|s| &mut s.limiter);
                 Ok(Box::pin(run_command(pre.clone(), store)))
             }
@@ -317,15 +319,16 @@ impl Runtime {
         }
     }
 
-    /// A store whose epoch callback yields to tokio every tick and interrupts the guest once
+    /// A store of `engine` (its program's: Cranelift's or the baseline's) whose epoch callback yields to tokio every tick and interrupts the guest once
     /// it must stop; with fuel set when the runtime meters fuel.
     pub(crate) fn new_store<T: 'static>(
         &self,
+        engine: &wasmtime::Engine,
         data: T,
         limits: &Limits,
         control: &Arc<Control>,
     ) -> Result<Store<T>> {
-        let mut store = Store::new(self.engine(), data);
+        let mut store = Store::new(engine, data);
         store.set_epoch_deadline(1);
         let control = control.clone();
         let tick = self.inner.config.epoch_tick;

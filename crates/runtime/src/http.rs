@@ -10,12 +10,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::log::{OutputSink, SharedSink, Stream};
-use crate::program::{Pre, Program};
+use crate::program::{Linked, Pre, Program, ProgramKind};
 use crate::runtime::{Error, Result, Runtime, describe};
 use crate::sockets::Network;
 use crate::spec::{ContainerSpec, Limits};
@@ -25,7 +24,8 @@ use crate::usage::{Meter, Metered};
 /// What every request's instance gets: the spec (minus stdio, shared by all) and the program.
 pub(crate) struct Handler {
     runtime: Runtime,
-    pre: ProxyPre<ComponentState>,
+    /// The program's code: each request is made from its current tier's.
+    linked: Arc<Linked>,
     spec: ContainerSpec,
     sink: SharedSink,
     /// The usage of all requests' instances.
@@ -57,16 +57,16 @@ impl Runtime {
         program: &Program,
         mut spec: ContainerSpec,
     ) -> Result<Arc<Handler>> {
-        let Pre::Http(pre) = &*program.pre else {
+        if program.kind() != ProgramKind::HttpComponent {
             return Err(Error::NoEntryPoint(
                 "the program does not export `wasi:http/incoming-handler`, so it cannot serve HTTP"
                     .into(),
             ));
-        };
+        }
         let sink = SharedSink::new(OutputSink::new(std::mem::take(&mut spec.stdio))?);
         Ok(Arc::new(Handler {
             runtime: self.clone(),
-            pre: pre.clone(),
+            linked: program.linked.clone(),
             spec,
             sink,
             meter: Arc::default(),
@@ -167,7 +167,11 @@ impl Handler {
         &self,
         req: hyper::Request<Incoming>,
     ) -> Result<hyper::Response<HyperOutgoingBody>, String> {
-        let mut store = self.new_store().map_err(|e| e.to_string())?;
+        let Pre::Http(pre) = &*self.linked.current() else {
+            return Err("the program's code is not a wasi:http component's".into());
+        };
+        let pre = pre.clone();
+        let mut store = self.new_store(pre.engine()).map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
@@ -179,7 +183,6 @@ impl Handler {
             .http()
             .new_response_outparam(tx)
             .map_err(|e| describe(&e))?;
-        let pre = self.pre.clone();
         let call = async move {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
@@ -207,7 +210,7 @@ impl Handler {
         }
     }
 
-    fn new_store(&self) -> Result<wasmtime::Store<ComponentState>> {
+    fn new_store(&self, engine: &wasmtime::Engine) -> Result<wasmtime::Store<ComponentState>> {
         let limits: &Limits = &self.spec.limits;
         let budget = crate::budget::of(limits);
         let control = Arc::new(Control::new(
@@ -226,7 +229,7 @@ impl Handler {
             .runtime
             .component_state(builder, limiter, self.spec.network.as_ref());
         crate::budget::apply(&mut state.table, budget);
-        let mut store = self.runtime.new_store(state, limits, &control)?;
+        let mut store = self.runtime.new_store(engine, state, limits, &control)?;
         store.limiter(|s| &mut s.limiter);
         Ok(store)
     }

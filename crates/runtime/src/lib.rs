@@ -25,7 +25,10 @@
 //!   epoch ticker thread, the WASI linkers, the [`CompileCache`], and the instance allocator
 //!   (pooling with copy-on-write memory images when the host allows it, else on-demand).
 //! - [`Program`]: a loaded `.wasm`/`.wat` (preview 1 module, `wasi:cli/run` component or
-//!   `wasi:http` component), compiled once and instantiated many times.
+//!   `wasi:http` component), compiled once and instantiated many times. A big program never
+//!   compiled before starts on baseline code (wasmtime's Winch compiler, [`Tier::Baseline`])
+//!   while Cranelift compiles it; Cranelift's code then takes over for new instances and goes
+//!   to the compile cache ([`Compilers`]).
 //! - [`ContainerSpec`]: argv, env, working directory, [`Preopen`]s, [`Stdio`], [`Limits`], and
 //!   for a component the [`Network`] its `wasi:sockets` reach: TCP and UDP, binding and
 //!   listening only on the pod's IP ([`sockets`]); its names resolved by the pod's resolver
@@ -70,8 +73,8 @@ pub use container::{COMMAND_STOP_GRACE, Container};
 pub use dns::{DnsConfig, LookupError, PodResolver};
 pub use exit::{ExitReason, ExitStatus, KILLED_EXIT_CODE, TERMINATED_EXIT_CODE, TRAP_EXIT_CODE};
 pub use log::LogConfig;
-pub use program::{Program, ProgramKind, is_component, to_binary};
-pub use runtime::{Allocator, AllocatorChoice, Error, Result, Runtime, RuntimeConfig};
+pub use program::{Program, ProgramKind, Tier, is_component, to_binary};
+pub use runtime::{Allocator, AllocatorChoice, Compilers, Error, Result, Runtime, RuntimeConfig};
 pub use sockets::Network;
 pub use spec::{ContainerSpec, Limits, PinnedDir, Preopen, Stdio};
 pub use tokio_util::sync::CancellationToken;

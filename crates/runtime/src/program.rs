@@ -2,7 +2,8 @@
 //! checks and pre-instantiation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -10,7 +11,7 @@ use wasmtime::{Engine, Module};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::runtime::{Error, Result, Runtime, describe};
+use crate::runtime::{Compilers, Error, Linkers, Result, Runtime, describe};
 use crate::state::{ComponentState, ModuleState};
 
 /// What kind of program was loaded.
@@ -25,12 +26,24 @@ pub enum ProgramKind {
     HttpComponent,
 }
 
+/// Which compiler's code a program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// wasmtime's baseline compiler's (Winch): compiled an order of magnitude faster than
+    /// Cranelift's, and slower to run. Only a program never compiled before starts on it,
+    /// while Cranelift compiles it on a thread of its own (see [`Runtime::load`]).
+    Baseline,
+    /// Cranelift's optimised code.
+    Optimized,
+}
+
 /// A compiled, linked program, ready to instantiate many times. Cheap to clone.
 #[derive(Clone)]
 pub struct Program {
     digest: String,
     from_cache: bool,
-    pub(crate) pre: Arc<Pre>,
+    loaded_tier: Tier,
+    pub(crate) linked: Arc<Linked>,
     pub(crate) code: Arc<Code>,
 }
 
@@ -38,14 +51,21 @@ pub struct Program {
 /// containers run it now, so that each is charged its share.
 #[derive(Debug, Default)]
 pub(crate) struct Code {
-    bytes: u64,
+    bytes: AtomicU64,
     users: AtomicU64,
 }
 
 impl Code {
+    fn new(bytes: u64) -> Code {
+        Code {
+            bytes: AtomicU64::new(bytes),
+            users: AtomicU64::new(0),
+        }
+    }
+
     /// One running container's share of the code, in bytes.
     pub(crate) fn share(&self) -> u64 {
-        self.bytes / self.users.load(Ordering::Relaxed).max(1)
+        self.bytes.load(Ordering::Relaxed) / self.users.load(Ordering::Relaxed).max(1)
     }
 }
 
@@ -66,9 +86,74 @@ impl Drop for CodeUse {
     }
 }
 
+/// A program's linked code, shared by every load of the same wasm while one is in use: the
+/// pre-instantiation new instances are made from, which the optimised code replaces once
+/// Cranelift has compiled it (instances already made keep the code they were made with).
+pub(crate) struct Linked {
+    kind: ProgramKind,
+    state: Mutex<Tiered>,
+    changed: Condvar,
+}
+
+struct Tiered {
+    pre: Arc<Pre>,
+    tier: Tier,
+    /// Whether Cranelift is still compiling it.
+    optimizing: bool,
+}
+
+impl Linked {
+    fn new(pre: Pre, tier: Tier) -> Linked {
+        Linked {
+            kind: pre.kind(),
+            state: Mutex::new(Tiered {
+                pre: Arc::new(pre),
+                tier,
+                optimizing: tier == Tier::Baseline,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tiered> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The code new instances are made from now.
+    pub(crate) fn current(&self) -> Arc<Pre> {
+        self.lock().pre.clone()
+    }
+
+    fn tier(&self) -> Tier {
+        self.lock().tier
+    }
+
+    /// Cranelift's compile ended: with its code, which new instances use from now on, or
+    /// without (it failed, and the baseline code stays).
+    fn optimized(&self, pre: Option<Pre>) {
+        let mut state = self.lock();
+        if let Some(pre) = pre {
+            state.pre = Arc::new(pre);
+            state.tier = Tier::Optimized;
+        }
+        state.optimizing = false;
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `timeout` for Cranelift's compile to end; the tier then.
+    fn wait(&self, timeout: Duration) -> Tier {
+        let state = self.lock();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.optimizing)
+            .unwrap_or_else(|e| e.into_inner());
+        state.tier
+    }
+}
+
 /// A program still in use, by digest, in [`Runtime::load`]'s table.
 pub(crate) struct Loaded {
-    pre: Weak<Pre>,
+    linked: Weak<Linked>,
     code: Weak<Code>,
 }
 
@@ -77,6 +162,25 @@ pub(crate) enum Pre {
     Module(wasmtime::InstancePre<ModuleState>),
     Command(CommandPre<ComponentState>),
     Http(ProxyPre<ComponentState>),
+}
+
+impl Pre {
+    /// The engine its code was compiled for: its stores must be of that engine.
+    pub(crate) fn engine(&self) -> &Engine {
+        match self {
+            Pre::Module(pre) => pre.module().engine(),
+            Pre::Command(pre) => pre.engine(),
+            Pre::Http(pre) => pre.engine(),
+        }
+    }
+
+    fn kind(&self) -> ProgramKind {
+        match self {
+            Pre::Module(_) => ProgramKind::Module,
+            Pre::Command(_) => ProgramKind::CommandComponent,
+            Pre::Http(_) => ProgramKind::HttpComponent,
+        }
+    }
 }
 
 impl Program {
@@ -93,11 +197,25 @@ impl Program {
 
     /// The kind of program.
     pub fn kind(&self) -> ProgramKind {
-        match *self.pre {
-            Pre::Module(_) => ProgramKind::Module,
-            Pre::Command(_) => ProgramKind::CommandComponent,
-            Pre::Http(_) => ProgramKind::HttpComponent,
-        }
+        self.linked.kind
+    }
+
+    /// Which compiler's code it was loaded with (new instances may since have moved on to
+    /// Cranelift's: see [`Program::tier`]).
+    pub fn loaded_tier(&self) -> Tier {
+        self.loaded_tier
+    }
+
+    /// Which compiler's code new instances of it are made from now.
+    pub fn tier(&self) -> Tier {
+        self.linked.tier()
+    }
+
+    /// Waits, blocking the thread, up to `timeout` for Cranelift's code of a program that
+    /// started on baseline code (at once for any other); the tier then. A command run once
+    /// waits for it before its process ends, so that the compile cache holds it.
+    pub fn wait_optimized(&self, timeout: Duration) -> Tier {
+        self.linked.wait(timeout)
     }
 }
 
@@ -125,37 +243,48 @@ pub fn is_component(binary: &[u8]) -> bool {
 impl Runtime {
     /// Loads a program from `.wasm` or `.wat` bytes: compiles it (or loads it from the compile
     /// cache), checks every import is one wasmlet provides, and pre-instantiates it.
+    ///
+    /// With [`Compilers::Tiered`] (the default), a big program that is neither in the cache
+    /// nor loaded already starts on baseline code (wasmtime's Winch compiler,
+    /// [`Tier::Baseline`]) while Cranelift compiles it on a thread of its own; Cranelift's
+    /// code then takes over for every new instance and goes to the cache. Both are the same
+    /// wasm's code, so the program behaves the same on either; a program Winch cannot compile
+    /// waits for Cranelift, as every program does with [`Compilers::Optimizing`].
     pub fn load(&self, bytes: &[u8]) -> Result<Program> {
         let binary = to_binary(bytes)?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&binary)));
-        if let Some((pre, code)) = self.still_loaded(&digest) {
+        if let Some((linked, code)) = self.still_loaded(&digest) {
             return Ok(Program {
                 digest,
                 from_cache: true,
-                pre,
+                loaded_tier: linked.tier(),
+                linked,
                 code,
             });
         }
-        let (compiled, from_cache) = self.compile(&binary, &digest)?;
-        let code = Arc::new(Code {
-            bytes: compiled.code_bytes(),
-            users: AtomicU64::new(0),
-        });
-        let pre = Arc::new(match compiled {
-            Compiled::Module(module) => self.link_module(&module)?,
-            Compiled::Component(component) => self.link_component(&component)?,
-        });
+        let component = is_component(&binary);
+        let (compiled, origin) = self.compile(&binary, &digest)?;
+        let code = Arc::new(Code::new(compiled.code_bytes()));
+        let (pre, tier) = match origin {
+            Origin::Baseline(linkers) => (link(&compiled, linkers)?, Tier::Baseline),
+            _ => (link(&compiled, &self.inner.linkers)?, Tier::Optimized),
+        };
+        let linked = Arc::new(Linked::new(pre, tier));
+        if tier == Tier::Baseline && self.inner.config.compilers != Compilers::Baseline {
+            self.optimize(binary.into_owned(), &digest, component, &linked, &code);
+        }
         let mut loaded = self.inner.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        loaded.retain(|_, l| l.pre.strong_count() > 0);
+        loaded.retain(|_, l| l.linked.strong_count() > 0);
         let entry = Loaded {
-            pre: Arc::downgrade(&pre),
+            linked: Arc::downgrade(&linked),
             code: Arc::downgrade(&code),
         };
         loaded.insert(digest.clone(), entry);
         Ok(Program {
             digest,
-            from_cache,
-            pre,
+            from_cache: matches!(origin, Origin::Cache),
+            loaded_tier: tier,
+            linked,
             code,
         })
     }
@@ -163,76 +292,160 @@ impl Runtime {
     /// The linked program of `digest` while some [`Program`] of it is alive: every pod of one
     /// image then shares one copy of the code (one mapping of the compile cache entry, one
     /// memory image) instead of each holding its own file descriptor and mappings.
-    fn still_loaded(&self, digest: &str) -> Option<(Arc<Pre>, Arc<Code>)> {
+    fn still_loaded(&self, digest: &str) -> Option<(Arc<Linked>, Arc<Code>)> {
         let loaded = self.inner.loaded.lock().unwrap_or_else(|e| e.into_inner());
         let entry = loaded.get(digest)?;
-        Some((entry.pre.upgrade()?, entry.code.upgrade()?))
+        Some((entry.linked.upgrade()?, entry.code.upgrade()?))
     }
 
-    fn compile(&self, binary: &[u8], digest: &str) -> Result<(Compiled, bool)> {
+    /// The compiled code to start `binary` on: Cranelift's from the cache, else Winch's for
+    /// a big program (see [`Runtime::load`]), else Cranelift's, compiled now (and cached).
+    fn compile(&self, binary: &[u8], digest: &str) -> Result<(Compiled, Origin<'_>)> {
         let component = is_component(binary);
         let engine = self.engine();
-        let Some(cache) = self.cache() else {
-            return Ok((Compiled::new(engine, binary, component)?, false));
-        };
         let key = digest.trim_start_matches("sha256:");
-        let entry = cache.entry(key);
-        if entry.exists() {
-            match Compiled::deserialize(engine, &entry, component) {
-                Ok(compiled) => return Ok((compiled, true)),
-                Err(err) => tracing::warn!(?entry, "ignoring unusable cache entry: {err}"),
+        if let Some(cache) = self.cache() {
+            let entry = cache.entry(key);
+            if entry.exists() {
+                match Compiled::deserialize(engine, &entry, component) {
+                    Ok(compiled) => return Ok((compiled, Origin::Cache)),
+                    Err(err) => tracing::warn!(?entry, "ignoring unusable cache entry: {err}"),
+                }
+            }
+        }
+        if let Some(baseline) = self.fast_start(binary.len()) {
+            let began = Instant::now();
+            match Compiled::new(&baseline.engine, binary, component) {
+                Ok(compiled) => {
+                    tracing::info!(
+                        %digest,
+                        elapsed = ?began.elapsed(),
+                        "compiled with the baseline compiler (Winch) to start at once; \
+                         Cranelift's optimised code takes over when ready"
+                    );
+                    return Ok((compiled, Origin::Baseline(&baseline.linkers)));
+                }
+                Err(err) => tracing::info!(
+                    %digest,
+                    "the baseline compiler cannot compile it ({err}); compiling with Cranelift"
+                ),
             }
         }
         let compiled = Compiled::new(engine, binary, component)?;
-        cache.store(key, &compiled.serialize()?)?;
-        Ok((compiled, false))
+        if let Some(cache) = self.cache() {
+            cache.store(key, &compiled.serialize()?)?;
+        }
+        Ok((compiled, Origin::Compiled))
     }
 
-    fn link_module(&self, module: &Module) -> Result<Pre> {
-        for import in module.imports() {
-            if import.module() != "wasi_snapshot_preview1" {
-                let (module, name) = (import.module().to_owned(), import.name().to_owned());
-                return Err(Error::UnsupportedImport { module, name });
-            }
+    /// Compiles `binary` with Cranelift on a thread of its own, stores the code in the cache
+    /// and hands it to `linked` for new instances.
+    fn optimize(
+        &self,
+        binary: Vec<u8>,
+        digest: &str,
+        component: bool,
+        linked: &Arc<Linked>,
+        code: &Arc<Code>,
+    ) {
+        let (runtime, code) = (self.clone(), code.clone());
+        let waiting = linked.clone();
+        let digest = digest.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name("wasmlet-optimize".into())
+            .spawn(move || {
+                let began = Instant::now();
+                match runtime.compile_optimized(&binary, &digest, component) {
+                    Ok((pre, bytes)) => {
+                        code.bytes.store(bytes, Ordering::Relaxed);
+                        waiting.optimized(Some(pre));
+                        tracing::info!(%digest, elapsed = ?began.elapsed(), "optimised code took over");
+                    }
+                    Err(err) => {
+                        waiting.optimized(None);
+                        tracing::warn!(%digest, "the optimised compile failed, the baseline code stays: {err}");
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            linked.optimized(None);
+            tracing::warn!("cannot start the optimising compile's thread: {err}");
         }
-        if module.get_export("_start").is_none() {
-            return Err(Error::NoEntryPoint(
-                "the module exports no `_start` function: build it as a WASI command (not a reactor or library)".into(),
-            ));
-        }
-        let pre = self
-            .inner
-            .module_linker
-            .instantiate_pre(module)
-            .map_err(|e| Error::Link(describe(&e)))?;
-        Ok(Pre::Module(pre))
     }
 
-    fn link_component(&self, component: &Component) -> Result<Pre> {
-        let ty = component.component_type();
-        for (name, _) in ty.imports(self.engine()) {
-            if !name.starts_with("wasi:") {
-                return Err(Error::UnsupportedImport {
-                    module: name.to_owned(),
-                    name: String::new(),
-                });
-            }
+    fn compile_optimized(
+        &self,
+        binary: &[u8],
+        digest: &str,
+        component: bool,
+    ) -> Result<(Pre, u64)> {
+        let compiled = Compiled::new(self.engine(), binary, component)?;
+        if let Some(cache) = self.cache() {
+            cache.store(digest.trim_start_matches("sha256:"), &compiled.serialize()?)?;
         }
-        let pre = self
-            .inner
-            .component_linker
-            .instantiate_pre(component)
-            .map_err(|e| Error::Link(describe(&e)))?;
-        if let Ok(command) = CommandPre::new(pre.clone()) {
-            return Ok(Pre::Command(command));
-        }
-        if let Ok(proxy) = ProxyPre::new(pre) {
-            return Ok(Pre::Http(proxy));
-        }
-        Err(Error::NoEntryPoint(
-            "the component exports neither `wasi:cli/run` nor `wasi:http/incoming-handler`".into(),
-        ))
+        Ok((link(&compiled, &self.inner.linkers)?, compiled.code_bytes()))
     }
+}
+
+/// Where a program's first code came from.
+enum Origin<'a> {
+    /// The compile cache (Cranelift's).
+    Cache,
+    /// Cranelift, just now.
+    Compiled,
+    /// Winch, just now, to be linked with these linkers of its engine.
+    Baseline(&'a Linkers),
+}
+
+fn link(compiled: &Compiled, linkers: &Linkers) -> Result<Pre> {
+    match compiled {
+        Compiled::Module(module) => link_module(module, linkers),
+        Compiled::Component(component) => link_component(component, linkers),
+    }
+}
+
+fn link_module(module: &Module, linkers: &Linkers) -> Result<Pre> {
+    for import in module.imports() {
+        if import.module() != "wasi_snapshot_preview1" {
+            let (module, name) = (import.module().to_owned(), import.name().to_owned());
+            return Err(Error::UnsupportedImport { module, name });
+        }
+    }
+    if module.get_export("_start").is_none() {
+        return Err(Error::NoEntryPoint(
+            "the module exports no `_start` function: build it as a WASI command (not a reactor or library)".into(),
+        ));
+    }
+    let pre = linkers
+        .module
+        .instantiate_pre(module)
+        .map_err(|e| Error::Link(describe(&e)))?;
+    Ok(Pre::Module(pre))
+}
+
+fn link_component(component: &Component, linkers: &Linkers) -> Result<Pre> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(component.engine()) {
+        if !name.starts_with("wasi:") {
+            return Err(Error::UnsupportedImport {
+                module: name.to_owned(),
+                name: String::new(),
+            });
+        }
+    }
+    let pre = linkers
+        .component
+        .instantiate_pre(component)
+        .map_err(|e| Error::Link(describe(&e)))?;
+    if let Ok(command) = CommandPre::new(pre.clone()) {
+        return Ok(Pre::Command(command));
+    }
+    if let Ok(proxy) = ProxyPre::new(pre) {
+        return Ok(Pre::Http(proxy));
+    }
+    Err(Error::NoEntryPoint(
+        "the component exports neither `wasi:cli/run` nor `wasi:http/incoming-handler`".into(),
+    ))
 }
 
 enum Compiled {
@@ -330,14 +543,14 @@ mod tests {
         drop(first);
         // Loaded from the compile cache by many pods at once: one copy of the code.
         let held: Vec<Program> = (0..20).map(|_| rt.load(hello).unwrap()).collect();
-        assert!(held.iter().all(|p| Arc::ptr_eq(&p.pre, &held[0].pre)));
+        assert!(held.iter().all(|p| Arc::ptr_eq(&p.linked, &held[0].linked)));
         assert!(held.iter().all(Program::loaded_from_cache));
         let digest = held[0].digest().trim_start_matches("sha256:").to_owned();
         let entry = rt.cache().unwrap().entry(&digest);
         assert!(open_files(&entry) <= 1, "{} files open", open_files(&entry));
         // Another program is not confused with it.
         let other = rt.load(wasmlet_fixtures::hello_component()).unwrap();
-        assert!(!Arc::ptr_eq(&other.pre, &held[0].pre));
+        assert!(!Arc::ptr_eq(&other.linked, &held[0].linked));
         // Once none is in use, it is forgotten: loaded again from the cache.
         drop(held);
         let again = rt.load(hello).unwrap();

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
 
 use crate::cache::{self, CompileCache};
 use crate::log;
@@ -124,6 +124,27 @@ pub struct RuntimeConfig {
     /// Whether fuel metering is on (needed by [`Limits::fuel`](crate::Limits::fuel)).
     /// Default: off (it slows guests down).
     pub fuel: bool,
+    /// Which compilers make a program's code. Default: [`Compilers::Tiered`] from 1 MiB.
+    pub compilers: Compilers,
+}
+
+/// Which compilers make a program's code (see [`Runtime::load`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compilers {
+    /// A program of `min_bytes` or more, never compiled before, starts on baseline code
+    /// (Winch) while Cranelift compiles it; smaller ones, and any the baseline compiler
+    /// cannot compile, wait for Cranelift. The default, from 1 MiB: below it Cranelift
+    /// takes well under a second.
+    Tiered {
+        /// The smallest program (binary wasm bytes) started on baseline code.
+        min_bytes: usize,
+    },
+    /// Cranelift only: every program waits for its optimised code.
+    Optimizing,
+    /// The baseline compiler only, never optimised nor cached (a program it cannot compile
+    /// gets Cranelift's code): for tests of the baseline code, and a quick look at a
+    /// program.
+    Baseline,
 }
 
 impl Default for RuntimeConfig {
@@ -135,6 +156,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: 4 << 30,
             epoch_tick: Duration::from_millis(10),
             fuel: false,
+            compilers: Compilers::Tiered { min_bytes: 1 << 20 },
         }
     }
 }
@@ -150,8 +172,10 @@ pub(crate) struct Inner {
     pub(crate) engine: Engine,
     pub(crate) allocator: Allocator,
     pub(crate) cache: Option<CompileCache>,
-    pub(crate) module_linker: wasmtime::Linker<ModuleState>,
-    pub(crate) component_linker: wasmtime::component::Linker<ComponentState>,
+    pub(crate) linkers: Linkers,
+    /// The baseline compiler's engine, made on the first fast start (`None`: it could not
+    /// be made).
+    baseline: Arc<OnceLock<Option<Baseline>>>,
     pub(crate) config: RuntimeConfig,
     /// The programs loaded and still in use, by digest: a load of the same wasm shares their
     /// code instead of mapping another copy (see [`Runtime::load`]).
@@ -175,15 +199,15 @@ impl Runtime {
             .as_ref()
             .map(|d| CompileCache::new(d, &engine))
             .transpose()?;
-        let module_linker = module_linker(&engine)?;
-        let component_linker = component_linker(&engine)?;
-        let ticker_stop = start_ticker(engine.clone(), config.epoch_tick)?;
+        let linkers = Linkers::new(&engine)?;
+        let baseline = Arc::new(OnceLock::new());
+        let ticker_stop = start_ticker(engine.clone(), baseline.clone(), config.epoch_tick)?;
         let inner = Inner {
             engine,
             allocator,
             cache,
-            module_linker,
-            component_linker,
+            linkers,
+            baseline,
             config,
             loaded: Mutex::default(),
             ticker_stop,
@@ -206,6 +230,27 @@ impl Runtime {
     /// The compile cache, if configured.
     pub fn cache(&self) -> Option<&CompileCache> {
         self.inner.cache.as_ref()
+    }
+
+    /// The baseline engine to start a never-compiled program of `len` bytes on, if the
+    /// [`Compilers`] say so and the baseline engine exists. Never with fuel metering, which
+    /// the baseline compiler does not do.
+    pub(crate) fn fast_start(&self, len: usize) -> Option<&Baseline> {
+        let config = &self.inner.config;
+        let wanted = match config.compilers {
+            Compilers::Tiered { min_bytes } => len >= min_bytes,
+            Compilers::Optimizing => false,
+            Compilers::Baseline => true,
+        };
+        if !wanted || config.fuel {
+            return None;
+        }
+        let baseline = self.inner.baseline.get_or_init(|| {
+            Baseline::new(config)
+                .inspect_err(|err| tracing::warn!("no fast start: {err}"))
+                .ok()
+        });
+        baseline.as_ref()
     }
 
     /// Reads and loads a `.wasm` or `.wat` file (see [`Runtime::load`]).
@@ -279,24 +324,52 @@ const KEEP_RESIDENT_MEMORY: usize = 1 << 20;
 /// The same for a pooled table.
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
-fn module_linker(engine: &Engine) -> Result<wasmtime::Linker<ModuleState>> {
-    let mut linker = wasmtime::Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut ModuleState| &mut s.wasi)
-        .map_err(|e| Error::Engine(describe(&e)))?;
-    Ok(linker)
+/// The WASI linkers of one engine.
+pub(crate) struct Linkers {
+    pub(crate) module: wasmtime::Linker<ModuleState>,
+    pub(crate) component: wasmtime::component::Linker<ComponentState>,
 }
 
-fn component_linker(engine: &Engine) -> Result<wasmtime::component::Linker<ComponentState>> {
-    let mut linker = wasmtime::component::Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| Error::Engine(describe(&e)))?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-        .map_err(|e| Error::Engine(describe(&e)))?;
-    crate::lookup::add_to_linker(&mut linker).map_err(|e| Error::Engine(describe(&e)))?;
-    Ok(linker)
+impl Linkers {
+    fn new(engine: &Engine) -> Result<Linkers> {
+        let engine_err = |e: wasmtime::Error| Error::Engine(describe(&e));
+        let mut module = wasmtime::Linker::new(engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut module, |s: &mut ModuleState| &mut s.wasi)
+            .map_err(engine_err)?;
+        let mut component = wasmtime::component::Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component).map_err(engine_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component)
+            .map_err(engine_err)?;
+        crate::lookup::add_to_linker(&mut component).map_err(engine_err)?;
+        Ok(Linkers { module, component })
+    }
 }
 
-/// Starts the one epoch ticker thread of this runtime; set the returned flag to stop it.
-fn start_ticker(engine: Engine, tick: Duration) -> Result<Arc<AtomicBool>> {
+/// The baseline compiler's engine (Winch) and its linkers: the code a big program starts on
+/// while Cranelift compiles it. Its instances are allocated on demand: they live only until
+/// the optimised code takes over, so no pool is reserved for them.
+pub(crate) struct Baseline {
+    pub(crate) engine: Engine,
+    pub(crate) linkers: Linkers,
+}
+
+impl Baseline {
+    fn new(config: &RuntimeConfig) -> Result<Baseline> {
+        let mut c = engine_config(config, false);
+        c.strategy(Strategy::Winch);
+        let engine = Engine::new(&c).map_err(|e| Error::Engine(describe(&e)))?;
+        let linkers = Linkers::new(&engine)?;
+        Ok(Baseline { engine, linkers })
+    }
+}
+
+/// Starts the one epoch ticker thread of this runtime (it ticks the baseline engine too,
+/// once there is one); set the returned flag to stop it.
+fn start_ticker(
+    engine: Engine,
+    baseline: Arc<OnceLock<Option<Baseline>>>,
+    tick: Duration,
+) -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::Builder::new()
@@ -305,6 +378,9 @@ fn start_ticker(engine: Engine, tick: Duration) -> Result<Arc<AtomicBool>> {
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(tick);
                 engine.increment_epoch();
+                if let Some(Some(baseline)) = baseline.get() {
+                    baseline.engine.increment_epoch();
+                }
             }
         })
         .map_err(|e| Error::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
