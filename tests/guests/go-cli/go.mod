@@ -1,0 +1,3 @@
+module wasmlet.test/guests/go-cli
+
+go 1.24
