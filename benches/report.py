@@ -554,6 +554,14 @@ SECTIONS = [
      "Then pod creation -> Ready through the real kubelet with the RuntimeClasses `wasm` (wasmlet) and "
      "`runwasi` on one containerd, timed by `benches/podlatency.py` as item 3, runc's sleeper beside them. "
      "Each row has the goal it is held to (wasmlet / runwasi)."),
+    ("9", "9. Guests from real toolchains",
+     "The guests `tests/guests/build` makes with real toolchains (componentize-py 0.25.1, jco 1.35.0 with "
+     "componentize-js 0.23.0, Go's wasip1 port) under `wasmlet run` beside the wasmtime CLI from PyPI, "
+     "rounds alternating (`benches/guests.py`): the first response of a wasi:http component from the "
+     "server's start, with an empty compile cache (cold: wasmlet starts a never-seen big program on "
+     "baseline code from wasmtime's Winch while Cranelift compiles it; `wasmtime serve -C cache=n` waits for "
+     "Cranelift) and with a filled one (warm); the first line a command prints, cold and warm; and each "
+     "wasi:http component under `wrk -t2 -c16`, warm, one instance per request on both."),
 ]
 
 
