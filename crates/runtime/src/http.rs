@@ -110,6 +110,12 @@ async fn accept(
             .local_addr()
             .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
         let (stream, _) = accepted.map_err(|source| Error::Serve { addr, source })?;
+        // A response's head is written before its body (the guest streams the body after
+        // setting the response): with Nagle's algorithm the body then waits for the client's
+        // delayed ACK of the head, up to 40 ms.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on a connection: {err}");
+        }
         tokio::spawn(serve_connection(handler.clone(), stream, shutdown.clone()));
     }
 }
