@@ -120,16 +120,13 @@ WHY_IT_LOSES = {
         "for the DEL, the pod's DNS configuration and resolver; not measured apart. The gap narrows "
         "with more pods (182.5 KiB per pod at 1,000)."),
     "8.http-p99": (
-        "not taken apart yet; the throughput is on par, so the average request costs the same, "
-        "and the tail is what differs. What the shim does per request that runwasi's does not: "
-        "it enters the pod's network namespace around every poll of the request's instance (two "
-        "setns calls, so that the guest's own sockets and outgoing requests are the pod's), and "
-        "builds the request's WASI context from the container spec, opening its preopened "
-        "directories again (a statx and an open each); a perf profile of the shim under this "
-        "load showed each at about 3.5 % of the samples, which does not explain a tail several "
-        "times longer by itself. The instance also runs on a task spawned apart from the "
-        "connection's, one more hand-off between the two tokio worker threads, which compete "
-        "with wrk for the 2 cores."),
+        "within a tenth, on 2 cores that both shims and wrk share (it was 6.7x before wasmlet set "
+        "TCP_NODELAY on its connections: a response's body, written after its head, waited for "
+        "the client's delayed ACK). What the shim still does per request that runwasi's does "
+        "not: it enters the pod's network namespace around every poll of the request's instance "
+        "(two setns calls, so that the guest's own sockets and outgoing requests are the pod's), "
+        "and builds the request's WASI context from the container spec, opening its preopened "
+        "directories again; a perf profile showed each at about 3.5 % of the samples."),
     "8.http-rps": "As for the p99 row.",
     "8.rss-1": (
         "one sample of one process each, so it moves with what that one shim happened to touch; "
