@@ -103,13 +103,14 @@ struct Tiered {
 }
 
 impl Linked {
-    fn new(pre: Pre, tier: Tier) -> Linked {
+    /// `pre` of `tier`; `optimizing` while Cranelift compiles it on a thread of its own.
+    fn new(pre: Pre, tier: Tier, optimizing: bool) -> Linked {
         Linked {
             kind: pre.kind(),
             state: Mutex::new(Tiered {
                 pre: Arc::new(pre),
                 tier,
-                optimizing: tier == Tier::Baseline,
+                optimizing,
             }),
             changed: Condvar::new(),
         }
@@ -263,14 +264,15 @@ impl Runtime {
             });
         }
         let component = is_component(&binary);
-        let (compiled, origin) = self.compile(&binary, &digest)?;
+        let (compiled, origin) = self.compile(&binary, &digest, component)?;
         let code = Arc::new(Code::new(compiled.code_bytes()));
         let (pre, tier) = match origin {
             Origin::Baseline(linkers) => (link(&compiled, linkers)?, Tier::Baseline),
             _ => (link(&compiled, &self.inner.linkers)?, Tier::Optimized),
         };
-        let linked = Arc::new(Linked::new(pre, tier));
-        if tier == Tier::Baseline && self.inner.config.compilers != Compilers::Baseline {
+        let optimize = tier == Tier::Baseline && self.inner.config.compilers != Compilers::Baseline;
+        let linked = Arc::new(Linked::new(pre, tier, optimize));
+        if optimize {
             self.optimize(binary.into_owned(), &digest, component, &linked, &code);
         }
         let mut loaded = self.inner.loaded.lock().unwrap_or_else(|e| e.into_inner());
@@ -300,8 +302,12 @@ impl Runtime {
 
     /// The compiled code to start `binary` on: Cranelift's from the cache, else Winch's for
     /// a big program (see [`Runtime::load`]), else Cranelift's, compiled now (and cached).
-    fn compile(&self, binary: &[u8], digest: &str) -> Result<(Compiled, Origin<'_>)> {
-        let component = is_component(binary);
+    fn compile(
+        &self,
+        binary: &[u8],
+        digest: &str,
+        component: bool,
+    ) -> Result<(Compiled, Origin<'_>)> {
         let engine = self.engine();
         let key = digest.trim_start_matches("sha256:");
         if let Some(cache) = self.cache() {
@@ -331,11 +337,19 @@ impl Runtime {
                 ),
             }
         }
-        let compiled = Compiled::new(engine, binary, component)?;
+        Ok((
+            self.compile_cached(binary, digest, component)?,
+            Origin::Compiled,
+        ))
+    }
+
+    /// Cranelift's code of `binary`, compiled now and stored in the cache (if any).
+    fn compile_cached(&self, binary: &[u8], digest: &str, component: bool) -> Result<Compiled> {
+        let compiled = Compiled::new(self.engine(), binary, component)?;
         if let Some(cache) = self.cache() {
-            cache.store(key, &compiled.serialize()?)?;
+            cache.store(digest.trim_start_matches("sha256:"), &compiled.serialize()?)?;
         }
-        Ok((compiled, Origin::Compiled))
+        Ok(compiled)
     }
 
     /// Compiles `binary` with Cranelift on a thread of its own, stores the code in the cache
@@ -379,10 +393,7 @@ impl Runtime {
         digest: &str,
         component: bool,
     ) -> Result<(Pre, u64)> {
-        let compiled = Compiled::new(self.engine(), binary, component)?;
-        if let Some(cache) = self.cache() {
-            cache.store(digest.trim_start_matches("sha256:"), &compiled.serialize()?)?;
-        }
+        let compiled = self.compile_cached(binary, digest, component)?;
         Ok((link(&compiled, &self.inner.linkers)?, compiled.code_bytes()))
     }
 }

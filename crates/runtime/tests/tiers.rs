@@ -2,6 +2,9 @@
 //! Cranelift's code takes over for new instances and goes to the compile cache; small
 //! programs and programs the baseline compiler refuses wait for Cranelift.
 
+mod common;
+
+use common::get;
 use std::path::Path;
 use std::time::Duration;
 
@@ -107,15 +110,4 @@ async fn a_program_the_baseline_compiler_refuses_gets_cranelift_code() {
         let status = rt.run(&program, ContainerSpec::default()).await.unwrap();
         assert!(status.success(), "{compilers:?}: {status:?}");
     }
-}
-
-/// One `GET /` on `addr`: the whole response.
-async fn get(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    conn.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    conn.read_to_string(&mut response).await.unwrap();
-    response
 }

@@ -1,5 +1,5 @@
-//! What the runtime's integration tests share: a writer that keeps a guest's raw output, and
-//! a client that reads a greeting from inside a pod's network namespace.
+//! What the runtime's integration tests share: a writer that keeps a guest's raw output, a
+//! client that reads a greeting from inside a pod's network namespace, and an HTTP `GET /`.
 #![allow(dead_code)] // each test binary uses a part
 
 use std::io::{Read, Write};
@@ -66,4 +66,15 @@ fn read_greeting(
     let mut text = String::new();
     conn.read_to_string(&mut text).unwrap();
     text
+}
+
+/// One `GET /` on `addr`: the whole response.
+pub async fn get(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    response
 }

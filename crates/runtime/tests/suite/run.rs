@@ -2,7 +2,7 @@
 //! the compile cache, components. Included by `tests/run.rs` (Cranelift's code) and
 //! `tests/run_baseline.rs` (the baseline compiler's): the behaviour is the same on both.
 
-use super::common::Captured;
+use super::common::{Captured, get};
 
 use std::path::{Path, PathBuf};
 
@@ -673,17 +673,6 @@ async fn http_component_serves_requests() {
     }
     shutdown.cancel();
     server.await.unwrap().unwrap();
-}
-
-/// One `GET /` on `addr`: the whole response.
-async fn get(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    conn.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    conn.read_to_string(&mut response).await.unwrap();
-    response
 }
 
 #[tokio::test]
