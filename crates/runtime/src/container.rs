@@ -15,11 +15,12 @@ use crate::cpu::Throttle;
 use crate::exit::{ExitReason, ExitStatus};
 use crate::log::{OutputSink, SharedSink, Stream};
 use crate::program::{Code, CodeUse, Pre, Program, ProgramKind};
-use crate::runtime::{Error, Result, Runtime, describe};
+use crate::runtime::{Error, Result, describe};
 use crate::sockets::Network;
 use crate::spec::{ContainerSpec, Limits};
 use crate::state::{ComponentState, Control, MemoryLimiter, ModuleState, PodHttpHooks, StopCause};
 use crate::usage::{Meter, Metered, Usage};
+use crate::wasmtime_engine::Wasmtime;
 
 /// A running (or finished) container: a command running to its end, or a `wasi:http`
 /// server serving until stopped. Dropping it does not stop the guest: call
@@ -101,7 +102,7 @@ impl Container {
 
 /// Runs a container's task and publishes its exit status; the container uses `program`'s
 /// code until its task ends.
-fn spawn_container(
+pub(crate) fn spawn_container(
     program: &Program,
     control: Arc<Control>,
     shutdown: Option<CancellationToken>,
@@ -165,10 +166,10 @@ fn lost_status() -> ExitStatus {
     ExitStatus::trapped("the container's task ended without reporting a status".into())
 }
 
-impl Runtime {
+impl Wasmtime {
     /// Starts a container of `program` as a task on the current tokio runtime and returns at
     /// once. Must be called within a tokio runtime.
-    pub fn start(&self, program: &Program, spec: ContainerSpec) -> Result<Container> {
+    pub(crate) fn start(&self, program: &Program, spec: ContainerSpec) -> Result<Container> {
         let deadline = spec.limits.timeout.map(|t| Instant::now() + t);
         let control = Arc::new(Control::new(deadline, crate::budget::of(&spec.limits)));
         let mut builder = wasi_builder(&spec)?;
@@ -219,7 +220,7 @@ impl Runtime {
     /// [`Container::stop`] (exit code 0, `Completed`) or [`Container::kill`] (137, `Killed`);
     /// if accepting fails it ends with exit code 1 (`Error`) and the error as its message.
     /// Must be called within a tokio runtime.
-    pub fn start_http(
+    pub(crate) fn start_http(
         &self,
         program: &Program,
         spec: ContainerSpec,
@@ -253,11 +254,6 @@ impl Runtime {
         ))
     }
 
-    /// Runs a container to its end (see [`Runtime::start`]).
-    pub async fn run(&self, program: &Program, spec: ContainerSpec) -> Result<ExitStatus> {
-        Ok(self.start(program, spec)?.wait().await)
-    }
-
     fn instance_future(
         &self,
         program: &Program,
@@ -270,7 +266,7 @@ impl Runtime {
         builder
             .stdout(sink.stream(Stream::Stdout))
             .stderr(sink.stream(Stream::Stderr));
-        let current = program.linked.current();
+        let current = self.linked(program)?.current();
         let engine = current.engine();
         match &*current {
             Pre::Module(pre) => {
@@ -288,7 +284,7 @@ impl Runtime {
                 Ok(Box::pin(run_command(pre.clone(), store)))
             }
             Pre::Http(_) => Err(Error::NoEntryPoint(
-                "this is a wasi:http component: serve it (Runtime::start_http or Runtime::serve_http) instead of running it".into(),
+                "this is a wasi:http component: serve it (Runtime::start_http or Runtime::serve_http, `wasmlet run --listen`) instead of running it".into(),
             )),
         }
     }

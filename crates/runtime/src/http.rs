@@ -14,31 +14,32 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::log::{OutputSink, SharedSink, Stream};
-use crate::program::{Linked, Pre, Program, ProgramKind};
-use crate::runtime::{Error, Result, Runtime, describe};
+use crate::program::{Pre, Program, ProgramKind};
+use crate::runtime::{Error, Result, describe};
 use crate::sockets::Network;
 use crate::spec::{ContainerSpec, Limits};
 use crate::state::{ComponentState, Control, MemoryLimiter};
 use crate::usage::{Meter, Metered};
+use crate::wasmtime_engine::Wasmtime;
 
 /// What every request's instance gets: the spec (minus stdio, shared by all) and the program.
 pub(crate) struct Handler {
-    runtime: Runtime,
-    /// The program's code: each request is made from its current tier's.
-    linked: Arc<Linked>,
+    runtime: Wasmtime,
+    /// The program (wasmtime's): each request is made from its current tier's code.
+    program: Program,
     spec: ContainerSpec,
     sink: SharedSink,
     /// The usage of all requests' instances.
     meter: Arc<Meter>,
 }
 
-impl Runtime {
+impl Wasmtime {
     /// Serves `program` (a `wasi:http/incoming-handler` component) on `listener` until
     /// `shutdown` is cancelled. Each request gets a fresh instance built from `spec` (args,
     /// env, preopens, limits; `limits.timeout` bounds each request); the instances' stdout and
-    /// stderr all go to `spec.stdio`. See [`Runtime::start_http`] for the same as a
+    /// stderr all go to `spec.stdio`. See [`Wasmtime::start_http`] for the same as a
     /// [`Container`](crate::Container).
-    pub async fn serve_http(
+    pub(crate) async fn serve_http(
         &self,
         program: &Program,
         spec: ContainerSpec,
@@ -63,10 +64,11 @@ impl Runtime {
                     .into(),
             ));
         }
+        self.linked(program)?;
         let sink = SharedSink::new(OutputSink::new(std::mem::take(&mut spec.stdio))?);
         Ok(Arc::new(Handler {
             runtime: self.clone(),
-            linked: program.linked.clone(),
+            program: program.clone(),
             spec,
             sink,
             meter: Arc::default(),
@@ -173,7 +175,11 @@ impl Handler {
         &self,
         req: hyper::Request<Incoming>,
     ) -> Result<hyper::Response<HyperOutgoingBody>, String> {
-        let Pre::Http(pre) = &*self.linked.current() else {
+        let linked = self
+            .runtime
+            .linked(&self.program)
+            .map_err(|e| e.to_string())?;
+        let Pre::Http(pre) = &*linked.current() else {
             return Err("the program's code is not a wasi:http component's".into());
         };
         let pre = pre.clone();

@@ -1,6 +1,6 @@
-//! Running WebAssembly containers with wasmtime.
+//! Running WebAssembly containers with wasmtime (and wasmer, with the `wasmer` feature).
 //!
-//! Owns the shared engine, the compile cache and the execution of one container (module or
+//! Owns the shared engines, the compile cache and the execution of one container (module or
 //! component): argv, env, preopened directories, stdio to CRI-format log files, exit status,
 //! memory and time limits, kill. Knows nothing of Kubernetes or registries.
 //!
@@ -21,9 +21,12 @@
 //! ```
 //!
 //! # Core concepts
-//! - [`Runtime`]: one per process. One wasmtime `Engine` (async, epoch interruption), one
-//!   epoch ticker thread, the WASI linkers, the [`CompileCache`], and the instance allocator
-//!   (pooling with copy-on-write memory images when the host allows it, else on-demand).
+//! - [`Runtime`]: one per process. The engines built in, behind the [`Engine`] seam
+//!   ([`engine`]): wasmtime, the default (one wasmtime `Engine` with async and epoch
+//!   interruption, one epoch ticker thread, the WASI linkers, the [`CompileCache`], and the
+//!   instance allocator: pooling with copy-on-write memory images when the host allows it,
+//!   else on-demand); wasmer for WASI preview 1 modules, made on first use. A program runs on
+//!   the engine that loaded it ([`Runtime::with_engine`] chooses).
 //! - [`Program`]: a loaded `.wasm`/`.wat` (preview 1 module, `wasi:cli/run` component or
 //!   `wasi:http` component), compiled once and instantiated many times. A big program never
 //!   compiled before starts on baseline code (wasmtime's Winch compiler, [`Tier::Baseline`])
@@ -55,6 +58,7 @@ pub mod cache;
 mod container;
 pub mod cpu;
 pub mod dns;
+pub mod engine;
 mod exit;
 mod http;
 pub mod log;
@@ -67,10 +71,12 @@ mod spec;
 mod state;
 mod tee;
 mod usage;
+mod wasmtime_engine;
 
 pub use cache::CompileCache;
 pub use container::{COMMAND_STOP_GRACE, Container};
 pub use dns::{DnsConfig, LookupError, PodResolver};
+pub use engine::{Engine, EngineKind};
 pub use exit::{ExitReason, ExitStatus, KILLED_EXIT_CODE, TERMINATED_EXIT_CODE, TRAP_EXIT_CODE};
 pub use log::LogConfig;
 pub use program::{Program, ProgramKind, Tier, is_component, to_binary};
@@ -80,14 +86,8 @@ pub use spec::{ContainerSpec, Limits, PinnedDir, Preopen, Stdio};
 pub use tokio_util::sync::CancellationToken;
 pub use usage::Usage;
 
-/// The engine that runs programs, as a CRI runtime names itself in a Node's
-/// `nodeInfo.containerRuntimeVersion` (`<engine>://<version>`).
-pub const ENGINE: &str = "wasmtime";
-
-/// The version of [`ENGINE`] built in: the wasmtime crates' own, read from them at build time.
-pub const ENGINE_VERSION: &str = wasmtime_environ::VERSION;
-
-/// `<engine>://<version>` of the engine built in, e.g. `wasmtime://48.0.8`.
+/// `<engine>://<version>` of the default engine, wasmtime, e.g. `wasmtime://48.0.8` (see
+/// [`EngineKind::runtime_version`] for the others).
 pub fn engine_version() -> String {
-    format!("{ENGINE}://{ENGINE_VERSION}")
+    format!("wasmtime://{}", wasmtime_environ::VERSION)
 }

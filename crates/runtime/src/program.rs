@@ -5,14 +5,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::runtime::{Compilers, Error, Linkers, Result, Runtime, describe};
+use crate::engine::{Compiled as EngineCompiled, EngineKind};
+use crate::runtime::{Compilers, Error, Result, describe};
 use crate::state::{ComponentState, ModuleState};
+use crate::wasmtime_engine::{Linkers, Wasmtime};
 
 /// What kind of program was loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,8 +22,9 @@ pub enum ProgramKind {
     Module,
     /// A component exporting `wasi:cli/run`.
     CommandComponent,
-    /// A component exporting `wasi:http/incoming-handler`, served with [`Runtime::start_http`]
-    /// or [`Runtime::serve_http`].
+    /// A component exporting `wasi:http/incoming-handler`, served with
+    /// [`Runtime::start_http`](crate::Runtime::start_http) or
+    /// [`Runtime::serve_http`](crate::Runtime::serve_http).
     HttpComponent,
 }
 
@@ -31,20 +33,32 @@ pub enum ProgramKind {
 pub enum Tier {
     /// wasmtime's baseline compiler's (Winch): compiled an order of magnitude faster than
     /// Cranelift's, and slower to run. Only a program never compiled before starts on it,
-    /// while Cranelift compiles it on a thread of its own (see [`Runtime::load`]).
+    /// while Cranelift compiles it on a thread of its own (see [`Runtime::load`](crate::Runtime::load)).
     Baseline,
     /// Cranelift's optimised code.
     Optimized,
 }
 
-/// A compiled, linked program, ready to instantiate many times. Cheap to clone.
+/// A compiled, linked program, ready to instantiate many times on the engine that loaded
+/// it. Cheap to clone.
 #[derive(Clone)]
 pub struct Program {
     digest: String,
     from_cache: bool,
     loaded_tier: Tier,
-    pub(crate) linked: Arc<Linked>,
+    kind: ProgramKind,
+    engine: EngineKind,
+    /// The engine's own compiled form.
+    pub(crate) compiled: Arc<dyn EngineCompiled>,
     pub(crate) code: Arc<Code>,
+}
+
+/// What an engine tells of a program it loaded (see [`Program::new`]).
+pub(crate) struct Loading {
+    pub(crate) digest: String,
+    pub(crate) from_cache: bool,
+    pub(crate) kind: ProgramKind,
+    pub(crate) engine: EngineKind,
 }
 
 /// A program's compiled code, shared by every container running it: its size, and how many
@@ -56,7 +70,7 @@ pub(crate) struct Code {
 }
 
 impl Code {
-    fn new(bytes: u64) -> Code {
+    pub(crate) fn new(bytes: u64) -> Code {
         Code {
             bytes: AtomicU64::new(bytes),
             users: AtomicU64::new(0),
@@ -152,7 +166,21 @@ impl Linked {
     }
 }
 
-/// A program still in use, by digest, in [`Runtime::load`]'s table.
+impl EngineCompiled for Linked {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn tier(&self) -> Tier {
+        Linked::tier(self)
+    }
+
+    fn wait_optimized(&self, timeout: Duration) -> Tier {
+        self.wait(timeout)
+    }
+}
+
+/// A program still in use, by digest, in [`Wasmtime::load`]'s table.
 pub(crate) struct Loaded {
     linked: Weak<Linked>,
     code: Weak<Code>,
@@ -185,6 +213,30 @@ impl Pre {
 }
 
 impl Program {
+    /// A program an engine loaded: `compiled` is its own form, `code_bytes` the size of its
+    /// code (shared by the containers running it), `tier` the code it starts on.
+    pub(crate) fn new(
+        loading: Loading,
+        compiled: Arc<dyn EngineCompiled>,
+        code: Arc<Code>,
+        loaded_tier: Tier,
+    ) -> Program {
+        Program {
+            digest: loading.digest,
+            from_cache: loading.from_cache,
+            loaded_tier,
+            kind: loading.kind,
+            engine: loading.engine,
+            compiled,
+            code,
+        }
+    }
+
+    /// The engine that loaded it, and runs its containers.
+    pub fn engine(&self) -> EngineKind {
+        self.engine
+    }
+
     /// `sha256:<hex>` of the binary wasm (of the text's encoding, for WAT).
     pub fn digest(&self) -> &str {
         &self.digest
@@ -198,7 +250,7 @@ impl Program {
 
     /// The kind of program.
     pub fn kind(&self) -> ProgramKind {
-        self.linked.kind
+        self.kind
     }
 
     /// Which compiler's code it was loaded with (new instances may since have moved on to
@@ -209,14 +261,14 @@ impl Program {
 
     /// Which compiler's code new instances of it are made from now.
     pub fn tier(&self) -> Tier {
-        self.linked.tier()
+        self.compiled.tier()
     }
 
     /// Waits, blocking the thread, up to `timeout` for Cranelift's code of a program that
     /// started on baseline code (at once for any other); the tier then. A command run once
     /// waits for it before its process ends, so that the compile cache holds it.
     pub fn wait_optimized(&self, timeout: Duration) -> Tier {
-        self.linked.wait(timeout)
+        self.compiled.wait_optimized(timeout)
     }
 }
 
@@ -241,30 +293,15 @@ pub fn is_component(binary: &[u8]) -> bool {
     binary.get(6..8) == Some(&[1, 0])
 }
 
-impl Runtime {
-    /// Loads a program from `.wasm` or `.wat` bytes: compiles it (or loads it from the compile
-    /// cache), checks every import is one wasmlet provides, and pre-instantiates it.
-    ///
-    /// With [`Compilers::Tiered`] (the default), a big program that is neither in the cache
-    /// nor loaded already starts on baseline code (wasmtime's Winch compiler,
-    /// [`Tier::Baseline`]) while Cranelift compiles it on a thread of its own; Cranelift's
-    /// code then takes over for every new instance and goes to the cache. Both are the same
-    /// wasm's code, so the program behaves the same on either; a program Winch cannot compile
-    /// waits for Cranelift, as every program does with [`Compilers::Optimizing`].
-    pub fn load(&self, bytes: &[u8]) -> Result<Program> {
-        let binary = to_binary(bytes)?;
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&binary)));
+impl Wasmtime {
+    /// Loads binary wasm of `digest` (see [`Runtime::load`](crate::Runtime::load)).
+    pub(crate) fn load(&self, binary: &[u8], digest: String) -> Result<Program> {
         if let Some((linked, code)) = self.still_loaded(&digest) {
-            return Ok(Program {
-                digest,
-                from_cache: true,
-                loaded_tier: linked.tier(),
-                linked,
-                code,
-            });
+            let tier = linked.tier();
+            return Ok(self.program(digest, true, linked, code, tier));
         }
-        let component = is_component(&binary);
-        let (compiled, origin) = self.compile(&binary, &digest, component)?;
+        let component = is_component(binary);
+        let (compiled, origin) = self.compile(binary, &digest, component)?;
         let code = Arc::new(Code::new(compiled.code_bytes()));
         let (pre, tier) = match origin {
             Origin::Baseline(linkers) => (link(&compiled, linkers)?, Tier::Baseline),
@@ -273,7 +310,7 @@ impl Runtime {
         let optimize = tier == Tier::Baseline && self.inner.config.compilers != Compilers::Baseline;
         let linked = Arc::new(Linked::new(pre, tier, optimize));
         if optimize {
-            self.optimize(binary.into_owned(), &digest, component, &linked, &code);
+            self.optimize(binary.to_vec(), &digest, component, &linked, &code);
         }
         let mut loaded = self.inner.loaded.lock().unwrap_or_else(|e| e.into_inner());
         loaded.retain(|_, l| l.linked.strong_count() > 0);
@@ -282,13 +319,31 @@ impl Runtime {
             code: Arc::downgrade(&code),
         };
         loaded.insert(digest.clone(), entry);
-        Ok(Program {
+        drop(loaded);
+        let from_cache = matches!(origin, Origin::Cache);
+        Ok(self.program(digest, from_cache, linked, code, tier))
+    }
+
+    fn program(
+        &self,
+        digest: String,
+        from_cache: bool,
+        linked: Arc<Linked>,
+        code: Arc<Code>,
+        tier: Tier,
+    ) -> Program {
+        let loading = Loading {
             digest,
-            from_cache: matches!(origin, Origin::Cache),
-            loaded_tier: tier,
-            linked,
-            code,
-        })
+            from_cache,
+            kind: linked.kind,
+            engine: EngineKind::Wasmtime,
+        };
+        Program::new(loading, linked, code, tier)
+    }
+
+    /// wasmtime's linked form of `program`.
+    pub(crate) fn linked<'p>(&self, program: &'p Program) -> Result<&'p Linked> {
+        crate::engine::compiled_of::<Linked>(program, EngineKind::Wasmtime)
     }
 
     /// The linked program of `digest` while some [`Program`] of it is alive: every pod of one
@@ -301,7 +356,7 @@ impl Runtime {
     }
 
     /// The compiled code to start `binary` on: Cranelift's from the cache, else Winch's for
-    /// a big program (see [`Runtime::load`]), else Cranelift's, compiled now (and cached).
+    /// a big program (see [`Wasmtime::load`]), else Cranelift's, compiled now (and cached).
     fn compile(
         &self,
         binary: &[u8],
@@ -514,6 +569,7 @@ impl Compiled {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn detects_formats() {
@@ -543,28 +599,36 @@ mod tests {
     #[test]
     fn loads_of_a_program_still_in_use_share_its_code() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = Runtime::new(crate::RuntimeConfig {
+        let rt = Wasmtime::new(crate::RuntimeConfig {
             cache_dir: Some(dir.path().join("cache")),
             ..crate::RuntimeConfig::default()
         })
         .unwrap();
+        let load = |wasm: &[u8]| {
+            let digest = format!("sha256:{}", hex::encode(Sha256::digest(wasm)));
+            rt.load(wasm, digest).unwrap()
+        };
+        let linked = |p: &Program| p.compiled.clone();
         let hello = wasmlet_fixtures::hello();
-        let first = rt.load(hello).unwrap();
+        let first = load(hello);
         assert!(!first.loaded_from_cache(), "compiled");
         drop(first);
         // Loaded from the compile cache by many pods at once: one copy of the code.
-        let held: Vec<Program> = (0..20).map(|_| rt.load(hello).unwrap()).collect();
-        assert!(held.iter().all(|p| Arc::ptr_eq(&p.linked, &held[0].linked)));
+        let held: Vec<Program> = (0..20).map(|_| load(hello)).collect();
+        assert!(
+            held.iter()
+                .all(|p| Arc::ptr_eq(&linked(p), &linked(&held[0])))
+        );
         assert!(held.iter().all(Program::loaded_from_cache));
         let digest = held[0].digest().trim_start_matches("sha256:").to_owned();
         let entry = rt.cache().unwrap().entry(&digest);
         assert!(open_files(&entry) <= 1, "{} files open", open_files(&entry));
         // Another program is not confused with it.
-        let other = rt.load(wasmlet_fixtures::hello_component()).unwrap();
-        assert!(!Arc::ptr_eq(&other.linked, &held[0].linked));
+        let other = load(wasmlet_fixtures::hello_component());
+        assert!(!Arc::ptr_eq(&linked(&other), &linked(&held[0])));
         // Once none is in use, it is forgotten: loaded again from the cache.
         drop(held);
-        let again = rt.load(hello).unwrap();
+        let again = load(hello);
         assert!(again.loaded_from_cache());
         let loaded = rt.inner.loaded.lock().unwrap();
         assert_eq!(

@@ -1,19 +1,21 @@
-//! The process-wide runtime: one engine, its epoch ticker, the linkers and the compile cache.
+//! The process-wide runtime: the engines built in (wasmtime always, wasmer with the `wasmer`
+//! feature), each made once and shared, and the one a load uses unless told otherwise.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
+#[cfg(feature = "wasmer")]
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
-    RegallocAlgorithm, Strategy,
-};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, CompileCache};
+use crate::engine::{Engine, EngineKind};
 use crate::log;
-use crate::state::{ComponentState, ModuleState};
+use crate::wasmtime_engine::Wasmtime;
+use crate::{Container, ContainerSpec, ExitStatus, Program};
 
 /// Errors of loading and running programs.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,9 @@ pub enum Error {
     /// Setting up an instance failed (e.g. the instance pool is exhausted).
     #[error("cannot start the instance: {0}")]
     Instantiate(String),
+    /// The engine cannot do what was asked (e.g. wasmer and components), or was not built in.
+    #[error("{0}")]
+    Unsupported(String),
     /// Serving HTTP failed.
     #[error("cannot serve HTTP on {addr}: {source}")]
     Serve {
@@ -129,9 +134,12 @@ pub struct RuntimeConfig {
     pub fuel: bool,
     /// Which compilers make a program's code. Default: [`Compilers::Tiered`] from 1 MiB.
     pub compilers: Compilers,
+    /// The engine programs are loaded with unless told otherwise ([`Runtime::with_engine`]).
+    /// Default: [`EngineKind::Wasmtime`].
+    pub engine: EngineKind,
 }
 
-/// Which compilers make a program's code (see [`Runtime::load`]).
+/// Which compilers make wasmtime's code of a program (see [`Runtime::load`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compilers {
     /// A program of `min_bytes` or more, never compiled before, starts on baseline code
@@ -160,237 +168,165 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(10),
             fuel: false,
             compilers: Compilers::Tiered { min_bytes: 1 << 20 },
+            engine: EngineKind::Wasmtime,
         }
     }
 }
 
-/// One per process: the shared engine, its epoch ticker thread, the linkers and the cache.
-/// Cheap to clone; the ticker stops when the last clone is dropped.
+/// One per process: the engines built in, each made once and shared by every clone, and the
+/// one [`Runtime::load`] uses. Cheap to clone. A program runs on the engine that loaded it.
 #[derive(Clone)]
 pub struct Runtime {
-    pub(crate) inner: Arc<Inner>,
+    engines: Arc<Engines>,
+    chosen: EngineKind,
 }
 
-pub(crate) struct Inner {
-    pub(crate) engine: Engine,
-    pub(crate) allocator: Allocator,
-    pub(crate) cache: Option<CompileCache>,
-    pub(crate) linkers: Linkers,
-    /// The baseline compiler's engine, made on the first fast start (`None`: it could not
-    /// be made).
-    baseline: Arc<OnceLock<Option<Baseline>>>,
-    pub(crate) config: RuntimeConfig,
-    /// The programs loaded and still in use, by digest: a load of the same wasm shares their
-    /// code instead of mapping another copy (see [`Runtime::load`]).
-    pub(crate) loaded: Mutex<HashMap<String, crate::program::Loaded>>,
-    ticker_stop: Arc<AtomicBool>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
-    }
+struct Engines {
+    wasmtime: Wasmtime,
+    /// wasmer, made on first use (or the reason it could not be).
+    #[cfg(feature = "wasmer")]
+    wasmer: OnceLock<std::result::Result<crate::wasmer_engine::Wasmer, String>>,
+    #[cfg_attr(not(feature = "wasmer"), allow(dead_code))]
+    config: RuntimeConfig,
 }
 
 impl Runtime {
-    /// Builds the engine (async, epoch interruption, the chosen allocator), starts the epoch
-    /// ticker thread and prepares the WASI linkers.
+    /// Builds wasmtime's engine (async, epoch interruption, the chosen allocator), starts
+    /// its epoch ticker thread and prepares the WASI linkers; and the engine of
+    /// [`RuntimeConfig::engine`] if it is another (refused if it is not built in).
     pub fn new(config: RuntimeConfig) -> Result<Runtime> {
-        let (engine, allocator) = build_engine(&config)?;
-        let cache = config
-            .cache_dir
-            .as_ref()
-            .map(|d| CompileCache::new(d, &engine))
-            .transpose()?;
-        let linkers = Linkers::new(&engine)?;
-        let baseline = Arc::new(OnceLock::new());
-        let ticker_stop = start_ticker(engine.clone(), baseline.clone(), config.epoch_tick)?;
-        let inner = Inner {
-            engine,
-            allocator,
-            cache,
-            linkers,
-            baseline,
+        let chosen = config.engine;
+        let engines = Engines {
+            wasmtime: Wasmtime::new(config.clone())?,
+            #[cfg(feature = "wasmer")]
+            wasmer: OnceLock::new(),
             config,
-            loaded: Mutex::default(),
-            ticker_stop,
         };
+        let runtime = Runtime {
+            engines: Arc::new(engines),
+            chosen,
+        };
+        runtime.engine(chosen)?;
+        Ok(runtime)
+    }
+
+    /// The same runtime (same engines, cache and limits), loading programs with `kind`; its
+    /// engine is made now if it was not yet. Refused if `kind` is not built in.
+    pub fn with_engine(&self, kind: EngineKind) -> Result<Runtime> {
+        self.engine(kind)?;
         Ok(Runtime {
-            inner: Arc::new(inner),
+            engines: self.engines.clone(),
+            chosen: kind,
         })
     }
 
-    /// The shared engine.
-    pub fn engine(&self) -> &Engine {
-        &self.inner.engine
+    /// The engine [`Runtime::load`] uses.
+    pub fn chosen(&self) -> EngineKind {
+        self.chosen
     }
 
-    /// The instance allocator in use.
-    pub fn allocator(&self) -> Allocator {
-        self.inner.allocator
-    }
-
-    /// The compile cache, if configured.
-    pub fn cache(&self) -> Option<&CompileCache> {
-        self.inner.cache.as_ref()
-    }
-
-    /// The baseline engine to start a never-compiled program of `len` bytes on, if the
-    /// [`Compilers`] say so and the baseline engine exists. Never with fuel metering, which
-    /// the baseline compiler does not do.
-    pub(crate) fn fast_start(&self, len: usize) -> Option<&Baseline> {
-        let config = &self.inner.config;
-        let wanted = match config.compilers {
-            Compilers::Tiered { min_bytes } => len >= min_bytes,
-            Compilers::Optimizing => false,
-            Compilers::Baseline => true,
-        };
-        if !wanted || config.fuel {
-            return None;
+    /// The engine of `kind`, made on first use.
+    pub fn engine(&self, kind: EngineKind) -> Result<&dyn Engine> {
+        match kind {
+            EngineKind::Wasmtime => Ok(&self.engines.wasmtime),
+            EngineKind::Wasmer => self.wasmer(),
         }
-        let baseline = self.inner.baseline.get_or_init(|| {
-            Baseline::new(config)
-                .inspect_err(|err| tracing::warn!("no fast start: {err}"))
-                .ok()
+    }
+
+    #[cfg(feature = "wasmer")]
+    fn wasmer(&self) -> Result<&dyn Engine> {
+        let made = self.engines.wasmer.get_or_init(|| {
+            crate::wasmer_engine::Wasmer::new(&self.engines.config).map_err(|e| e.to_string())
         });
-        baseline.as_ref()
+        match made {
+            Ok(wasmer) => Ok(wasmer),
+            Err(err) => Err(Error::Engine(err.clone())),
+        }
+    }
+
+    #[cfg(not(feature = "wasmer"))]
+    fn wasmer(&self) -> Result<&dyn Engine> {
+        Err(Error::Unsupported(
+            "this wasmlet was built without the wasmer engine: rebuild it with `--features wasmer`, or run the program with wasmtime".into(),
+        ))
+    }
+
+    /// The instance allocator wasmtime uses.
+    pub fn allocator(&self) -> Allocator {
+        self.engines.wasmtime.allocator()
+    }
+
+    /// wasmtime's compile cache, if configured.
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.engines.wasmtime.cache()
+    }
+
+    /// Loads a program from `.wasm` or `.wat` bytes with the chosen engine: compiles it (or
+    /// loads it from the compile cache), checks every import is one wasmlet provides, and
+    /// prepares it to be instantiated many times.
+    ///
+    /// On wasmtime, with [`Compilers::Tiered`] (the default), a big program that is neither
+    /// in the cache nor loaded already starts on baseline code (wasmtime's Winch compiler,
+    /// [`Tier::Baseline`](crate::Tier::Baseline)) while Cranelift compiles it on a thread of
+    /// its own; Cranelift's code then takes over for every new instance and goes to the
+    /// cache. Both are the same wasm's code, so the program behaves the same on either; a
+    /// program Winch cannot compile waits for Cranelift, as every program does with
+    /// [`Compilers::Optimizing`].
+    pub fn load(&self, bytes: &[u8]) -> Result<Program> {
+        let binary = crate::program::to_binary(bytes)?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&binary)));
+        self.engine(self.chosen)?.load(&binary, digest)
     }
 
     /// Reads and loads a `.wasm` or `.wat` file (see [`Runtime::load`]).
-    pub fn load_file(&self, path: &Path) -> Result<crate::Program> {
+    pub fn load_file(&self, path: &Path) -> Result<Program> {
         let bytes = std::fs::read(path).map_err(|source| Error::Read {
             path: path.into(),
             source,
         })?;
         self.load(&bytes)
     }
-}
 
-fn build_engine(config: &RuntimeConfig) -> Result<(Engine, Allocator)> {
-    if config.allocator != AllocatorChoice::OnDemand {
-        match Engine::new(&engine_config(config, true)) {
-            Ok(engine) => {
-                tracing::info!(
-                    max_instances = config.max_instances,
-                    "using the pooling instance allocator with copy-on-write memory images"
-                );
-                return Ok((engine, Allocator::Pooling));
-            }
-            Err(err) if config.allocator == AllocatorChoice::Auto => {
-                tracing::warn!(
-                    "pooling allocator unavailable ({err:#}); using on-demand allocation"
-                );
-            }
-            Err(err) => return Err(Error::Engine(describe(&err))),
+    /// Starts a container of `program` on the engine that loaded it, as a task on the
+    /// current tokio runtime, and returns at once (see [`Engine::start`]).
+    pub fn start(&self, program: &Program, spec: ContainerSpec) -> Result<Container> {
+        self.engine(program.engine())?.start(program, spec)
+    }
+
+    /// Starts serving a `wasi:http` component on `listeners` (see [`Engine::start_http`]).
+    pub fn start_http(
+        &self,
+        program: &Program,
+        spec: ContainerSpec,
+        listeners: Vec<TcpListener>,
+    ) -> Result<Container> {
+        self.engine(program.engine())?
+            .start_http(program, spec, listeners)
+    }
+
+    /// Runs a container to its end (see [`Runtime::start`]).
+    pub async fn run(&self, program: &Program, spec: ContainerSpec) -> Result<ExitStatus> {
+        Ok(self.start(program, spec)?.wait().await)
+    }
+
+    /// Serves `program` (a `wasi:http/incoming-handler` component) on `listener` until
+    /// `shutdown` is cancelled, then lets the requests in flight finish. Each request gets a
+    /// fresh instance built from `spec` (args, env, preopens, limits; `limits.timeout` bounds
+    /// each request); the instances' stdout and stderr all go to `spec.stdio`. See
+    /// [`Runtime::start_http`] for the same as a [`Container`]. wasmtime's alone.
+    pub async fn serve_http(
+        &self,
+        program: &Program,
+        spec: ContainerSpec,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        if program.engine() != EngineKind::Wasmtime {
+            return Err(crate::engine::no_http(program.engine()));
         }
+        self.engines
+            .wasmtime
+            .serve_http(program, spec, listener, shutdown)
+            .await
     }
-    let engine =
-        Engine::new(&engine_config(config, false)).map_err(|e| Error::Engine(describe(&e)))?;
-    tracing::info!("using the on-demand instance allocator");
-    Ok((engine, Allocator::OnDemand))
-}
-
-fn engine_config(config: &RuntimeConfig, pooling: bool) -> Config {
-    let mut c = Config::new();
-    c.epoch_interruption(true)
-        .consume_fuel(config.fuel)
-        .memory_init_cow(true);
-    if pooling {
-        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(config)));
-    }
-    c
-}
-
-fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
-    let n = config.max_instances.max(1);
-    let mut pool = PoolingAllocationConfig::new();
-    // A component made with the preview 1 adapter holds a few core instances.
-    pool.total_component_instances(n)
-        .total_core_instances(n.saturating_mul(4))
-        .total_memories(n.saturating_mul(2))
-        .total_tables(n.saturating_mul(4))
-        .total_stacks(n)
-        .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX));
-    // A freed slot is reset for its next instance by rewriting the pages its last instance
-    // dirtied (found with the PAGEMAP_SCAN ioctl, Linux 6.7+; else the lowest ones), up to
-    // these sizes, instead of unmapping them with madvise: in a multi-threaded process every
-    // madvise flushes the TLB of every core, and a wasi:http server frees a slot per request.
-    pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
-        .table_keep_resident(KEEP_RESIDENT_TABLE)
-        .pagemap_scan(wasmtime::Enabled::Auto);
-    pool
-}
-
-/// The bytes of a pooled linear memory reset in place rather than unmapped (see
-/// [`pool_config`]); a slot keeps at most this much resident between two instances.
-const KEEP_RESIDENT_MEMORY: usize = 1 << 20;
-/// The same for a pooled table.
-const KEEP_RESIDENT_TABLE: usize = 64 << 10;
-
-/// The WASI linkers of one engine.
-pub(crate) struct Linkers {
-    pub(crate) module: wasmtime::Linker<ModuleState>,
-    pub(crate) component: wasmtime::component::Linker<ComponentState>,
-}
-
-impl Linkers {
-    fn new(engine: &Engine) -> Result<Linkers> {
-        let engine_err = |e: wasmtime::Error| Error::Engine(describe(&e));
-        let mut module = wasmtime::Linker::new(engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut module, |s: &mut ModuleState| &mut s.wasi)
-            .map_err(engine_err)?;
-        let mut component = wasmtime::component::Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut component).map_err(engine_err)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component)
-            .map_err(engine_err)?;
-        crate::lookup::add_to_linker(&mut component).map_err(engine_err)?;
-        Ok(Linkers { module, component })
-    }
-}
-
-/// The baseline compiler's engine (Winch) and its linkers: the code a big program starts on
-/// while Cranelift compiles it. Its instances are allocated on demand: they live only until
-/// the optimised code takes over, so no pool is reserved for them.
-pub(crate) struct Baseline {
-    pub(crate) engine: Engine,
-    pub(crate) linkers: Linkers,
-}
-
-impl Baseline {
-    fn new(config: &RuntimeConfig) -> Result<Baseline> {
-        let mut c = engine_config(config, false);
-        // Cranelift still makes this engine's trampolines (one or two per function a
-        // component's tables or exports reach: thousands in a Python component); unoptimised,
-        // with the linear-time register allocator, they cost a fifth less of the start.
-        c.strategy(Strategy::Winch)
-            .cranelift_opt_level(OptLevel::None)
-            .cranelift_regalloc_algorithm(RegallocAlgorithm::SinglePass);
-        let engine = Engine::new(&c).map_err(|e| Error::Engine(describe(&e)))?;
-        let linkers = Linkers::new(&engine)?;
-        Ok(Baseline { engine, linkers })
-    }
-}
-
-/// Starts the one epoch ticker thread of this runtime (it ticks the baseline engine too,
-/// once there is one); set the returned flag to stop it.
-fn start_ticker(
-    engine: Engine,
-    baseline: Arc<OnceLock<Option<Baseline>>>,
-    tick: Duration,
-) -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    std::thread::Builder::new()
-        .name("wasmlet-epoch".into())
-        .spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(tick);
-                engine.increment_epoch();
-                if let Some(Some(baseline)) = baseline.get() {
-                    baseline.engine.increment_epoch();
-                }
-            }
-        })
-        .map_err(|e| Error::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
-    Ok(stop)
 }
