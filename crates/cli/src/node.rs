@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use wasmlet_node::agent::{self, Credentials};
 use wasmlet_node::config::{EvictionHard, NodeConfig};
 use wasmlet_node::network::{CniPaths, NetworkMode};
+use wasmlet_runtime::EngineKind;
 
 /// Flags of `wasmlet node`, named as the kubelet's.
 #[derive(clap::Args, Debug)]
@@ -40,6 +41,11 @@ pub struct NodeArgs {
     /// The number of pods the node accepts.
     #[arg(long, default_value_t = 1000)]
     pub(crate) max_pods: u32,
+    /// The engine pods run on: `wasmtime` or `wasmer` (a build with the `wasmer` feature);
+    /// a pod may ask for another with the annotation `wasmlet.dev/engine`. The Node's
+    /// nodeInfo.containerRuntimeVersion names it.
+    #[arg(long, default_value = "wasmtime", value_name = "ENGINE")]
+    pub(crate) engine: EngineKind,
     /// Labels to add or override, `key=value,...` (kubernetes.io/arch and kubernetes.io/os
     /// default to wasm32-wasi, type to wasmlet).
     #[arg(long, default_value = "")]
@@ -137,6 +143,7 @@ fn config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     config.port = args.port;
     config.max_pods = args.max_pods;
+    config.engine = args.engine;
     config.eviction_hard = EvictionHard::parse(&args.eviction_hard)?;
     config.pod_cidr = args.pod_cidr.as_deref().map(str::parse).transpose()?;
     config.network = network_mode(args);

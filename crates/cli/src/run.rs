@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use wasmlet_runtime::{
-    CancellationToken, ContainerSpec, ExitReason, ExitStatus, Limits, Preopen, Program,
+    CancellationToken, ContainerSpec, EngineKind, ExitReason, ExitStatus, Limits, Preopen, Program,
     ProgramKind, Runtime, RuntimeConfig, Stdio, Tier,
 };
 
@@ -37,6 +37,11 @@ pub struct RunArgs {
     /// containers take the pod annotation `wasmlet.dev/max-descriptors` instead.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_descriptors: Option<u32>,
+    /// The engine to run it on: `wasmtime` (modules and components) or `wasmer` (WASI
+    /// preview 1 modules; a build with the `wasmer` feature). A Pod's containers take the pod
+    /// annotation `wasmlet.dev/engine` instead.
+    #[arg(long, default_value = "wasmtime", value_name = "ENGINE")]
+    pub engine: EngineKind,
     /// Compile without reading or writing the compile cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -83,6 +88,7 @@ fn run_wasm_file(path: &Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let config = RuntimeConfig {
         cache_dir: cache_dir(args.no_cache),
         max_instances: 8,
+        engine: args.engine,
         ..RuntimeConfig::default()
     };
     let runtime = Runtime::new(config)?;

@@ -82,6 +82,7 @@ pub fn run_pod(path: &Path, args: &RunArgs, registry: &RegistryArgs) -> anyhow::
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: run::cache_dir(args.no_cache),
         max_instances: pod_instances(&manifest.pod),
+        engine: args.engine,
         ..RuntimeConfig::default()
     })?;
     tokio.block_on(supervise(runtime, Arc::new(resolver), config, manifest))
@@ -419,6 +420,7 @@ pub fn run_image(image: &str, args: &RunArgs, registry: &RegistryArgs) -> anyhow
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: run::cache_dir(args.no_cache),
         max_instances: 8,
+        engine: args.engine,
         ..RuntimeConfig::default()
     })?;
     let program = match &resolved.wasm {

@@ -166,6 +166,7 @@ fn node_context(
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(config.data_dir.join("cache")),
         max_instances: config.max_pods.max(1000),
+        engine: config.engine,
         ..RuntimeConfig::default()
     })
     .map_err(|e| Error::Pods(format!("the wasm runtime: {e}")))?;

@@ -76,6 +76,8 @@ pub struct NodeConfig {
     pub rotate_server_certificates: bool,
     /// Pod DNS, as the kubelet's `--cluster-dns`, `--cluster-domain` and `--resolv-conf`.
     pub dns: DnsSettings,
+    /// The engine pods run on unless one asks for another (`wasmlet.dev/engine`).
+    pub engine: wasmlet_runtime::EngineKind,
 }
 
 /// How pods resolve names: the kubelet's DNS flags.
@@ -258,6 +260,7 @@ impl NodeConfig {
             rotate_certificates: true,
             rotate_server_certificates: true,
             dns: DnsSettings::default(),
+            engine: wasmlet_runtime::EngineKind::Wasmtime,
         }
     }
 

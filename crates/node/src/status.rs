@@ -22,9 +22,12 @@ use wasmlet_pod::NodeAllocatable;
 pub const KUBELET_VERSION: &str = concat!("v1.37.2+wasmlet-", env!("CARGO_PKG_VERSION"));
 
 /// The container runtime reported in nodeInfo, `<runtime>://<version>` as CRI runtimes do:
-/// the engine built in, with the version its crates report.
-pub fn container_runtime_version() -> String {
-    wasmlet_runtime::engine_version()
+/// the node's engine (`--engine`), with the version its crates report.
+pub fn container_runtime_version(config: &NodeConfig) -> String {
+    config
+        .engine
+        .runtime_version()
+        .unwrap_or_else(wasmlet_runtime::engine_version)
 }
 
 /// The Node this agent creates on registration.
@@ -81,7 +84,7 @@ fn node_info(config: &NodeConfig, info: &SystemInfo) -> NodeSystemInfo {
         architecture: config.architecture().into(),
         operating_system: config.operating_system().into(),
         kubelet_version: KUBELET_VERSION.into(),
-        container_runtime_version: container_runtime_version(),
+        container_runtime_version: container_runtime_version(config),
         kernel_version: info.kernel_version.clone(),
         os_image: info.os_image.clone(),
         machine_id: info.machine_id.clone(),
@@ -315,7 +318,7 @@ mod tests {
     const GI: u64 = 1024 * 1024 * 1024;
 
     #[test]
-    fn the_runtime_version_is_the_engine_built_in() {
+    fn the_runtime_version_is_the_nodes_engine() {
         let lock = include_str!("../../../Cargo.lock");
         let built = lock
             .split("[[package]]")
@@ -323,7 +326,11 @@ mod tests {
             .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
             .map(|v| v.trim_matches('"'))
             .expect("wasmtime in Cargo.lock");
-        assert_eq!(container_runtime_version(), format!("wasmtime://{built}"));
+        let config = NodeConfig::new("n", "127.0.0.1".parse().unwrap(), "/tmp".into());
+        assert_eq!(
+            container_runtime_version(&config),
+            format!("wasmtime://{built}")
+        );
     }
 
     fn readings() -> Readings {

@@ -87,7 +87,8 @@ pub use lifecycle::{PodFailure, active_deadline_exceeded, termination_grace_peri
 pub use manifest::{Manifest, ManifestError, load_manifest, validate_pod};
 pub use objects::{ConfigMapContent, ConfigObjects, References, SecretContent, TokenKey};
 pub use plan::{
-    ContainerKind, ContainerPlan, ImageConfig, MountPlan, PlanContext, PlanError, ResourceLimits,
+    ContainerKind, ContainerPlan, ENGINE_ANNOTATION, ImageConfig, MountPlan, PlanContext,
+    PlanError, ResourceLimits, pod_engine,
 };
 pub use qos::{QosError, qos_class};
 pub use quantity::{ParsedQuantity, QuantityError, parse_quantity};

@@ -53,6 +53,16 @@ pub enum PlanError {
 /// handles (open files and directories, sockets and their streams) a guest holds at once.
 pub const DESCRIPTORS_ANNOTATION: &str = "wasmlet.dev/max-descriptors";
 
+/// The pod annotation that names the engine its containers run on (`wasmtime` or `wasmer`);
+/// without it, the node's (`wasmlet node --engine`).
+pub const ENGINE_ANNOTATION: &str = "wasmlet.dev/engine";
+
+/// The engine the pod asks for with [`ENGINE_ANNOTATION`], trimmed, if it asks for one.
+pub fn pod_engine(pod: &Pod) -> Option<&str> {
+    let annotations = pod.metadata.annotations.as_ref()?;
+    annotations.get(ENGINE_ANNOTATION).map(|name| name.trim())
+}
+
 /// The largest budget the annotation may ask for (wasmtime's own default table capacity).
 pub const MAX_DESCRIPTORS: u32 = 1_000_000;
 

@@ -24,7 +24,7 @@ use wasmlet_pod::{
 };
 use wasmlet_runtime::log::Stream;
 use wasmlet_runtime::{
-    ContainerSpec, ExitStatus, Limits, LogConfig, Program, ProgramKind, Runtime, Stdio,
+    ContainerSpec, EngineKind, ExitStatus, Limits, LogConfig, Program, ProgramKind, Runtime, Stdio,
 };
 
 use crate::clock::Clock;
@@ -1038,8 +1038,9 @@ impl Worker {
             image: image.clone(),
             pull_policy: PullPolicy::of_container(spec),
         };
+        let runtime = pod_runtime(&self.runtime, &self.pod)?;
         let resolved = self.resolve(&name, &request).await?;
-        let program = load(&self.runtime, resolved.wasm).await?;
+        let program = load(&runtime, resolved.wasm).await?;
         let prepared = Prepared {
             program,
             config: resolved.config,
@@ -1163,6 +1164,22 @@ fn backing_off(failure: &SetupFailure, image: &str) -> RunState {
         return RunState::waiting(wasmlet_pod::status::IMAGE_PULL_BACK_OFF, Some(message));
     }
     RunState::waiting(&failure.reason, Some(failure.message.clone()))
+}
+
+/// The runtime choosing the engine the pod's `wasmlet.dev/engine` annotation names, if it
+/// names one; the node's otherwise. An unknown engine, or one this build lacks, is the
+/// container's `CreateContainerConfigError`.
+fn pod_runtime(runtime: &Runtime, pod: &Pod) -> Result<Runtime, SetupFailure> {
+    let Some(name) = wasmlet_pod::pod_engine(pod) else {
+        return Ok(runtime.clone());
+    };
+    let annotation = wasmlet_pod::ENGINE_ANNOTATION;
+    let failure = |problem: &dyn std::fmt::Display| {
+        let message = format!("pod annotation {annotation}={name:?}: {problem}; fix or remove it");
+        setup_failure(CREATE_CONTAINER_CONFIG_ERROR, message)
+    };
+    let kind = name.parse::<EngineKind>().map_err(|e| failure(&e))?;
+    runtime.with_engine(kind).map_err(|e| failure(&e))
 }
 
 /// Compiles (or loads from the cache) a program off the async threads.

@@ -104,6 +104,17 @@ pub fn start_with_dns(node: NodeFacts, dns: wasmlet_pod::NodeDns, spec: &str, ex
     start_with(node, None, Some(dns), spec, extra)
 }
 
+/// Starts the pod of a manifest whose metadata carries these annotations (a YAML flow
+/// mapping's entries, e.g. `"wasmlet.dev/engine": wasmer`) (see [`start`]).
+pub fn start_annotated(annotations: &str, spec: &str) -> Pod {
+    let node = NodeFacts {
+        node_name: "test-node".into(),
+        ..NodeFacts::default()
+    };
+    let metadata = format!("{{name: p, uid: u1, annotations: {{{annotations}}}}}");
+    start_manifest(node, None, None, &metadata, spec)
+}
+
 fn start_with(
     node: NodeFacts,
     network: Option<Arc<wasmlet_netns::NetNs>>,
@@ -111,8 +122,18 @@ fn start_with(
     spec: &str,
     extra: &str,
 ) -> Pod {
-    let text =
-        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p, uid: u1}}\nspec:\n{spec}{extra}");
+    let spec = format!("{spec}{extra}");
+    start_manifest(node, network, dns, "{name: p, uid: u1}", &spec)
+}
+
+fn start_manifest(
+    node: NodeFacts,
+    network: Option<Arc<wasmlet_netns::NetNs>>,
+    dns: Option<wasmlet_pod::NodeDns>,
+    metadata: &str,
+    spec: &str,
+) -> Pod {
+    let text = format!("apiVersion: v1\nkind: Pod\nmetadata: {metadata}\nspec:\n{spec}");
     let manifest = load_manifest(&text).unwrap();
     let root = tempfile::tempdir().unwrap();
     let config = WorkerConfig {
