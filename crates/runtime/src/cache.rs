@@ -43,6 +43,20 @@ impl CompileCache {
         })
     }
 
+    /// A cache in `dir` (created if missing) for artifacts of the engine named by `key`
+    /// (another engine's: its name and version).
+    pub(crate) fn with_key(dir: impl Into<PathBuf>, key: String) -> Result<CompileCache, Error> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(CompileCache {
+            dir,
+            engine_hash: key,
+        })
+    }
+
     /// The directory holding the entries.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -139,6 +139,24 @@ fn served_status(served: Result<()>) -> ExitStatus {
     }
 }
 
+/// A command's output once it has ended: dropped if it was stopped, its end reported (if
+/// `report_end`), the log flushed and the tees drained.
+pub(crate) async fn finish_output(
+    sink: &SharedSink,
+    control: &Control,
+    report_end: bool,
+    status: &ExitStatus,
+) {
+    sink.discard_if_stopped(control);
+    if report_end {
+        report(sink, status);
+    }
+    if let Err(err) = sink.lock().finish() {
+        tracing::warn!("cannot flush the container log: {err}");
+    }
+    sink.drain(control).await;
+}
+
 /// Writes why a guest that trapped or passed a limit ended, as the last line of its stderr.
 fn report(sink: &SharedSink, status: &ExitStatus) {
     // An exit is the guest's own doing, a kill the caller's: each knows why.
@@ -162,7 +180,7 @@ fn report(sink: &SharedSink, status: &ExitStatus) {
     }
 }
 
-fn lost_status() -> ExitStatus {
+pub(crate) fn lost_status() -> ExitStatus {
     ExitStatus::trapped("the container's task ended without reporting a status".into())
 }
 
@@ -197,14 +215,7 @@ impl Wasmtime {
         let task_control = control.clone();
         let task = async move {
             let status = supervise(run, &task_control).await;
-            sink.discard_if_stopped(&task_control);
-            if report_end {
-                report(&sink, &status);
-            }
-            if let Err(err) = sink.lock().finish() {
-                tracing::warn!("cannot flush the container log: {err}");
-            }
-            sink.drain(&task_control).await;
+            finish_output(&sink, &task_control, report_end, &status).await;
             status
         };
         let task = Network::polled(namespace, task, |err| {
@@ -441,7 +452,11 @@ fn classify(outcome: Option<wasmtime::Result<i32>>, control: &Control) -> ExitSt
         return ExitStatus::exited(code);
     }
     if let Some(cause) = control.cause() {
-        return stopped_status(cause, outcome);
+        let refusal = match outcome {
+            Some(Err(err)) => Some(describe(&err)),
+            _ => None,
+        };
+        return stopped_status(cause, refusal);
     }
     match outcome {
         Some(Err(err)) => match err.downcast_ref::<I32Exit>() {
@@ -452,9 +467,11 @@ fn classify(outcome: Option<wasmtime::Result<i32>>, control: &Control) -> ExitSt
     }
 }
 
-fn stopped_status(cause: StopCause, outcome: Option<wasmtime::Result<i32>>) -> ExitStatus {
-    let message = match (cause, outcome) {
-        (StopCause::OutOfMemory, Some(Err(err))) => describe(&err),
+/// The status of a guest the host stopped for `cause`; `refusal` is why the memory limit
+/// refused it, for `OutOfMemory`.
+pub(crate) fn stopped_status(cause: StopCause, refusal: Option<String>) -> ExitStatus {
+    let message = match (cause, refusal) {
+        (StopCause::OutOfMemory, Some(refusal)) => refusal,
         (StopCause::OutOfMemory, _) => "memory limit exceeded".into(),
         (StopCause::Deadline, _) => "the container ran past its timeout and was killed".into(),
         (StopCause::Killed, _) => "the container was killed by a stop request".into(),

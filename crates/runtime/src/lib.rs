@@ -71,6 +71,8 @@ mod spec;
 mod state;
 mod tee;
 mod usage;
+#[cfg(feature = "wasmer")]
+mod wasmer_engine;
 mod wasmtime_engine;
 
 pub use cache::CompileCache;

@@ -51,17 +51,41 @@ pub(crate) struct Meter {
     cpu_nanos: AtomicU64,
     memory_bytes: AtomicU64,
     instances: AtomicU64,
+    /// The CPU clock of a thread running the guest now, if one does (wasmer's guests run on
+    /// a thread of their own): its time so far is added to `cpu_nanos` when read.
+    running: std::sync::Mutex<Option<libc::clockid_t>>,
 }
 
 impl Meter {
     /// The usage now.
     pub(crate) fn usage(&self) -> Usage {
+        let running = *self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let live = running.map_or(Duration::ZERO, clock_time);
         Usage {
-            cpu: Duration::from_nanos(self.cpu_nanos.load(Ordering::Relaxed)),
+            cpu: Duration::from_nanos(self.cpu_nanos.load(Ordering::Relaxed)) + live,
             memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
             instances: self.instances.load(Ordering::Relaxed),
             code_bytes: 0,
         }
+    }
+
+    /// The calling thread runs the guest from now until [`Meter::thread_ended`]: its CPU
+    /// time counts as the guest's (the thread must have started for this guest).
+    #[cfg(unix)]
+    pub(crate) fn thread_started(&self) {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: `clock` is a valid, writable clockid_t; pthread_self() is this thread.
+        let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+        if rc == 0 {
+            *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock);
+        }
+    }
+
+    /// The guest's thread ends: its whole CPU time is added for good.
+    #[cfg(unix)]
+    pub(crate) fn thread_ended(&self) {
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.add_cpu(thread_cpu_time());
     }
 
     pub(crate) fn add_cpu(&self, spent: Duration) {
@@ -128,13 +152,19 @@ impl<F: Future> Future for Metered<F> {
 /// The CPU time the calling thread has used.
 #[cfg(unix)]
 pub(crate) fn thread_cpu_time() -> Duration {
+    clock_time(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// The time of `clock` now; zero if it cannot be read (e.g. its thread has ended).
+#[cfg(unix)]
+fn clock_time(clock: libc::clockid_t) -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `now` is a valid, writable timespec for the duration of the call, which only
-    // writes it; CLOCK_THREAD_CPUTIME_ID is supported by every unix we build for.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    // writes it; a clock that is no longer valid makes the call fail, not misbehave.
+    let rc = unsafe { libc::clock_gettime(clock, &mut now) };
     if rc != 0 {
         return Duration::ZERO;
     }
