@@ -1,4 +1,5 @@
-//! `wasmlet run` as a user runs it: the built binary on the shipped example and fixtures.
+//! `wasmlet run` as a user runs it: the built binary on the shipped example and fixtures. The
+//! module tests run once per engine (`--engine wasmtime`, `--engine wasmer`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -17,30 +18,57 @@ fn wasmlet(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `wasmlet run --engine ENGINE ...`: `args` begin with `run`.
+fn wasmlet_on(engine: &str, args: &[&str]) -> Output {
+    let mut with = vec![args[0], "--engine", engine];
+    with.extend_from_slice(&args[1..]);
+    wasmlet(&with)
+}
+
+/// Makes `NAME_on_wasmtime` and `NAME_on_wasmer` tests of each `fn NAME(engine: &str)`.
+macro_rules! on_every_engine {
+    ($($name:ident),* $(,)?) => {
+        mod on_wasmtime {
+            $(#[test] fn $name() { super::$name("wasmtime") })*
+        }
+        mod on_wasmer {
+            $(#[test] fn $name() { super::$name("wasmer") })*
+        }
+    };
+}
+
+on_every_engine!(
+    runs_the_hello_example,
+    passes_args_env_and_exit_code,
+    preopens_a_directory,
+    limits_end_the_guest,
+);
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-#[test]
-fn runs_the_hello_example() {
-    let out = wasmlet(&["run", "examples/hello/hello.wat"]);
+fn runs_the_hello_example(engine: &str) {
+    let out = wasmlet_on(engine, &["run", "examples/hello/hello.wat"]);
     assert_eq!(text(&out.stdout), "hello from stdout!\nArgs are: []\n");
     assert_eq!(text(&out.stderr), "hello from stderr!\n");
     assert_eq!(out.status.code(), Some(0));
 }
 
-#[test]
-fn passes_args_env_and_exit_code() {
-    let hello = wasmlet(&["run", "examples/hello/hello.wat", "--", "a", "b"]);
+fn passes_args_env_and_exit_code(engine: &str) {
+    let hello = wasmlet_on(engine, &["run", "examples/hello/hello.wat", "--", "a", "b"]);
     assert_eq!(
         text(&hello.stdout),
         "hello from stdout!\nArgs are: [\"a\", \"b\"]\n"
     );
     let exit = wasmlet_fixtures::path("exit");
-    let out = wasmlet(&["run", exit.to_str().unwrap(), "--", "7"]);
+    let out = wasmlet_on(engine, &["run", exit.to_str().unwrap(), "--", "7"]);
     assert_eq!(out.status.code(), Some(7));
     let env = wasmlet_fixtures::path("env");
-    let out = wasmlet(&["run", "--env", "GREETING=hi", env.to_str().unwrap()]);
+    let out = wasmlet_on(
+        engine,
+        &["run", "--env", "GREETING=hi", env.to_str().unwrap()],
+    );
     assert!(
         text(&out.stdout).contains("env=GREETING=hi\n"),
         "{}",
@@ -48,29 +76,30 @@ fn passes_args_env_and_exit_code() {
     );
 }
 
-#[test]
-fn preopens_a_directory() {
+fn preopens_a_directory(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("in.txt"), "from the host").unwrap();
     let fs = wasmlet_fixtures::path("fs");
     let mapping = format!("{}:/data:ro", dir.path().display());
-    let out = wasmlet(&[
-        "run",
-        "--dir",
-        &mapping,
-        fs.to_str().unwrap(),
-        "--",
-        "read",
-        "in.txt",
-    ]);
+    let out = wasmlet_on(
+        engine,
+        &[
+            "run",
+            "--dir",
+            &mapping,
+            fs.to_str().unwrap(),
+            "--",
+            "read",
+            "in.txt",
+        ],
+    );
     assert_eq!(text(&out.stdout), "from the host");
     assert_eq!(out.status.code(), Some(0));
 }
 
-#[test]
-fn limits_end_the_guest() {
+fn limits_end_the_guest(engine: &str) {
     let bomb = wasmlet_fixtures::path("membomb");
-    let out = wasmlet(&["run", "--memory", "8Mi", bomb.to_str().unwrap()]);
+    let out = wasmlet_on(engine, &["run", "--memory", "8Mi", bomb.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(137));
     assert!(
         text(&out.stderr).contains("OOMKilled"),
@@ -78,7 +107,10 @@ fn limits_end_the_guest() {
         text(&out.stderr)
     );
     let spin = wasmlet_fixtures::path("spin");
-    let out = wasmlet(&["run", "--timeout", "100ms", spin.to_str().unwrap()]);
+    let out = wasmlet_on(
+        engine,
+        &["run", "--timeout", "100ms", spin.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(137));
     assert!(
         text(&out.stderr).contains("DeadlineExceeded"),
@@ -206,4 +238,20 @@ fn a_timeout_stops_a_guest_blocked_on_a_full_stdout() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(137), "{stderr}");
     assert!(stderr.contains("DeadlineExceeded"), "{stderr}");
+}
+
+#[test]
+fn an_engine_that_cannot_run_the_program_says_which_can() {
+    let component = wasmlet_fixtures::path("hello_component");
+    let out = wasmlet(&["run", "--engine", "wasmer", component.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("component") && err.contains("--engine wasmtime"),
+        "{err}"
+    );
+    let out = wasmlet(&["run", "--engine", "lucet", "examples/hello/hello.wat"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("unknown engine `lucet`"), "{err}");
 }
