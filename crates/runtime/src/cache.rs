@@ -45,6 +45,7 @@ impl CompileCache {
 
     /// A cache in `dir` (created if missing) for artifacts of the engine named by `key`
     /// (another engine's: its name and version).
+    #[cfg(feature = "wasmer")]
     pub(crate) fn with_key(dir: impl Into<PathBuf>, key: String) -> Result<CompileCache, Error> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {

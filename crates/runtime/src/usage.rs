@@ -71,7 +71,7 @@ impl Meter {
 
     /// The calling thread runs the guest from now until [`Meter::thread_ended`]: its CPU
     /// time counts as the guest's (the thread must have started for this guest).
-    #[cfg(unix)]
+    #[cfg(feature = "wasmer")]
     pub(crate) fn thread_started(&self) {
         let mut clock: libc::clockid_t = 0;
         // SAFETY: `clock` is a valid, writable clockid_t; pthread_self() is this thread.
@@ -82,7 +82,7 @@ impl Meter {
     }
 
     /// The guest's thread ends: its whole CPU time is added for good.
-    #[cfg(unix)]
+    #[cfg(feature = "wasmer")]
     pub(crate) fn thread_ended(&self) {
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.add_cpu(thread_cpu_time());
