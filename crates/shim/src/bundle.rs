@@ -82,7 +82,8 @@ pub fn load(bundle: &Path) -> Result<Spec, Error> {
     })
 }
 
-fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
+/// The value of the spec's annotation `key`, if it has one.
+pub fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
     spec.annotations().as_ref()?.get(key).map(String::as_str)
 }
 

@@ -47,6 +47,13 @@
 //!   cgroupfs or systemd, v1 or v2), so the kubelet's accounting counts the pod.
 //! - A container whose entrypoint is a native executable (a sidecar) runs through runc
 //!   ([`native`]) in the pod's network namespace, with the same task API.
+//! - The engine: `containerd-shim-wasmlet-v1` (runtime type `io.containerd.wasmlet.v1`) runs
+//!   wasm on wasmtime; `containerd-shim-wasmlet-wasmer-v1` (`io.containerd.wasmlet-wasmer.v1`,
+//!   built with the `wasmer` feature) on wasmer. A runtime type per engine, as runwasi has a
+//!   shim per engine, because the RuntimeClass is what a cluster chooses a runtime by: one
+//!   RuntimeClass per engine works with containerd's stock configuration, where an annotation
+//!   reaches the shim only if containerd is told to pass it (`pod_annotations`). When it is,
+//!   a container's `wasmlet.dev/engine` annotation still wins, as on `wasmlet node`.
 //! - There is no process per wasm container: the task pid containerd sees is the shim's own, and
 //!   `stats` reports the shim process's CPU time and resident memory (so for a pod of several
 //!   containers each reports the pod's numbers). `exec` is refused.
@@ -68,12 +75,29 @@ pub mod tasks;
 /// The runtime type containerd knows this shim by.
 pub const RUNTIME_TYPE: &str = "io.containerd.wasmlet.v1";
 
-/// The shim's entry point: containerd's `start`, `delete` and serve actions.
-pub async fn run() {
+/// The runtime type of the shim that runs wasm on wasmer.
+pub const WASMER_RUNTIME_TYPE: &str = "io.containerd.wasmlet-wasmer.v1";
+
+/// The engine this shim process runs wasm on (set once by [`run`]).
+static ENGINE: std::sync::OnceLock<wasmlet_runtime::EngineKind> = std::sync::OnceLock::new();
+
+/// The engine this shim process runs wasm on: wasmtime unless [`run`] was told otherwise.
+pub fn engine() -> wasmlet_runtime::EngineKind {
+    ENGINE.get().copied().unwrap_or_default()
+}
+
+/// The shim's entry point, running wasm on `engine`: containerd's `start`, `delete` and
+/// serve actions.
+pub async fn run(engine: wasmlet_runtime::EngineKind) {
+    let _ = ENGINE.set(engine);
     let config = containerd_shim::Config {
         // Containers run as tokio tasks: there are no child processes to reap.
         no_reaper: true,
         ..Default::default()
     };
-    containerd_shim::asynchronous::run::<service::WasmShim>(RUNTIME_TYPE, Some(config)).await;
+    let runtime_type = match engine {
+        wasmlet_runtime::EngineKind::Wasmtime => RUNTIME_TYPE,
+        wasmlet_runtime::EngineKind::Wasmer => WASMER_RUNTIME_TYPE,
+    };
+    containerd_shim::asynchronous::run::<service::WasmShim>(runtime_type, Some(config)).await;
 }

@@ -1,7 +1,8 @@
 //! `containerd-shim-wasmlet-v1`: the containerd runtime shim of wasmlet (runtime type
-//! `io.containerd.wasmlet.v1`). See the `wasmlet_shim` crate for what it does.
+//! `io.containerd.wasmlet.v1`), running wasm on wasmtime. See the `wasmlet_shim` crate for
+//! what it does.
 
 #[tokio::main]
 async fn main() {
-    wasmlet_shim::run().await;
+    wasmlet_shim::run(wasmlet_runtime::EngineKind::Wasmtime).await;
 }

@@ -207,6 +207,26 @@ pub fn exit_code(status: &ExitStatus, signal: Option<u32>) -> u32 {
     }
 }
 
+/// The runtime choosing the engine the container's `wasmlet.dev/engine` annotation names (when
+/// containerd passes pod annotations on), else this shim's.
+fn engine_runtime(runtime: Runtime, spec: &oci_spec::runtime::Spec) -> Result<Runtime> {
+    let Some(name) = bundle::annotation(spec, ENGINE_ANNOTATION) else {
+        return Ok(runtime);
+    };
+    let kind = name
+        .trim()
+        .parse::<wasmlet_runtime::EngineKind>()
+        .map_err(|e| {
+            Error::Runtime(wasmlet_runtime::Error::Unsupported(format!(
+                "annotation {ENGINE_ANNOTATION}={name:?}: {e}; fix or remove it"
+            )))
+        })?;
+    Ok(runtime.with_engine(kind)?)
+}
+
+/// The annotation that names a container's engine, as on `wasmlet node`.
+const ENGINE_ANNOTATION: &str = "wasmlet.dev/engine";
+
 /// The compile cache directory: `$WASMLET_SHIM_CACHE_DIR`, else `/var/cache/wasmlet/compile`.
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("WASMLET_SHIM_CACHE_DIR")
@@ -245,6 +265,7 @@ impl Tasks {
         let config = wasmlet_runtime::RuntimeConfig {
             cache_dir: Some(cache_dir()),
             max_instances: 64,
+            engine: crate::engine(),
             ..Default::default()
         };
         let runtime = Runtime::new(config)?;
@@ -320,7 +341,7 @@ impl Tasks {
             }
             module => module?,
         };
-        let runtime = self.runtime()?;
+        let runtime = engine_runtime(self.runtime()?, spec)?;
         let bytes = module.bytes;
         let program = tokio::task::spawn_blocking(move || runtime.load(&bytes))
             .await
