@@ -1,44 +1,48 @@
 #!/bin/sh
 # Installs containerd-shim-wasmlet-v1 on the node this runs on (from the installer DaemonSet,
 # with the host's / mounted at $HOST_ROOT): copies the shim next to containerd, registers the
-# runtime handler `wasm` in containerd's config, restarts containerd, labels the node.
-# Idempotent: a second run with the same shim changes nothing and restarts nothing.
+# runtime handler `wasm` in containerd's config, restarts containerd, labels the node. When
+# the image holds the wasmer shim too (containerd-shim-wasmlet-wasmer-v1), it is installed the
+# same way as the runtime handler `wasmer` (runtime type io.containerd.wasmlet-wasmer.v1).
+# Idempotent: a second run with the same shims changes nothing and restarts nothing.
 #
 # Environment: HOST_ROOT (default /host), NODE_NAME (from the downward API), SHIM (the shim
-# binary in the installer image, default /containerd-shim-wasmlet-v1), CONTAINERD_CONFIG (on
-# the host, default /etc/containerd/config.toml), SHIM_DIR (on the host, default /usr/local/bin),
+# binary in the installer image, default /containerd-shim-wasmlet-v1), WASMER_SHIM (default
+# /containerd-shim-wasmlet-wasmer-v1; skipped when absent), CONTAINERD_CONFIG (on the host,
+# default /etc/containerd/config.toml), SHIM_DIR (on the host, default /usr/local/bin),
 # CONTAINERD_RESTART (default `chroot $HOST_ROOT systemctl restart containerd`).
 set -eu
 
 HOST_ROOT="${HOST_ROOT:-/host}"
 SHIM="${SHIM:-/containerd-shim-wasmlet-v1}"
+WASMER_SHIM="${WASMER_SHIM:-/containerd-shim-wasmlet-wasmer-v1}"
 SHIM_DIR="${SHIM_DIR:-/usr/local/bin}"
 CONFIG="${CONTAINERD_CONFIG:-/etc/containerd/config.toml}"
 LABEL="wasmlet.dev/containerd-shim=installed"
-MARK="# wasmlet: runtime handler wasm"
 
 log() { echo "wasmlet-install: $*"; }
 
-# copy_shim: installs the shim atomically; prints "changed" when it was new or different.
+# copy_shim SOURCE NAME: installs the shim SOURCE as NAME atomically; prints "changed" when
+# it was new or different.
 copy_shim() {
-  dest="$HOST_ROOT$SHIM_DIR/containerd-shim-wasmlet-v1"
-  if [ -f "$dest" ] && cmp -s "$SHIM" "$dest"; then return 0; fi
+  dest="$HOST_ROOT$SHIM_DIR/$2"
+  if [ -f "$dest" ] && cmp -s "$1" "$dest"; then return 0; fi
   mkdir -p "$HOST_ROOT$SHIM_DIR"
-  cp "$SHIM" "$dest.tmp" && chmod 0755 "$dest.tmp" && mv "$dest.tmp" "$dest"
-  log "installed $SHIM_DIR/containerd-shim-wasmlet-v1"
+  cp "$1" "$dest.tmp" && chmod 0755 "$dest.tmp" && mv "$dest.tmp" "$dest"
+  log "installed $SHIM_DIR/$2"
   echo changed
 }
 
-# plugin_prefix: the CRI runtime plugin's table name for this containerd config version.
+# plugin_prefix HANDLER: the CRI runtime plugin's table of HANDLER for this config version.
 plugin_prefix() {
   if grep -Eq '^[[:space:]]*version[[:space:]]*=[[:space:]]*3' "$HOST_ROOT$CONFIG" 2>/dev/null; then
-    echo 'plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm'
+    echo "plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.$1"
   else
-    echo 'plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasm'
+    echo "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.$1"
   fi
 }
 
-# add_runtime: appends the runtime handler once; prints "changed" when it did.
+# add_runtime HANDLER TYPE: appends the runtime handler once; prints "changed" when it did.
 # It is all the kubelet needs, wasm OCI artifacts included: CRI (containerd 2.x) fetches an
 # artifact's config and wasm layer into its content store, where the shim reads them. The
 # transfer service's unpack_config for wasm platforms (only `ctr images pull --platform
@@ -47,11 +51,12 @@ plugin_prefix() {
 # README, "Wasm OCI artifacts through containerd".
 add_runtime() {
   file="$HOST_ROOT$CONFIG"
-  if grep -qF "$MARK" "$file" 2>/dev/null; then return 0; fi
+  mark="# wasmlet: runtime handler $1"
+  if grep -qF "$mark" "$file" 2>/dev/null; then return 0; fi
   [ -f "$file" ] || { mkdir -p "$(dirname "$file")"; echo 'version = 3' >"$file"; }
   cp "$file" "$file.wasmlet-backup"
-  printf '\n%s\n[%s]\n  runtime_type = "io.containerd.wasmlet.v1"\n' "$MARK" "$(plugin_prefix)" >>"$file"
-  log "added runtime handler wasm to $CONFIG (backup: $CONFIG.wasmlet-backup)"
+  printf '\n%s\n[%s]\n  runtime_type = "%s"\n' "$mark" "$(plugin_prefix "$1")" "$2" >>"$file"
+  log "added runtime handler $1 to $CONFIG (backup: $CONFIG.wasmlet-backup)"
   echo changed
 }
 
@@ -71,7 +76,11 @@ label_node() {
 }
 
 main() {
-  changed="$(copy_shim)$(add_runtime)"
+  changed="$(copy_shim "$SHIM" containerd-shim-wasmlet-v1)$(add_runtime wasm io.containerd.wasmlet.v1)"
+  if [ -f "$WASMER_SHIM" ]; then
+    changed="$changed$(copy_shim "$WASMER_SHIM" containerd-shim-wasmlet-wasmer-v1)"
+    changed="$changed$(add_runtime wasmer io.containerd.wasmlet-wasmer.v1)"
+  fi
   if [ -n "$changed" ]; then restart_containerd; fi
   label_node
 }

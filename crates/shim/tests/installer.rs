@@ -12,6 +12,10 @@ fn install(host: &Path) -> std::process::Output {
         .env("HOST_ROOT", host)
         .env("SHIM", env!("CARGO_BIN_EXE_containerd-shim-wasmlet-v1"))
         .env(
+            "WASMER_SHIM",
+            env!("CARGO_BIN_EXE_containerd-shim-wasmlet-wasmer-v1"),
+        )
+        .env(
             "CONTAINERD_RESTART",
             format!("echo x >> {}/restarts", host.display()),
         )
@@ -34,11 +38,17 @@ fn installs_once_and_restarts_only_on_change() {
     assert_eq!(text.matches("runtimes.wasm]").count(), 1, "{text}");
     assert!(text.contains(r#"[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm]"#));
     assert!(text.contains(r#"runtime_type = "io.containerd.wasmlet.v1""#));
-    assert!(
-        host.path()
-            .join("usr/local/bin/containerd-shim-wasmlet-v1")
-            .is_file()
-    );
+    assert_eq!(text.matches("runtimes.wasmer]").count(), 1, "{text}");
+    assert!(text.contains(r#"runtime_type = "io.containerd.wasmlet-wasmer.v1""#));
+    for shim in [
+        "containerd-shim-wasmlet-v1",
+        "containerd-shim-wasmlet-wasmer-v1",
+    ] {
+        assert!(
+            host.path().join("usr/local/bin").join(shim).is_file(),
+            "{shim}"
+        );
+    }
     let restarts = std::fs::read_to_string(host.path().join("restarts")).unwrap();
     assert_eq!(
         restarts.lines().count(),
