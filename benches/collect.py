@@ -68,7 +68,8 @@ def record(results: str, **r) -> None:
 
 
 def module_start(results, cold_json, warm_json, empty_json, runs):
-    """hyperfine JSONs of benches/run-vs-wasmtime: wasmlet run vs wasmtime run, cold and warm."""
+    """hyperfine JSONs of benches/run-vs-wasmtime: wasmlet run vs wasmtime run, cold and warm
+    (and `wasmlet run --engine wasmer`, when the run timed it too)."""
     hf = f"RUNS={runs} bash benches/run-vs-wasmtime: hyperfine -N --warmup 3 --runs {runs}"
     commands = {
         "cold": ("wasmlet run --no-cache hello.wasm", "wasmtime run -C cache=n hello.wasm"),
@@ -79,37 +80,29 @@ def module_start(results, cold_json, warm_json, empty_json, runs):
     for kind, path in (("cold", cold_json), ("warm", warm_json), ("empty", empty_json)):
         measured = json.load(open(path))["results"]
         ours, peer = measured[:2]
-        if len(measured) > 2:
-            module_start_wasmer(results, kind, measured[2], peer, hf, commands[kind][1])
         what = {"cold": "no compile cache (wasmlet --no-cache, wasmtime -C cache=n)", "warm": "compile cache warm",
                 "empty": "an empty module (one empty _start, no cache): what a process costs around the compile"}[kind]
-        name = ("`wasmlet run` of an empty module, whole process" if kind == "empty"
-                else f"`wasmlet run hello.wasm` whole process, {kind}")
-        record(results, item="1", id=f"1.process-{kind}", name=name,
-               metric="median wall time", value=round(ours["median"] * 1e3, 2), unit="ms", better="lower",
-               peer={"name": "wasmtime CLI `wasmtime run`", "value": round(peer["median"] * 1e3, 2),
-                     "command": f"{hf} '{commands[kind][1]}'"},
-               command=f"{hf} '{commands[kind][0]}'",
-               note=(f"hyperfine -N, {len(ours['times'])} runs, {what}; mean {ours['mean'] * 1e3:.2f} ms "
-                     f"(wasmtime {peer['mean'] * 1e3:.2f}), user+sys {(ours['user'] + ours['system']) * 1e3:.2f} ms "
-                     f"(wasmtime {(peer['user'] + peer['system']) * 1e3:.2f})"),
-               samples={"wasmlet_ms": [t * 1e3 for t in ours["times"]],
-                        "peer_ms": [t * 1e3 for t in peer["times"]]})
+        process_row(results, f"1.process-{kind}", "wasmlet run", kind, ours, peer,
+                    (f"{hf} '{commands[kind][0]}'", f"{hf} '{commands[kind][1]}'"), what)
+        if len(measured) > 2:
+            wasmer = commands[kind][0].replace("wasmlet run", "wasmlet run --engine wasmer")
+            process_row(results, f"1.process-{kind}-wasmer", "wasmlet run --engine wasmer", kind,
+                        measured[2], peer, (f"{hf} '{wasmer}'", f"{hf} '{commands[kind][1]}'"),
+                        f"{what}; wasmer 7.3 (Cranelift) behind wasmlet's engine seam")
 
 
-def module_start_wasmer(results, kind, ours, peer, hf, peer_command):
-    """The same whole-process start with `wasmlet run --engine wasmer`, in the same hyperfine run."""
-    file = "empty.wasm" if kind == "empty" else "hello.wasm"
-    flags = "" if kind == "warm" else " --no-cache"
-    name = ("`wasmlet run --engine wasmer` of an empty module, whole process" if kind == "empty"
-            else f"`wasmlet run --engine wasmer hello.wasm` whole process, {kind}")
-    record(results, item="1", id=f"1.process-{kind}-wasmer", name=name,
+def process_row(results, rid, runner, kind, ours, peer, commands, what):
+    """One whole-process start of item 1: `runner` of `subject` against `wasmtime run`."""
+    name = (f"`{runner}` of an empty module, whole process" if kind == "empty"
+            else f"`{runner} hello.wasm` whole process, {kind}")
+    record(results, item="1", id=rid, name=name,
            metric="median wall time", value=round(ours["median"] * 1e3, 2), unit="ms", better="lower",
            peer={"name": "wasmtime CLI `wasmtime run`", "value": round(peer["median"] * 1e3, 2),
-                 "command": f"{hf} '{peer_command}'"},
-           command=f"{hf} 'wasmlet run --engine wasmer{flags} {file}'",
-           note=(f"hyperfine -N, {len(ours['times'])} runs, wasmer 7.3 (Cranelift) behind wasmlet's engine "
-                 f"seam; mean {ours['mean'] * 1e3:.2f} ms (wasmtime {peer['mean'] * 1e3:.2f})"),
+                 "command": commands[1]},
+           command=commands[0],
+           note=(f"hyperfine -N, {len(ours['times'])} runs, {what}; mean {ours['mean'] * 1e3:.2f} ms "
+                 f"(wasmtime {peer['mean'] * 1e3:.2f}), user+sys {(ours['user'] + ours['system']) * 1e3:.2f} ms "
+                 f"(wasmtime {(peer['user'] + peer['system']) * 1e3:.2f})"),
            samples={"wasmlet_ms": [t * 1e3 for t in ours["times"]],
                     "peer_ms": [t * 1e3 for t in peer["times"]]})
 

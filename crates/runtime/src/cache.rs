@@ -32,20 +32,11 @@ pub struct CompileCache {
 impl CompileCache {
     /// A cache in `dir` (created if missing) for artifacts of `engine`.
     pub fn new(dir: impl Into<PathBuf>, engine: &Engine) -> Result<CompileCache, Error> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        Ok(CompileCache {
-            dir,
-            engine_hash: engine_hash(engine),
-        })
+        CompileCache::with_key(dir, engine_hash(engine))
     }
 
     /// A cache in `dir` (created if missing) for artifacts of the engine named by `key`
     /// (another engine's: its name and version).
-    #[cfg(feature = "wasmer")]
     pub(crate) fn with_key(dir: impl Into<PathBuf>, key: String) -> Result<CompileCache, Error> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {

@@ -384,16 +384,7 @@ pub(crate) fn wasi_builder(spec: &ContainerSpec) -> Result<WasiCtxBuilder> {
         builder.initial_cwd(cwd);
     }
     for preopen in &spec.preopens {
-        let preopen_err = |reason: String| Error::Preopen {
-            host: preopen.host.clone(),
-            guest: preopen.guest.clone(),
-            reason,
-        };
-        if !preopen.host.is_dir() {
-            return Err(preopen_err(
-                "it does not exist or is not a directory".into(),
-            ));
-        }
+        preopen.check()?;
         let perms = if preopen.read_only {
             FsPerms::ReadOnly
         } else {
@@ -401,7 +392,7 @@ pub(crate) fn wasi_builder(spec: &ContainerSpec) -> Result<WasiCtxBuilder> {
         };
         builder
             .preopened_dir(&preopen.host, &preopen.guest, perms)
-            .map_err(|e| preopen_err(describe(&e)))?;
+            .map_err(|e| preopen.error(describe(&e)))?;
     }
     Ok(builder)
 }

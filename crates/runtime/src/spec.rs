@@ -121,6 +121,23 @@ impl Preopen {
             pinned: None,
         }
     }
+
+    /// The error of this preopen for `reason`.
+    pub(crate) fn error(&self, reason: String) -> crate::Error {
+        crate::Error::Preopen {
+            host: self.host.clone(),
+            guest: self.guest.clone(),
+            reason,
+        }
+    }
+
+    /// Refuses a host path that is not a directory.
+    pub(crate) fn check(&self) -> Result<(), crate::Error> {
+        if !self.host.is_dir() {
+            return Err(self.error("it does not exist or is not a directory".into()));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -205,6 +205,8 @@ impl crate::engine::Engine for Wasmer {
             kind: ProgramKind::Module,
             engine: EngineKind::Wasmer,
         };
+        // The containers' share of the code is reckoned on the wasm's size: wasmer does not
+        // tell the size of the code it maps.
         let code = Arc::new(Code::new(binary.len() as u64));
         Ok(Program::new(
             loading,
@@ -440,18 +442,9 @@ fn open_preopens(
 ) -> Result<std::sync::Mutex<Vec<(String, bool, fs::BeneathFs)>>> {
     let mut opened = Vec::new();
     for preopen in &spec.preopens {
-        let preopen_err = |reason: String| Error::Preopen {
-            host: preopen.host.clone(),
-            guest: preopen.guest.clone(),
-            reason,
-        };
-        if !preopen.host.is_dir() {
-            return Err(preopen_err(
-                "it does not exist or is not a directory".into(),
-            ));
-        }
+        preopen.check()?;
         let fs = fs::BeneathFs::open(&preopen.host, preopen.read_only, tokio.clone())
-            .map_err(|e| preopen_err(e.to_string()))?;
+            .map_err(|e| preopen.error(e.to_string()))?;
         opened.push((preopen.guest.clone(), preopen.read_only, fs));
     }
     Ok(std::sync::Mutex::new(opened))
