@@ -24,6 +24,10 @@
     (func $path_symlink (param i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "poll_oneoff"
     (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_get"
+    (func $fd_prestat_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_dir_name"
+    (func $fd_prestat_dir_name (param i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
 
   (memory (export "memory") 1)
@@ -85,6 +89,7 @@
         (local.set $p (i32.add (local.get $p) (i32.const 1)))
         (br $next)))
     (local.get $n))
+
   ;; env: prints each argument as `arg=VALUE` and each variable as `env=K=V`.
   (data (i32.const 64) "arg=\00")
   (data (i32.const 72) "env=\00")
@@ -114,4 +119,5 @@
         (call $newline (i32.const 1))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $next))))
+
 )

@@ -26,6 +26,10 @@
     (func $path_symlink (param i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "poll_oneoff"
     (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_get"
+    (func $fd_prestat_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_dir_name"
+    (func $fd_prestat_dir_name (param i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
 
   (memory (export "memory") 1)
@@ -87,15 +91,37 @@
         (local.set $p (i32.add (local.get $p) (i32.const 1)))
         (br $next)))
     (local.get $n))
+
   ;; fs read PATH | fs write PATH CONTENT | fs link TARGET PATH: reads PATH (to
   ;; stdout), writes CONTENT to PATH, or makes PATH a symbolic link to TARGET
-  ;; (printing `linked`), relative to the first preopened directory (fd 3), as a
-  ;; guest that tries any path it is given. On a WASI error it prints
+  ;; (printing `linked`), relative to the first preopened directory, as a guest
+  ;; that tries any path it is given. The first preopen is found as libc finds
+  ;; preopens, by their names: the first descriptor from 3 up that is one, other
+  ;; than a root `/` some hosts preopen as well (wasmer's WASI). On a WASI error it prints
   ;; `wasi error` on stderr and exits with the errno as its code.
   (data (i32.const 64) "wasi error\n")
   (data (i32.const 160) "usage: fs read PATH | fs write PATH CONTENT | fs link TARGET PATH\n")
   (data (i32.const 128) "wrote\n")
   (data (i32.const 136) "linked\n")
+
+  (global $dir (mut i32) (i32.const 3))
+
+  ;; Sets $dir to the first preopened directory not named `/`.
+  (func $first_dir
+    (local $fd i32)
+    (local.set $fd (i32.const 3))
+    (block $found
+      (loop $next
+        (br_if $found (i32.ge_u (local.get $fd) (i32.const 64)))
+        (if (i32.eqz (call $fd_prestat_get (local.get $fd) (i32.const 48)))
+          (then
+            (if (i32.ne (i32.load (i32.const 52)) (i32.const 1))
+              (then (global.set $dir (local.get $fd)) (br $found)))
+            (drop (call $fd_prestat_dir_name (local.get $fd) (i32.const 56) (i32.const 1)))
+            (if (i32.ne (i32.load8_u (i32.const 56)) (i32.const 47))
+              (then (global.set $dir (local.get $fd)) (br $found)))))
+        (local.set $fd (i32.add (local.get $fd) (i32.const 1)))
+        (br $next))))
 
   (func $check (param $errno i32)
     (if (local.get $errno)
@@ -106,7 +132,7 @@
   ;; open(path, oflags, rights) -> fd, following symlinks as a libc would.
   (func $open (param $path i32) (param $oflags i32) (param $rights i64) (result i32)
     (call $check
-      (call $path_open (i32.const 3) (i32.const 1) (local.get $path)
+      (call $path_open (global.get $dir) (i32.const 1) (local.get $path)
         (call $strlen (local.get $path)) (local.get $oflags) (local.get $rights)
         (i64.const 0) (i32.const 0) (i32.const 24)))
     (i32.load (i32.const 24)))
@@ -138,11 +164,12 @@
   (func $link (param $target i32) (param $path i32)
     (call $check
       (call $path_symlink (local.get $target) (call $strlen (local.get $target))
-        (i32.const 3) (local.get $path) (call $strlen (local.get $path))))
+        (global.get $dir) (local.get $path) (call $strlen (local.get $path))))
     (call $write (i32.const 1) (i32.const 136) (i32.const 7)))
 
   (func (export "_start")
     (local $n i32) (local $op i32)
+    (call $first_dir)
     (local.set $n (call $args))
     (if (i32.lt_u (local.get $n) (i32.const 3))
       (then (call $write (i32.const 2) (i32.const 160) (i32.const 66))
@@ -156,4 +183,5 @@
       (then (call $link (call $arg (i32.const 2)) (call $arg (i32.const 3))) (return)))
     (call $write (i32.const 2) (i32.const 160) (i32.const 66))
     (call $proc_exit (i32.const 2)))
+
 )
