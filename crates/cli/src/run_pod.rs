@@ -29,15 +29,14 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use tokio::signal::unix::{SignalKind, signal};
-use wasmlet_node::images;
 use wasmlet_oci::store::{Image, Store};
 use wasmlet_oci::{Digest, Reference, pull};
 use wasmlet_pod::k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use wasmlet_pod::{ImageConfig, Manifest, NodeAllocatable, NodeFacts, load_manifest, pod_status};
 use wasmlet_runtime::{ContainerSpec, Runtime, RuntimeConfig};
 use wasmlet_worker::{
-    ImageError, ImageRequest, ImageResolver, PodWorker, PullPolicy, ResolveFuture, ResolvedImage,
-    WasmSource, WorkerConfig, WorkerFacts,
+    ImageError, ImageRequest, PodWorker, PullFuture, PullPolicy, Puller, StoreResolver,
+    WorkerConfig, WorkerFacts,
 };
 
 use crate::images::RegistryArgs;
@@ -61,11 +60,8 @@ pub fn run_pod(path: &Path, args: &RunArgs, registry: &RegistryArgs) -> anyhow::
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut manifest = load_manifest(&text).with_context(|| path.display().to_string())?;
     let uid = ensure_uid(&mut manifest.pod, path);
-    let resolver = StoreResolver {
-        store: registry.store()?,
-        registry: registry.clone(),
-        base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let resolver = resolver(registry)?.with_local_files(base);
     let config = WorkerConfig {
         root: state_root()?,
         node: node_facts(&uid),
@@ -106,7 +102,7 @@ fn pod_instances(pod: &Pod) -> u32 {
 /// Runs the worker, reacting to fatal waiting reasons and signals, then prints the result.
 async fn supervise(
     runtime: Runtime,
-    resolver: Arc<StoreResolver>,
+    resolver: Arc<StoreResolver<CliPuller>>,
     config: WorkerConfig,
     manifest: Manifest,
 ) -> anyhow::Result<ExitCode> {
@@ -331,71 +327,37 @@ fn total_memory() -> Option<i64> {
     kib.checked_mul(1024)
 }
 
-/// Resolves images from the local store, pulling into it as the pull policy says; an image
-/// naming a local `.wasm`/`.wat` file is that file.
-struct StoreResolver {
-    store: Store,
+/// The local store, pulled into with the registry flags (progress on stderr).
+fn resolver(registry: &RegistryArgs) -> anyhow::Result<StoreResolver<CliPuller>> {
+    let puller = CliPuller {
+        registry: registry.clone(),
+    };
+    Ok(StoreResolver::new(registry.store()?, puller))
+}
+
+/// Pulls with the registry flags of the command line, progress on stderr.
+struct CliPuller {
     registry: RegistryArgs,
-    base: PathBuf,
 }
 
-impl ImageResolver for StoreResolver {
-    fn resolve<'a>(&'a self, request: &'a ImageRequest) -> ResolveFuture<'a> {
-        Box::pin(self.resolve_image(request))
-    }
-
-    fn is_present(&self, request: &ImageRequest) -> bool {
-        self.local_file(&request.image).is_some() || images::is_present(&self.store, request)
-    }
-}
-
-impl StoreResolver {
-    async fn resolve_image(&self, request: &ImageRequest) -> Result<ResolvedImage, ImageError> {
-        if let Some(path) = self.local_file(&request.image) {
-            return local_image(&path);
-        }
-        images::resolve_in_store(&self.store, request, |r| self.pull(r)).await
-    }
-
-    fn local_file(&self, image: &str) -> Option<PathBuf> {
-        if !(image.ends_with(".wasm") || image.ends_with(".wat")) {
-            return None;
-        }
-        [self.base.join(image), PathBuf::from(image)]
-            .into_iter()
-            .find(|p| p.is_file())
-    }
-
-    async fn pull(&self, reference: Reference) -> Result<Image, ImageError> {
+impl CliPuller {
+    async fn pull_into(&self, store: &Store, reference: &Reference) -> Result<Image, ImageError> {
         let pull_error = |e: String| ImageError::Pull(format!("pulling {reference}: {e}"));
         let client = self
             .registry
-            .client(&reference)
+            .client(reference)
             .map_err(|e| pull_error(format!("{e:#}")))?;
         let progress = Reporter::for_stderr(self.registry.quiet);
-        pull::pull(&client, &self.store, &reference, &progress)
+        pull::pull(&client, store, reference, &progress)
             .await
             .map_err(|e| pull_error(e.to_string()))
     }
 }
 
-fn local_image(path: &Path) -> Result<ResolvedImage, ImageError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| ImageError::Pull(format!("reading {}: {e}", path.display())))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let absolute = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    Ok(ResolvedImage {
-        wasm: WasmSource::File(path.to_path_buf()),
-        config: ImageConfig {
-            entrypoint: vec![name],
-            ..ImageConfig::default()
-        },
-        image_id: format!("file://{}@{}", absolute.display(), Digest::of(&bytes)),
-        pulled: None,
-    })
+impl Puller for CliPuller {
+    fn pull<'a>(&'a self, store: &'a Store, reference: &'a Reference) -> PullFuture<'a> {
+        Box::pin(self.pull_into(store, reference))
+    }
 }
 
 /// Runs an image from the local store (pulled when absent) with its argv, env and working
@@ -405,11 +367,7 @@ pub fn run_image(image: &str, args: &RunArgs, registry: &RegistryArgs) -> anyhow
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let resolver = StoreResolver {
-        store: registry.store()?,
-        registry: registry.clone(),
-        base: PathBuf::new(),
-    };
+    let resolver = resolver(registry)?.with_local_files(PathBuf::new());
     let request = ImageRequest {
         image: image.to_owned(),
         pull_policy: PullPolicy::IfNotPresent,
@@ -423,10 +381,7 @@ pub fn run_image(image: &str, args: &RunArgs, registry: &RegistryArgs) -> anyhow
         engine: args.engine,
         ..RuntimeConfig::default()
     })?;
-    let program = match &resolved.wasm {
-        WasmSource::File(path) => runtime.load_file(path)?,
-        WasmSource::Bytes(bytes) => runtime.load(bytes)?,
-    };
+    let program = resolved.wasm.load(&runtime)?;
     let status = tokio.block_on(runtime.run(&program, image_spec(resolved.config, args)))?;
     run::report(&status);
     run::finish_optimizing(&runtime, &program);

@@ -14,10 +14,10 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use wasmlet_oci::store::Store;
 use wasmlet_runtime::{Runtime, RuntimeConfig};
+use wasmlet_worker::{RegistryPuller, StoreResolver};
 
 use crate::config::NodeConfig;
 use crate::identity::{NodeClient, ServingCert};
-use crate::images::RegistryResolver;
 use crate::network::Network;
 use crate::pods::{self, NodeContext};
 use crate::running::RunningPods;
@@ -185,7 +185,7 @@ fn node_context(
         node_ip: config.node_ip,
         data_dir: config.data_dir.clone(),
         runtime,
-        images: RegistryResolver::new(store, config.registry.clone()),
+        images: StoreResolver::new(store, RegistryPuller::new(config.registry.clone())),
         network,
         allocatable: status::node_allocatable(config, &readings),
         running,

@@ -30,7 +30,6 @@ pub mod config;
 pub mod disk;
 pub mod heartbeat;
 pub mod identity;
-pub mod images;
 pub mod ips;
 pub mod logs;
 pub mod machine;

@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wasmlet_pod::NodeAllocatable;
 use wasmlet_runtime::Runtime;
+use wasmlet_worker::{RegistryPuller, StoreResolver};
 
-use crate::images::RegistryResolver;
 use crate::network::Network;
 use crate::running::RunningPods;
 
@@ -39,7 +39,7 @@ pub struct NodeContext {
     /// The wasm runtime shared by all pods.
     pub runtime: Runtime,
     /// Images from the store and registries.
-    pub images: RegistryResolver,
+    pub images: StoreResolver<RegistryPuller>,
     /// Pod networks: addresses, namespaces, CNI.
     pub network: Arc<Network>,
     /// The defaults of unset limits.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::runtime::{Error, Result};
+use crate::wasm::Wasm;
 use crate::{Container, ContainerSpec, Program, Tier};
 
 /// The engines wasmlet knows.
@@ -93,11 +94,11 @@ pub trait Engine: Send + Sync {
     /// Which engine this is.
     fn kind(&self) -> EngineKind;
 
-    /// Compiles (or loads from its compile cache) binary wasm whose `sha256:<hex>` is
-    /// `digest`, checks its imports and entry point, and prepares it to be instantiated many
-    /// times. A program this engine cannot run is refused with an error that says which
-    /// engine runs it.
-    fn load(&self, binary: &[u8], digest: String) -> Result<Program>;
+    /// Compiles (or loads from its compile cache, by its digest) `wasm`, checks its imports
+    /// and entry point, and prepares it to be instantiated many times. The bytes of a
+    /// [`Wasm::stored`] file are read only if they are compiled. A program this engine cannot
+    /// run is refused with an error that says which engine runs it.
+    fn load(&self, wasm: &Wasm) -> Result<Program>;
 
     /// Starts a container of `program` (which this engine loaded) as a task on the current
     /// tokio runtime and returns at once: argv, env, preopens, stdio to its CRI log, its

@@ -71,6 +71,7 @@ mod spec;
 mod state;
 mod tee;
 mod usage;
+mod wasm;
 #[cfg(feature = "wasmer")]
 mod wasmer_engine;
 mod wasmtime_engine;
@@ -87,6 +88,7 @@ pub use sockets::Network;
 pub use spec::{ContainerSpec, Limits, PinnedDir, Preopen, Stdio};
 pub use tokio_util::sync::CancellationToken;
 pub use usage::Usage;
+pub use wasm::Wasm;
 
 /// `<engine>://<version>` of the default engine, wasmtime, e.g. `wasmtime://48.0.8` (see
 /// [`EngineKind::runtime_version`] for the others).

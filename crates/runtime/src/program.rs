@@ -13,6 +13,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::engine::{Compiled as EngineCompiled, EngineKind};
 use crate::runtime::{Compilers, Error, Result, describe};
 use crate::state::{ComponentState, ModuleState};
+use crate::wasm::Wasm;
 use crate::wasmtime_engine::{Linkers, Wasmtime};
 
 /// What kind of program was loaded.
@@ -294,14 +295,17 @@ pub fn is_component(binary: &[u8]) -> bool {
 }
 
 impl Wasmtime {
-    /// Loads binary wasm of `digest` (see [`Runtime::load`](crate::Runtime::load)).
-    pub(crate) fn load(&self, binary: &[u8], digest: String) -> Result<Program> {
+    /// Loads `wasm` (see [`Runtime::load`](crate::Runtime::load)): a program of its digest
+    /// still loaded is shared without reading the wasm; the compile cache's entry is used with
+    /// only the wasm's header read.
+    pub(crate) fn load(&self, wasm: &Wasm) -> Result<Program> {
+        let digest = wasm.digest().to_owned();
         if let Some((linked, code)) = self.still_loaded(&digest) {
             let tier = linked.tier();
             return Ok(self.program(digest, true, linked, code, tier));
         }
-        let component = is_component(binary);
-        let (compiled, origin) = self.compile(binary, &digest, component)?;
+        let component = wasm.is_component()?;
+        let (compiled, origin) = self.compile(wasm, component)?;
         let code = Arc::new(Code::new(compiled.code_bytes()));
         let (pre, tier) = match origin {
             Origin::Baseline(linkers) => (link(&compiled, linkers)?, Tier::Baseline),
@@ -310,7 +314,7 @@ impl Wasmtime {
         let optimize = tier == Tier::Baseline && self.inner.config.compilers != Compilers::Baseline;
         let linked = Arc::new(Linked::new(pre, tier, optimize));
         if optimize {
-            self.optimize(binary.to_vec(), &digest, component, &linked, &code);
+            self.optimize(wasm.binary()?.to_vec(), &digest, component, &linked, &code);
         }
         let mut loaded = self.inner.loaded.lock().unwrap_or_else(|e| e.into_inner());
         loaded.retain(|_, l| l.linked.strong_count() > 0);
@@ -355,15 +359,11 @@ impl Wasmtime {
         Some((entry.linked.upgrade()?, entry.code.upgrade()?))
     }
 
-    /// The compiled code to start `binary` on: Cranelift's from the cache, else Winch's for
+    /// The compiled code to start `wasm` on: Cranelift's from the cache, else Winch's for
     /// a big program (see [`Wasmtime::load`]), else Cranelift's, compiled now (and cached).
-    fn compile(
-        &self,
-        binary: &[u8],
-        digest: &str,
-        component: bool,
-    ) -> Result<(Compiled, Origin<'_>)> {
+    fn compile(&self, wasm: &Wasm, component: bool) -> Result<(Compiled, Origin<'_>)> {
         let engine = self.engine();
+        let digest = wasm.digest();
         let key = digest.trim_start_matches("sha256:");
         if let Some(cache) = self.cache() {
             let entry = cache.entry(key);
@@ -374,6 +374,7 @@ impl Wasmtime {
                 }
             }
         }
+        let binary = wasm.binary()?;
         if let Some(baseline) = self.fast_start(binary.len()) {
             let began = Instant::now();
             match Compiled::new(&baseline.engine, binary, component) {
@@ -569,7 +570,6 @@ impl Compiled {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::{Digest, Sha256};
 
     #[test]
     fn detects_formats() {
@@ -604,10 +604,7 @@ mod tests {
             ..crate::RuntimeConfig::default()
         })
         .unwrap();
-        let load = |wasm: &[u8]| {
-            let digest = format!("sha256:{}", hex::encode(Sha256::digest(wasm)));
-            rt.load(wasm, digest).unwrap()
-        };
+        let load = |wasm: &[u8]| rt.load(&Wasm::from_bytes(wasm).unwrap()).unwrap();
         let linked = |p: &Program| p.compiled.clone();
         let hello = wasmlet_fixtures::hello();
         let first = load(hello);

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{self, CompileCache};
 use crate::engine::{Engine, EngineKind};
 use crate::log;
+use crate::wasm::Wasm;
 use crate::wasmtime_engine::Wasmtime;
 use crate::{Container, ContainerSpec, ExitStatus, Program};
 
@@ -30,6 +30,19 @@ pub enum Error {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// A stored wasm file does not hold the wasm its digest names (altered on disk).
+    #[error(
+        "{path} is not the wasm it is stored as: its digest is {actual}, not {expected} (the \
+         file was altered after it was stored: remove the image and pull it again)"
+    )]
+    DigestMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The digest it is stored as.
+        expected: String,
+        /// The digest of what it holds.
+        actual: String,
     },
     /// The bytes are neither binary WebAssembly nor WAT text.
     #[error("not a WebAssembly file: {0} (expected a .wasm module or component, or .wat text)")]
@@ -273,18 +286,18 @@ impl Runtime {
     /// program Winch cannot compile waits for Cranelift, as every program does with
     /// [`Compilers::Optimizing`].
     pub fn load(&self, bytes: &[u8]) -> Result<Program> {
-        let binary = crate::program::to_binary(bytes)?;
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&binary)));
-        self.engine(self.chosen)?.load(&binary, digest)
+        self.load_wasm(&Wasm::from_bytes(bytes)?)
     }
 
     /// Reads and loads a `.wasm` or `.wat` file (see [`Runtime::load`]).
     pub fn load_file(&self, path: &Path) -> Result<Program> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Read {
-            path: path.into(),
-            source,
-        })?;
-        self.load(&bytes)
+        self.load_wasm(&Wasm::read(path)?)
+    }
+
+    /// Loads `wasm` (see [`Runtime::load`]); a [`Wasm::stored`] file is read only when it
+    /// has to be compiled.
+    pub fn load_wasm(&self, wasm: &Wasm) -> Result<Program> {
+        self.engine(self.chosen)?.load(wasm)
     }
 
     /// Starts a container of `program` on the engine that loaded it, as a task on the

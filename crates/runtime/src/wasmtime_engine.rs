@@ -19,6 +19,7 @@ use crate::runtime::{
     Allocator, AllocatorChoice, Compilers, Error, Result, RuntimeConfig, describe,
 };
 use crate::state::{ComponentState, ModuleState};
+use crate::wasm::Wasm;
 use crate::{Container, ContainerSpec, Program};
 
 /// The wasmtime engine of a [`Runtime`](crate::Runtime): its engine, epoch ticker thread,
@@ -119,8 +120,8 @@ impl crate::engine::Engine for Wasmtime {
         EngineKind::Wasmtime
     }
 
-    fn load(&self, binary: &[u8], digest: String) -> Result<Program> {
-        Wasmtime::load(self, binary, digest)
+    fn load(&self, wasm: &Wasm) -> Result<Program> {
+        Wasmtime::load(self, wasm)
     }
 
     fn start(&self, program: &Program, spec: ContainerSpec) -> Result<Container> {

@@ -168,8 +168,8 @@ mod worker;
 
 pub use events::WorkerEvent;
 pub use image::{
-    ImageError, ImageRequest, ImageResolver, PullInfo, PullPolicy, ResolveFuture, ResolvedImage,
-    WasmSource,
+    ImageError, ImageRequest, ImageResolver, PullFuture, PullInfo, PullPolicy, Puller,
+    RegistryPuller, ResolveFuture, ResolvedImage, StoreResolver, WasmSource,
 };
 pub use paths::PodDir;
 pub use probe::PROBE_USER_AGENT;

@@ -1185,11 +1185,7 @@ fn pod_runtime(runtime: &Runtime, pod: &Pod) -> Result<Runtime, SetupFailure> {
 /// Compiles (or loads from the cache) a program off the async threads.
 async fn load(runtime: &Runtime, wasm: WasmSource) -> Result<Program, SetupFailure> {
     let runtime = runtime.clone();
-    let loaded = tokio::task::spawn_blocking(move || match wasm {
-        WasmSource::Bytes(bytes) => runtime.load(&bytes),
-        WasmSource::File(path) => runtime.load_file(&path),
-    })
-    .await;
+    let loaded = tokio::task::spawn_blocking(move || wasm.load(&runtime)).await;
     match loaded {
         Ok(Ok(program)) => Ok(program),
         Ok(Err(err)) => Err(setup_failure("CreateContainerError", err)),

@@ -25,11 +25,17 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use wasmer::sys::{BaseTunables, Cranelift, NativeEngineExt, Target};
-use wasmer::{Function, FunctionEnv, FunctionEnvMut, Instance, Module, RuntimeError, Store};
+use wasmer::{
+    Extern, Function, FunctionEnv, FunctionEnvMut, Instance, Memory, MemoryType, Module,
+    RuntimeError, Store,
+};
 use wasmer_wasix::runtime::task_manager::tokio::TokioTaskManager;
 use wasmer_wasix::virtual_fs::{MountFileSystem, NullFile};
 use wasmer_wasix::wasmer_wasix_types::wasi::Signal;
-use wasmer_wasix::{PluggableRuntime, WasiEnv, WasiError, WasiFunctionEnv};
+use wasmer_wasix::{
+    PluggableRuntime, WasiEnv, WasiError, WasiFunctionEnv, WasiModuleInstanceHandles,
+    WasiModuleTreeHandles,
+};
 
 use crate::Container;
 use crate::cache::CompileCache;
@@ -37,11 +43,12 @@ use crate::container::{finish_output, lost_status, spawn_container, stopped_stat
 use crate::engine::{Compiled, EngineKind, compiled_of};
 use crate::exit::ExitStatus;
 use crate::log::{OutputSink, SharedSink, Stream};
-use crate::program::{Code, Loading, Program, ProgramKind, Tier, is_component};
+use crate::program::{Code, Loading, Program, ProgramKind, Tier};
 use crate::runtime::{Error, Result, RuntimeConfig};
 use crate::spec::ContainerSpec;
 use crate::state::Control;
 use crate::usage::Meter;
+use crate::wasm::Wasm;
 
 /// The version of wasmer built in.
 pub(crate) const VERSION: &str = "7.3.0";
@@ -92,12 +99,13 @@ impl Wasmer {
     }
 
     /// The module of `binary`: from the compile cache, else compiled now (and cached).
-    fn module(&self, binary: &[u8], digest: &str) -> Result<(Module, bool)> {
+    fn module(&self, wasm: &Wasm) -> Result<(Module, bool)> {
+        let digest = wasm.digest();
         let key = digest.trim_start_matches("sha256:");
         if let Some(module) = self.cached(key) {
             return Ok((module, true));
         }
-        let module = Module::new(&self.engine, binary)
+        let module = Module::new(&self.engine, wasm.binary()?)
             .map_err(|e| Error::Compile(format!("{e} (compiled by wasmer)")))?;
         if let Some(cache) = &self.cache {
             match module.serialize() {
@@ -189,15 +197,16 @@ impl crate::engine::Engine for Wasmer {
         EngineKind::Wasmer
     }
 
-    fn load(&self, binary: &[u8], digest: String) -> Result<Program> {
-        if is_component(binary) {
+    fn load(&self, wasm: &Wasm) -> Result<Program> {
+        if wasm.is_component()? {
             return Err(Error::Unsupported(
                 "this is a WebAssembly component, and wasmer runs WASI preview 1 modules only: \
                  run it with wasmtime (`--engine wasmtime`, or no `wasmlet.dev/engine` annotation)"
                     .into(),
             ));
         }
-        let (module, from_cache) = self.module(binary, &digest)?;
+        let digest = wasm.digest().to_owned();
+        let (module, from_cache) = self.module(wasm)?;
         check(&module)?;
         let loading = Loading {
             digest,
@@ -207,7 +216,7 @@ impl crate::engine::Engine for Wasmer {
         };
         // The containers' share of the code is reckoned on the wasm's size: wasmer does not
         // tell the size of the code it maps.
-        let code = Arc::new(Code::new(binary.len() as u64));
+        let code = Arc::new(Code::new(wasm.len()?));
         Ok(Program::new(
             loading,
             Arc::new(Loaded { module }),
@@ -279,6 +288,47 @@ enum Ended {
     Interrupted,
 }
 
+/// Calls the instance's `_start`.
+fn call_start(store: &mut Store, instance: &Instance) -> Ended {
+    let start = match instance.exports.get_function("_start") {
+        Ok(start) => start.clone(),
+        Err(err) => return Ended::Failed(err.to_string()),
+    };
+    match start.call(store, &[]) {
+        Ok(_) => Ended::Exited(0),
+        Err(err) => ended_of(err),
+    }
+}
+
+/// Starts WASI on `instance`'s exported memory. A module that exports none (it can pass WASI
+/// no pointer) gets an empty memory of its own, so that it runs as it does on wasmtime.
+fn start_wasi(
+    store: &mut Store,
+    wasi: &mut WasiFunctionEnv,
+    instance: &Instance,
+) -> std::result::Result<(), String> {
+    let exports_memory = instance
+        .exports
+        .iter()
+        .any(|(_, export)| matches!(export, Extern::Memory(_)));
+    if exports_memory {
+        return wasi
+            .initialize(store, instance.clone())
+            .map_err(|e| e.to_string());
+    }
+    let memory =
+        Memory::new(store, MemoryType::new(0, Some(0), false)).map_err(|e| e.to_string())?;
+    let handles = WasiModuleInstanceHandles::new(memory, store, instance.clone(), None);
+    wasi.initialize_handles_and_layout(
+        store,
+        instance.clone(),
+        WasiModuleTreeHandles::Static(handles),
+        None,
+        true,
+    )
+    .map_err(|e| e.to_string())
+}
+
 impl Guest {
     /// Runs the guest on a thread of its own until it ends or is stopped.
     async fn run(self) -> ExitStatus {
@@ -348,7 +398,12 @@ impl Guest {
             return Ended::Interrupted;
         }
         let mut wasi = WasiFunctionEnv::new(&mut store, env);
-        let ended = self.call_start(&mut store, &mut wasi);
+        let instance = match self.instantiate(&mut store, &mut wasi) {
+            Ok(instance) => instance,
+            // WASI never started: nothing to end (wasmer's `on_exit` needs a started WASI).
+            Err(ended) => return ended,
+        };
+        let ended = call_start(&mut store, &instance);
         let code = match ended {
             Ended::Exited(code) => code,
             _ => 1,
@@ -358,30 +413,27 @@ impl Guest {
     }
 
     /// Instantiates the module with WASI (its `proc_exit` wasmlet's, which keeps the exact
-    /// code and refuses what WASI refuses) and calls `_start`.
-    fn call_start(&self, store: &mut Store, wasi: &mut WasiFunctionEnv) -> Ended {
-        let mut imports = match wasi.import_object(store, &self.module) {
-            Ok(imports) => imports,
-            Err(err) => return Ended::Failed(format!("cannot link WASI: {err}")),
-        };
+    /// code and refuses what WASI refuses) and starts WASI on it.
+    fn instantiate(
+        &self,
+        store: &mut Store,
+        wasi: &mut WasiFunctionEnv,
+    ) -> std::result::Result<Instance, Ended> {
+        // Preview 1's imports whatever the module imports (`check` allowed no other), so that a
+        // module importing nothing runs too.
+        let mut imports = wasmer_wasix::generate_import_object_from_env(
+            store,
+            &wasi.env,
+            wasmer_wasix::WasiVersion::Snapshot1,
+        );
         let exit_env = FunctionEnv::new(store, ());
         let proc_exit = Function::new_typed_with_env(store, &exit_env, proc_exit);
         imports.define("wasi_snapshot_preview1", "proc_exit", proc_exit);
-        let instance = match Instance::new(store, &self.module, &imports) {
-            Ok(instance) => instance,
-            Err(err) => return ended_of_instantiation(err),
-        };
-        if let Err(err) = wasi.initialize(store, instance.clone()) {
-            return Ended::Failed(format!("cannot start WASI: {err}"));
-        }
-        let start = match instance.exports.get_function("_start") {
-            Ok(start) => start.clone(),
-            Err(err) => return Ended::Failed(err.to_string()),
-        };
-        match start.call(store, &[]) {
-            Ok(_) => Ended::Exited(0),
-            Err(err) => ended_of(err),
-        }
+        let instance =
+            Instance::new(store, &self.module, &imports).map_err(ended_of_instantiation)?;
+        start_wasi(store, wasi, &instance)
+            .map_err(|err| Ended::Failed(format!("cannot start WASI: {err}")))?;
+        Ok(instance)
     }
 
     /// The WASI process of the container: argv, env, working directory, preopens, stdio.

@@ -10,7 +10,10 @@ use super::helpers::{e, entries, run, run_with, runtime, spec};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wasmlet_runtime::{ContainerSpec, Error, ExitReason, LogConfig, Preopen, ProgramKind, Stdio};
+use wasmlet_runtime::{
+    ContainerSpec, Error, ExitReason, LogConfig, Preopen, ProgramKind, Runtime, RuntimeConfig,
+    Stdio, Tier, Wasm,
+};
 
 #[tokio::test]
 async fn hello_writes_cri_lines_and_completes() {
@@ -26,6 +29,47 @@ async fn hello_writes_cri_lines_and_completes() {
     assert_eq!(run.status.code, 0);
     assert_eq!(run.status.reason, ExitReason::Completed);
     assert_eq!(run.status.message, "Module run completed");
+}
+
+/// A stored wasm (a blob of the content store, named by its digest) is read only to be
+/// compiled, and checked against its digest then: a program in the compile cache starts
+/// without the rest of the file, and an altered file is never compiled.
+#[tokio::test]
+async fn a_stored_wasm_is_read_only_to_be_compiled_and_checked_then() {
+    if super::TIER == Tier::Baseline {
+        return; // baseline code is never cached: every load compiles
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cached = |cache: &str| {
+        Runtime::new(RuntimeConfig {
+            cache_dir: Some(dir.path().join(cache)),
+            max_instances: 8,
+            compilers: super::COMPILERS,
+            engine: super::ENGINE,
+            ..RuntimeConfig::default()
+        })
+        .unwrap()
+    };
+    let hello = wasmlet_fixtures::hello();
+    let digest = Wasm::from_bytes(hello).unwrap().digest().to_owned();
+    let blob = dir.path().join("blob");
+    std::fs::write(&blob, hello).unwrap();
+    let first = cached("cache").load_wasm(&Wasm::stored(&blob, &digest));
+    assert!(!first.unwrap().loaded_from_cache(), "compiled");
+
+    std::fs::write(&blob, &hello[..8]).unwrap(); // only the header is left
+    let rt = cached("cache");
+    let program = rt.load_wasm(&Wasm::stored(&blob, &digest)).unwrap();
+    assert!(program.loaded_from_cache());
+    let log = dir.path().join("0.log");
+    let status = rt.run(&program, spec(&["hello.wasm"], &log)).await.unwrap();
+    assert_eq!(status.code, 0);
+    assert_eq!(entries(&log)[0], e("stdout", "F", "hello from stdout!"));
+
+    let err = cached("empty").load_wasm(&Wasm::stored(&blob, &digest));
+    let err = err.err().expect("an altered file is refused");
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(&digest), "{err}");
 }
 
 #[tokio::test]
@@ -61,6 +105,35 @@ async fn exit_code_is_the_guests() {
             "exit {arg}"
         );
     }
+}
+
+/// The edges of a module's shape: no memory at all (nothing to hand WASI), and a start
+/// function that traps while the module is instantiated.
+#[tokio::test]
+async fn a_module_without_memory_runs_and_a_trapping_start_function_is_a_trap() {
+    let empty = run(b"(module (func (export \"_start\")))", &["empty"]).await;
+    let status = (empty.status.code, empty.status.reason);
+    assert_eq!(
+        status,
+        (0, ExitReason::Completed),
+        "{}",
+        empty.status.message
+    );
+    let trapping_start = b"(module (memory (export \"memory\") 1) (func $s unreachable) \
+        (start $s) (func (export \"_start\")))";
+    let run = run(trapping_start, &["start"]).await;
+    assert_eq!(
+        run.status.reason,
+        ExitReason::Trap,
+        "{}",
+        run.status.message
+    );
+    assert_eq!(run.status.code, wasmlet_runtime::TRAP_EXIT_CODE);
+    assert!(
+        run.status.message.contains("unreachable"),
+        "{}",
+        run.status.message
+    );
 }
 
 #[tokio::test]

@@ -1,8 +1,12 @@
-//! Images: what the worker asks of its caller to turn a container's `image` into wasm.
+//! Images: turning a container's `image` into wasm, in one place for every path.
 //!
-//! The worker never talks to a registry or a store itself: the caller hands it an
-//! [`ImageResolver`] (`wasmlet run` resolves from the local store and pulls when needed; the
-//! node agent does the same with the pod's pull secrets).
+//! The worker asks an [`ImageResolver`] its caller hands it. The resolver every caller uses
+//! is [`StoreResolver`] ([`store`]): the content store, pulled into under the container's
+//! `imagePullPolicy` by the caller's [`Puller`] (`wasmlet run` with its registry flags and
+//! progress on stderr; the node agent with [`RegistryPuller`] and each pod's pull secrets).
+//! A resolved image carries the digest of its wasm ([`WasmSource::Blob`]), so loading it
+//! ([`WasmSource::load`]) neither reads nor hashes the blob when the program is already
+//! loaded or compiled.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -11,6 +15,11 @@ use std::time::Duration;
 
 use wasmlet_pod::ImageConfig;
 use wasmlet_pod::k8s_openapi::api::core::v1::Container;
+use wasmlet_runtime::{Program, Runtime, Wasm};
+
+pub mod store;
+
+pub use store::{PullFuture, Puller, RegistryPuller, StoreResolver};
 
 /// The future an [`ImageResolver`] returns.
 pub type ResolveFuture<'a> =
@@ -66,8 +75,29 @@ pub struct ImageRequest {
 pub enum WasmSource {
     /// In memory.
     Bytes(Vec<u8>),
-    /// In a file (e.g. a blob of the content store), `.wasm` or `.wat`.
+    /// In a file, `.wasm` or `.wat` (read and hashed when loaded).
     File(PathBuf),
+    /// A blob of the content store: binary wasm whose content is `digest`, read only if it
+    /// has to be compiled.
+    Blob {
+        /// The blob's file.
+        path: PathBuf,
+        /// Its digest, `sha256:<hex>`.
+        digest: String,
+    },
+}
+
+impl WasmSource {
+    /// Loads it with `runtime` (see [`Runtime::load_wasm`]).
+    pub fn load(&self, runtime: &Runtime) -> wasmlet_runtime::Result<Program> {
+        match self {
+            WasmSource::Bytes(bytes) => runtime.load(bytes),
+            WasmSource::File(path) => runtime.load_file(path),
+            WasmSource::Blob { path, digest } => {
+                runtime.load_wasm(&Wasm::stored(path.clone(), digest.clone()))
+            }
+        }
+    }
 }
 
 /// A resolved image: its wasm, its configuration and its ID.
