@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use wasmlet_node::agent::{self, Credentials};
-use wasmlet_node::config::{EvictionHard, NodeConfig};
-use wasmlet_node::network::{CniPaths, NetworkMode};
+use wasmlet_node::config::{CniPaths, EvictionHard, NetworkMode, NodeConfig};
 use wasmlet_runtime::EngineKind;
 
 /// Flags of `wasmlet node`, named as the kubelet's.

@@ -16,12 +16,14 @@ use wasmlet_oci::store::Store;
 use wasmlet_runtime::{Runtime, RuntimeConfig};
 use wasmlet_worker::{RegistryPuller, StoreResolver};
 
+use crate::api::server;
 use crate::config::NodeConfig;
-use crate::identity::{NodeClient, ServingCert};
-use crate::network::Network;
+use crate::node::{heartbeat, machine, status};
+use crate::pods::network::Network;
+use crate::pods::running::RunningPods;
 use crate::pods::{self, NodeContext};
-use crate::running::RunningPods;
-use crate::{bootstrap, certs, heartbeat, machine, rotation, server, status};
+use crate::tls::identity::{NodeClient, ServingCert};
+use crate::tls::{bootstrap, certs, rotation};
 
 /// Errors starting the agent.
 #[derive(Debug, thiserror::Error)]
@@ -36,10 +38,10 @@ pub enum Error {
     },
     /// The client could not be built from the kubeconfig.
     #[error(transparent)]
-    Client(#[from] crate::identity::Error),
+    Client(#[from] crate::tls::identity::Error),
     /// TLS bootstrap failed.
     #[error(transparent)]
-    Bootstrap(#[from] crate::bootstrap::Error),
+    Bootstrap(#[from] crate::tls::bootstrap::Error),
     /// Neither a kubeconfig nor a bootstrap kubeconfig was given.
     #[error("no kubeconfig: give --kubeconfig (or --bootstrap-kubeconfig)")]
     NoKubeconfig,
@@ -179,7 +181,7 @@ fn node_context(
     };
     Ok(NodeContext {
         recorder: Recorder::new(client.clone(), reporter),
-        watches: crate::watches::ObjectWatches::new(client.clone()),
+        watches: crate::pods::watches::ObjectWatches::new(client.clone()),
         client,
         node_name: config.node_name.clone(),
         node_ip: config.node_ip,

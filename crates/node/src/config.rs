@@ -1,4 +1,7 @@
 //! What the operator tells the agent: the node's name, address, port, labels and taints.
+//!
+//! How pods get their addresses, [`NetworkMode`] and [`CniPaths`], is part of it: both are
+//! defined with the pods' networks and re-exported here.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -7,8 +10,9 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::Taint;
 use wasmlet_oci::client::ClientConfig;
 
-use crate::ips::Cidr;
-use crate::network::NetworkMode;
+use crate::pods::ips::Cidr;
+
+pub use crate::pods::network::{CniPaths, NetworkMode};
 
 /// Errors in the agent's configuration.
 #[derive(Debug, thiserror::Error)]

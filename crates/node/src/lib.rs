@@ -1,12 +1,21 @@
 //! The node agent: joins a Kubernetes cluster as a Node and runs the pods scheduled to it, as
 //! the kubelet would.
 //!
-//! This crate owns the Kubernetes side of a node: registering the Node (labels, taints,
-//! capacity, conditions), renewing its Lease, reporting its status, and (as it grows) the pod
-//! watch and reconcile, the kubelet HTTPS API, TLS bootstrap and certificate rotation. It
-//! must not know how a wasm module runs (that is the worker's and the runtime's business) nor
-//! how a pod's status is decided (that is `wasmlet-pod`'s): it reads the world and talks to
-//! the API server.
+//! This crate owns the Kubernetes side of a node. It must not know how a wasm module runs
+//! (that is the worker's and the runtime's business) nor how a pod's status is decided (that
+//! is `wasmlet-pod`'s): it reads the world and talks to the API server. Its four parts:
+//!
+//! - `tls`: the node's TLS identity: TLS bootstrap, the client and serving certificates from
+//!   CSRs, and their rotation while the agent runs.
+//! - `api`: the kubelet HTTPS API: logs, port forwarding, the Summary API and the metrics.
+//! - `pods`: the pods of this node: the pod watch, one task per pod, their ConfigMaps,
+//!   Secrets and tokens, their networks and addresses.
+//! - `node`: the Node object: registration, the Lease, the status and the machine's readings.
+//!
+//! All four are private. A user of the crate sees [`agent`], whose [`agent::run`] starts them
+//! all, and [`config`], the agent's configuration ([`config::NodeConfig`], with the pod
+//! network's [`config::NetworkMode`]).  Images are resolved by
+//! `wasmlet-worker`'s store resolver, shared with `wasmlet run`.
 //!
 //! ```no_run
 //! use wasmlet_node::{agent, config::NodeConfig};
@@ -24,26 +33,9 @@
 #![deny(missing_docs)]
 
 pub mod agent;
-pub mod bootstrap;
-pub mod certs;
 pub mod config;
-pub mod disk;
-pub mod heartbeat;
-pub mod identity;
-pub mod ips;
-pub mod logs;
-pub mod machine;
-pub mod metrics;
-pub mod network;
-pub mod objects;
-pub mod pod;
-pub mod pods;
-pub mod portforward;
-pub mod rotation;
-pub mod running;
-pub mod server;
-pub mod spdy;
-pub mod stats;
-pub mod status;
-pub mod streaming;
-pub mod watches;
+
+mod api;
+mod node;
+mod pods;
+mod tls;

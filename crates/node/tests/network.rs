@@ -20,7 +20,7 @@ use cluster::{Cluster, eventually};
 use serde_json::Value;
 use wasmlet_netns::NetNs;
 use wasmlet_node::agent::{self, Credentials};
-use wasmlet_node::network::{CniPaths, NetworkMode};
+use wasmlet_node::config::{CniPaths, NetworkMode};
 use wasmlet_testkit::TokenShape;
 
 const NODE: &str = "wasm-net";

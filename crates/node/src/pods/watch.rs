@@ -1,5 +1,5 @@
 //! The pods of this node: a watch on pods with `spec.nodeName` = this node, one task per pod
-//! ([`crate::pod`]) fed with every version of its object.
+//! ([`crate::pods::pod`]) fed with every version of its object.
 //!
 //! The watch is level-triggered: each version of a pod goes to its task, which compares what
 //! runs with what is asked. After a re-list (the watch restarted, e.g. after the API server
@@ -23,8 +23,8 @@ use wasmlet_pod::NodeAllocatable;
 use wasmlet_runtime::Runtime;
 use wasmlet_worker::{RegistryPuller, StoreResolver};
 
-use crate::network::Network;
-use crate::running::RunningPods;
+use crate::pods::network::Network;
+use crate::pods::running::RunningPods;
 
 /// What every pod task needs.
 pub struct NodeContext {
@@ -49,7 +49,7 @@ pub struct NodeContext {
     /// The pods whose workers run, for the kubelet API's resource metrics.
     pub running: Arc<RunningPods>,
     /// The watches of the ConfigMaps and Secrets pods use, shared between them.
-    pub watches: crate::watches::ObjectWatches,
+    pub watches: crate::pods::watches::ObjectWatches,
     /// Whether a shutdown of the agent reports its pods Failed (`Terminated`), as the
     /// kubelet's graceful node shutdown does, instead of leaving their status as it was.
     pub drain_on_shutdown: bool,
@@ -151,7 +151,7 @@ impl Pods {
         }
         let (updates, receiver) = watch::channel(pod);
         let gone = CancellationToken::new();
-        let task = tokio::spawn(crate::pod::run(context.clone(), receiver, gone.clone()));
+        let task = tokio::spawn(super::pod::run(context.clone(), receiver, gone.clone()));
         self.entries.insert(
             uid,
             Entry {

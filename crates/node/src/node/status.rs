@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::config::{EvictionHard, NodeConfig};
-use crate::machine::{Readings, SystemInfo};
+use crate::node::machine::{Readings, SystemInfo};
 use wasmlet_pod::NodeAllocatable;
 
 /// The kubelet version reported in nodeInfo: the Kubernetes API level the agent implements
@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn the_runtime_version_is_the_nodes_engine() {
-        let lock = include_str!("../../../Cargo.lock");
+        let lock = include_str!("../../../../Cargo.lock");
         let built = lock
             .split("[[package]]")
             .find(|p| p.contains("\nname = \"wasmtime\"\n"))

@@ -9,7 +9,7 @@
 //! - [`ServingCert`]: the kubelet API's certificate as rustls resolves it for each new
 //!   connection; [`ServingCert::replace`] swaps it.
 //!
-//! This module knows nothing of CSRs or of when to rotate: that is [`crate::rotation`].
+//! This module knows nothing of CSRs or of when to rotate: that is [`crate::tls::rotation`].
 
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -23,7 +23,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::certs::KeyedCert;
+use crate::tls::certs::KeyedCert;
 
 /// Errors building an identity.
 #[derive(Debug, thiserror::Error)]

@@ -19,10 +19,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::certs::{self, CertInfo, KeyedCert};
 use crate::config::NodeConfig;
-use crate::heartbeat::Backoff;
-use crate::identity::{self, NodeClient, ServingCert};
+use crate::node::heartbeat::Backoff;
+use crate::tls::certs::{self, CertInfo, KeyedCert};
+use crate::tls::identity::{self, NodeClient, ServingCert};
 
 /// Errors renewing a certificate.
 #[derive(Debug, thiserror::Error)]

@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use wasmlet_cni::{Attachment, Cni, NetworkConfig, PortMapping};
 use wasmlet_netns::NetNs;
 
-use crate::ips::{Cidr, IpPool};
+use crate::pods::ips::{Cidr, IpPool};
 
 /// Errors giving a pod its network.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,7 @@ pub enum Error {
     NotReady(String),
     /// A loopback address could not be had.
     #[error(transparent)]
-    Loopback(#[from] crate::ips::Error),
+    Loopback(#[from] crate::pods::ips::Error),
     /// The pod's network namespace could not be made or opened.
     #[error("pod network namespace: {0}")]
     Namespace(#[from] wasmlet_netns::Error),

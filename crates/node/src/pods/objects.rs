@@ -1,5 +1,5 @@
 //! What a pod reads from the API besides itself: its ConfigMaps and Secrets, followed through
-//! the node's shared watches ([`crate::watches`]: the Node authorizer lets a node watch the
+//! the node's shared watches ([`crate::pods::watches`]: the Node authorizer lets a node watch the
 //! objects its pods reference by name, never list them all), and the service account tokens
 //! of its projected volumes, from the TokenRequest API, bound to the pod; and the credentials
 //! of its `imagePullSecrets`. A change of an object reaches the pod's volumes as soon as the
@@ -24,7 +24,7 @@ use kube::{Client, Resource};
 use wasmlet_oci::auth::Keyring;
 use wasmlet_pod::{ConfigObjects, References, TokenKey};
 
-use crate::watches::{ObjectWatches, Seen, Watched};
+use crate::pods::watches::{ObjectWatches, Seen, Watched};
 
 /// How long a starting pod waits for the first answer of its objects' watches before it
 /// starts with what is known (a missing object is reported by the worker as the kubelet

@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use crate::config::NodeConfig;
-use crate::machine::{self, SystemInfo};
-use crate::network::Network;
-use crate::status;
+use crate::node::machine::{self, SystemInfo};
+use crate::node::status;
+use crate::pods::network::Network;
 
 /// Errors registering the node.
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,8 @@ use std::fmt::Write;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::machine::ProcessReading;
-use crate::stats::{ContainerStats, CpuStats, MemoryStats, PodStats, Summary};
+use crate::api::stats::{ContainerStats, CpuStats, MemoryStats, PodStats, Summary};
+use crate::node::machine::ProcessReading;
 
 /// A Prometheus metric type.
 #[derive(Clone, Copy)]
@@ -325,7 +325,7 @@ fn process_families(text: &mut Exposition, process: &ProcessReading) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::PodReference;
+    use crate::api::stats::PodReference;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn at() -> Timestamp {
@@ -341,7 +341,7 @@ mod tests {
     }
 
     fn memory(bytes: u64) -> MemoryStats {
-        crate::stats::memory_stats(at(), bytes)
+        crate::api::stats::memory_stats(at(), bytes)
     }
 
     fn summary() -> Summary {
@@ -353,7 +353,7 @@ mod tests {
             logs: None,
         };
         Summary {
-            node: crate::stats::NodeStats {
+            node: crate::api::stats::NodeStats {
                 node_name: "n1".into(),
                 cpu: Some(cpu(2_000_000_000_000)),
                 memory: Some(memory(1 << 30)),

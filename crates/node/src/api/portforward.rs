@@ -9,7 +9,7 @@
 //! is written on the error stream as the kubelet's JSON (`{"closeConnection":...,"message":
 //! "error forwarding port P to pod NAME, uid UID: ..."}`), which kubectl prints.
 //!
-//! Bounds: frames and header blocks as in [`crate::spdy`]; a connection with no frame for
+//! Bounds: frames and header blocks as in [`crate::api::spdy`]; a connection with no frame for
 //! [`IDLE`] is closed (the kubelet's `--streaming-connection-idle-timeout` default); writes to
 //! the API server give up after [`WRITE_DEADLINE`]; a pod that does not accept within
 //! [`DIAL_TIMEOUT`] gets the error.
@@ -28,8 +28,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::server::{ApiContext, Watched};
-use crate::spdy::{self, Frame, HeaderCodec};
+use crate::api::server::{ApiContext, Watched};
+use crate::api::spdy::{self, Frame, HeaderCodec};
 
 /// A session with no frame for this long is closed.
 pub const IDLE: Duration = Duration::from_secs(4 * 60 * 60);

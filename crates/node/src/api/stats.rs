@@ -19,9 +19,9 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use wasmlet_worker::ContainerUsage;
 
-use crate::disk::{DirUsage, PodDisk};
-use crate::machine::{CpuReading, MemoryReading, ProcessReading, Readings};
-use crate::running::RunningPod;
+use crate::api::disk::{DirUsage, PodDisk};
+use crate::node::machine::{CpuReading, MemoryReading, ProcessReading, Readings};
+use crate::pods::running::RunningPod;
 
 /// The shortest time between two samples a CPU rate is computed over.
 pub const MIN_RATE_WINDOW: Duration = Duration::from_secs(1);

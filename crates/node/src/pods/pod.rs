@@ -27,10 +27,10 @@ use wasmlet_worker::{
     PodDir, PodWorker, Resume, ResumedContainer, WorkerConfig, WorkerEvent, WorkerFacts,
 };
 
-use crate::heartbeat::Backoff;
-use crate::network::{Error as NetworkError, PodNetwork};
-use crate::objects::PodObjects;
+use crate::node::heartbeat::Backoff;
 use crate::pods::NodeContext;
+use crate::pods::network::{Error as NetworkError, PodNetwork};
+use crate::pods::objects::PodObjects;
 
 /// How long a failed status write waits before it is tried again.
 const STATUS_RETRY: Duration = Duration::from_secs(2);

@@ -3,14 +3,14 @@
 //! cluster's approver signs for `system:node:<name>`), store it, and write the node's own
 //! kubeconfig, as the kubelet does with `--bootstrap-kubeconfig`. A later start finds that
 //! kubeconfig and skips all of this, unless the certificate it uses has expired (then the node
-//! bootstraps again, as the kubelet does); renewal before expiry is [`crate::rotation`]'s.
+//! bootstraps again, as the kubelet does); renewal before expiry is [`crate::tls::rotation`]'s.
 
 use std::path::{Path, PathBuf};
 
 use kube::config::{AuthInfo, Context, Kubeconfig, NamedAuthInfo, NamedContext};
 use tokio_util::sync::CancellationToken;
 
-use crate::certs;
+use crate::tls::certs;
 
 /// Why TLS bootstrap failed.
 #[derive(Debug, thiserror::Error)]

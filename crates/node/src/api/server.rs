@@ -1,6 +1,6 @@
 //! The kubelet HTTPS API: `/healthz`, `/pods`, `/containerLogs/{ns}/{pod}/{container}`,
-//! `/portForward/{ns}/{pod}` ([`crate::portforward`]), `/exec`, `/attach` and `/run` (refused
-//! with the reason: [`crate::streaming`]),
+//! `/portForward/{ns}/{pod}` ([`crate::api::portforward`]), `/exec`, `/attach` and `/run` (refused
+//! with the reason: [`crate::api::streaming`]),
 //! and the resource figures: `/stats/summary` (the Summary API, JSON), `/metrics/resource`
 //! (what metrics-server scrapes) and `/metrics` (the agent's own), all read at the time of
 //! the request from the machine and the running pods' usage counters.
@@ -34,15 +34,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wasmlet_worker::PodDir;
 
-use crate::disk::PodDisk;
-use crate::identity::ServingCert;
-use crate::logs::{self, LogOptions};
+use crate::api::disk::PodDisk;
+use crate::api::logs::{self, LogOptions};
+use crate::api::metrics;
+use crate::api::portforward;
+use crate::api::stats::{self, CpuRates, Summary};
+use crate::api::streaming;
+use crate::node::machine;
 use crate::pods::PodStore;
-use crate::portforward;
-use crate::running::RunningPods;
-use crate::stats::{self, CpuRates, Summary};
-use crate::streaming;
-use crate::{machine, metrics};
+use crate::pods::running::RunningPods;
+use crate::tls::identity::ServingCert;
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]

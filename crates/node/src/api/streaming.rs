@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kube::api::Api;
 
-use crate::server::{ApiContext, Watched};
+use crate::api::server::{ApiContext, Watched};
 
 /// Why a streaming request is refused, worded for the user who typed the command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
