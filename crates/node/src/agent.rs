@@ -25,6 +25,9 @@ use crate::pods::{self, NodeContext};
 use crate::tls::identity::{NodeClient, ServingCert};
 use crate::tls::{bootstrap, certs, rotation};
 
+pub use crate::tls::bootstrap::Error as BootstrapError;
+pub use crate::tls::identity::Error as IdentityError;
+
 /// Errors starting the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,10 +41,10 @@ pub enum Error {
     },
     /// The client could not be built from the kubeconfig.
     #[error(transparent)]
-    Client(#[from] crate::tls::identity::Error),
+    Client(#[from] IdentityError),
     /// TLS bootstrap failed.
     #[error(transparent)]
-    Bootstrap(#[from] crate::tls::bootstrap::Error),
+    Bootstrap(#[from] BootstrapError),
     /// Neither a kubeconfig nor a bootstrap kubeconfig was given.
     #[error("no kubeconfig: give --kubeconfig (or --bootstrap-kubeconfig)")]
     NoKubeconfig,

@@ -10,8 +10,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::Taint;
 use wasmlet_oci::client::ClientConfig;
 
-use crate::pods::ips::Cidr;
-
+pub use crate::pods::ips::Cidr;
 pub use crate::pods::network::{CniPaths, NetworkMode};
 
 /// Errors in the agent's configuration.

@@ -46,7 +46,7 @@ impl Container {
     /// - A command or module cannot observe SIGTERM (WASI has no signals), so it is not kept
     ///   for a grace period it cannot use: it may end by itself within
     ///   [`COMMAND_STOP_GRACE`] (or `grace`, if shorter), e.g. writing its last output, then
-    ///   it ends as a process does on SIGTERM ([`TERMINATED_EXIT_CODE`], 143).
+    ///   it ends as a process does on SIGTERM ([`TERMINATED_EXIT_CODE`](crate::TERMINATED_EXIT_CODE), 143).
     /// - A `grace` of zero is a kill (137, `Killed`).
     pub fn stop(&self, grace: Duration) {
         if grace.is_zero() {

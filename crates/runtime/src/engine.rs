@@ -6,7 +6,7 @@
 //! CRI log) is the same [`Container`] whatever the engine, so the worker, the node and the
 //! shim never learn which engine runs a pod. wasmtime is always built in; wasmer is built in
 //! with the `wasmer` cargo feature. The engines live in this crate: each keeps its compiled
-//! form of a program inside the [`Program`] it returns ([`Compiled`]).
+//! form of a program inside the [`Program`] it returns (`Compiled`).
 
 use std::any::Any;
 use std::fmt;
