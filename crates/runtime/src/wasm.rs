@@ -88,6 +88,7 @@ impl Wasm {
     }
 
     /// Its size in bytes.
+    #[cfg(any(feature = "wasmer", test))]
     pub(crate) fn len(&self) -> Result<u64> {
         if let Some(bytes) = self.bytes.get() {
             return Ok(bytes.len() as u64);

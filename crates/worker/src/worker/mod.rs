@@ -4,6 +4,9 @@
 //! container, stop everything), then publishes the facts and sleeps until a container exits,
 //! a probe reports, a timer (back-off, deadline) fires, or a stop is requested. Events are
 //! recorded where the thing they tell of happens.
+//!
+//! Each container's life is a [`record::Life`] with checked transitions (created, running,
+//! exited, settled); [`runs`] starts and ends its runs, [`probes`] watches them.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,35 +15,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
-use wasmlet_pod::k8s_openapi::api::core::v1::{Container, Pod};
+use wasmlet_pod::k8s_openapi::api::core::v1::Pod;
 use wasmlet_pod::k8s_openapi::jiff::{SignedDuration, Timestamp};
 use wasmlet_pod::plan::CREATE_CONTAINER_CONFIG_ERROR;
 use wasmlet_pod::{
-    BackOff, ConfigObjects, ContainerFacts, ContainerKind, ExitFacts, ImageConfig, InitRun,
-    InitStep, NodeFacts, PlanContext, PodFacts, PodFailure, RestartDecision, RestartPolicy,
-    RunState, Termination, active_deadline_exceeded, decide_restart, next_init_step, pod_label,
-    termination_grace_period,
+    BackOff, ConfigObjects, ContainerKind, InitRun, InitStep, NodeFacts, PodFacts, PodFailure,
+    RestartDecision, RestartPolicy, RunState, active_deadline_exceeded, decide_restart,
+    next_init_step, pod_label, termination_grace_period,
 };
+use wasmlet_runtime::Runtime;
 use wasmlet_runtime::log::Stream;
-use wasmlet_runtime::{
-    ContainerSpec, EngineKind, ExitStatus, Limits, LogConfig, Program, ProgramKind, Runtime, Stdio,
-};
 
 use crate::clock::Clock;
 use crate::events::{self, EventLog, WorkerEvent};
-use crate::image::{ImageRequest, ImageResolver, PullPolicy, WasmSource};
+use crate::image::ImageResolver;
 use crate::net;
 use crate::paths::{self, PodDir};
-use crate::probe::{ProbeKind, ProbeReport, Probing, ReportTo, Verdict};
-use crate::resume::{Resume, ResumedContainer};
-use crate::serving;
+use crate::probe::ProbeReport;
+use crate::resume::Resume;
 use crate::storage;
 use crate::usage::{ContainerUsage, PodUsage};
 use crate::volumes::{self, Volumes};
 
-/// The waiting reason of a container that could not be started.
-const RUN_CONTAINER_ERROR: &str = "RunContainerError";
+mod probes;
+mod record;
+mod runs;
+
+use record::{Record, StopCause, records};
+use runs::{Exit, Prepared};
+
 /// The waiting reason of a container not created yet.
 const CONTAINER_CREATING: &str = wasmlet_pod::status::CONTAINER_CREATING;
 
@@ -199,155 +202,6 @@ impl PodWorker {
     /// reader elsewhere.
     pub fn usage_handle(&self) -> PodUsage {
         self.usage.clone()
-    }
-}
-
-/// A container's exit, sent by its waiter task.
-struct Exit {
-    index: usize,
-    run: u64,
-    status: ExitStatus,
-}
-
-/// Why a container could not be started (reported as its waiting state).
-struct SetupFailure {
-    reason: String,
-    message: String,
-}
-
-fn setup_failure(reason: &str, message: impl ToString) -> SetupFailure {
-    SetupFailure {
-        reason: reason.to_owned(),
-        message: message.to_string(),
-    }
-}
-
-impl SetupFailure {
-    /// What the `Failed` event says after `Error: `: the waiting reason for an image
-    /// problem, else the error's text, as the kubelet words it; nothing when the start was
-    /// only given up because the pod is stopping.
-    fn event_detail(&self) -> Option<&str> {
-        match self.reason.as_str() {
-            CONTAINER_CREATING => None,
-            wasmlet_pod::status::ERR_IMAGE_PULL | "ErrImageNeverPull" | "InvalidImageName" => {
-                Some(&self.reason)
-            }
-            _ => Some(&self.message),
-        }
-    }
-}
-
-/// An image ready to run.
-#[derive(Clone)]
-struct Prepared {
-    program: Program,
-    config: ImageConfig,
-    image_id: String,
-}
-
-/// Everything known of one container (init or regular).
-struct Record {
-    spec: Container,
-    kind: ContainerKind,
-    state: RunState,
-    /// The termination before the current run.
-    last: Option<Termination>,
-    /// The latest termination.
-    terminated: Option<Termination>,
-    restart_count: i32,
-    started: bool,
-    running: Option<Arc<wasmlet_runtime::Container>>,
-    run: u64,
-    exit: Option<ExitFacts>,
-    back_off: BackOff,
-    settled: bool,
-    setup_failed_at: Option<(Timestamp, SetupFailure)>,
-    setup_back_off: BackOff,
-    image_id: String,
-    container_id: Option<String>,
-    /// The current run's probes (none for init containers).
-    probing: Option<Probing>,
-    /// The current run is being stopped (its `Killing` event is out).
-    killing: bool,
-    /// The current run was killed for failing a liveness or startup probe.
-    killed_by_probe: bool,
-    /// Probes that cannot run were reported (once per container).
-    probe_errors_told: bool,
-    /// The exit whose CrashLoopBackOff was reported.
-    back_off_told: Option<Timestamp>,
-    /// The set-up failure whose back-off was reported.
-    setup_back_off_told: Option<Timestamp>,
-}
-
-impl Record {
-    fn new(spec: Container, kind: ContainerKind, waiting: &str) -> Record {
-        Record {
-            spec,
-            kind,
-            state: RunState::waiting(waiting, None),
-            last: None,
-            terminated: None,
-            restart_count: 0,
-            started: false,
-            running: None,
-            run: 0,
-            exit: None,
-            back_off: BackOff::default(),
-            settled: false,
-            setup_failed_at: None,
-            setup_back_off: BackOff::default(),
-            image_id: String::new(),
-            container_id: None,
-            probing: None,
-            killing: false,
-            killed_by_probe: false,
-            probe_errors_told: false,
-            back_off_told: None,
-            setup_back_off_told: None,
-        }
-    }
-
-    /// Carries on from a run of an earlier worker: it has ended, and the next run is
-    /// restart number `restart_count + 1`.
-    fn resume(&mut self, resumed: &ResumedContainer, now: Timestamp) {
-        let last = resumed.last.clone();
-        self.started = true;
-        self.restart_count = resumed.restart_count;
-        self.exit = Some(ExitFacts {
-            exit_code: last.exit_code,
-            finished_at: last.finished_at.unwrap_or(now),
-        });
-        self.container_id = last.container_id.clone();
-        self.state = RunState::Terminated(last.clone());
-        self.terminated = Some(last);
-    }
-
-    fn init_run(&self) -> InitRun {
-        let starting = self.probing.as_ref().and_then(Probing::started) == Some(false);
-        match (&self.running, &self.exit) {
-            (Some(_), _) if starting => InitRun::Starting,
-            (Some(_), _) => InitRun::Running,
-            (None, Some(exit)) => InitRun::Exited(exit.exit_code),
-            (None, None) => InitRun::NotStarted,
-        }
-    }
-
-    fn facts(&self) -> ContainerFacts {
-        let last_termination = match self.state {
-            RunState::Waiting { .. } => self.terminated.clone().or_else(|| self.last.clone()),
-            _ => self.last.clone(),
-        };
-        ContainerFacts {
-            name: self.spec.name.clone(),
-            state: self.state.clone(),
-            last_termination,
-            restart_count: self.restart_count,
-            image: self.spec.image.clone().unwrap_or_default(),
-            image_id: self.image_id.clone(),
-            container_id: self.container_id.clone(),
-            ready: self.running.is_some() && self.probing.as_ref().is_none_or(Probing::ready),
-            started: self.probing.as_ref().and_then(Probing::started),
-        }
     }
 }
 
@@ -529,11 +383,12 @@ impl Worker {
         self.mount_failed_at = None;
         for record in &mut self.records {
             let waiting_config = record
-                .setup_failed_at
+                .setup
+                .failed
                 .as_ref()
                 .is_some_and(|(_, f)| f.reason == CREATE_CONTAINER_CONFIG_ERROR);
             if waiting_config {
-                record.setup_failed_at = None;
+                record.setup.failed = None;
             }
         }
         if self.volumes.is_none() {
@@ -565,11 +420,11 @@ impl Worker {
         self.stop_grace.is_some()
             || self.failure.is_some()
             || self.init_failed
-            || self.regular().all(|r| r.settled)
+            || self.regular().all(Record::settled)
     }
 
     fn done(&self) -> bool {
-        self.ending() && self.records.iter().all(|r| r.running.is_none())
+        self.ending() && self.records.iter().all(|r| r.running().is_none())
     }
 
     fn regular(&self) -> impl Iterator<Item = &Record> {
@@ -639,15 +494,14 @@ impl Worker {
         }
         self.stop_sent = Some(grace);
         for record in self.records.iter_mut() {
-            let Some(running) = &record.running else {
+            let Some(container) = record.running().map(|run| run.container.clone()) else {
                 continue;
             };
-            if !record.killing {
-                record.killing = true;
+            if record.stopping(StopCause::Pod) == Ok(true) {
                 let name = &record.spec.name;
                 self.events.push(Some(name), events::killing(name, None));
             }
-            running.stop(grace);
+            container.stop(grace);
         }
     }
 
@@ -713,15 +567,18 @@ impl Worker {
     async fn sync_regular(&mut self, wake: &mut Wake) {
         for index in 0..self.records.len() {
             let record = &self.records[index];
-            if record.kind != ContainerKind::Regular || record.running.is_some() || record.settled {
+            if record.kind != ContainerKind::Regular
+                || record.running().is_some()
+                || record.settled()
+            {
                 continue;
             }
-            match (record.started, record.exit) {
+            match (record.started(), record.exited()) {
                 (false, _) => {
                     self.start(index, wake).await;
                 }
-                (true, Some(exit)) => {
-                    let wanted = match record.killed_by_probe {
+                (true, Some((exit, killed_by_probe))) => {
+                    let wanted = match killed_by_probe {
                         true => self.policy != RestartPolicy::Never,
                         false => self.policy.restarts_container(exit.exit_code),
                     };
@@ -736,13 +593,15 @@ impl Worker {
     async fn restart(&mut self, index: usize, wanted: bool, wake: &mut Wake) -> bool {
         let now = self.clock.now();
         let record = &mut self.records[index];
-        let Some(exit) = record.exit else {
+        let Some((exit, _)) = record.exited() else {
             return false;
         };
         let name = record.spec.name.clone();
         match decide_restart(wanted, exit, &record.back_off, now, &name, &self.label) {
             RestartDecision::Stay => {
-                record.settled = true;
+                if let Err(illegal) = record.settle() {
+                    tracing::error!(pod = %self.label, container = %name, "{illegal}");
+                }
                 false
             }
             RestartDecision::Wait { until, message } => {
@@ -759,342 +618,6 @@ impl Worker {
                 record.back_off = back_off;
                 self.start(index, wake).await
             }
-        }
-    }
-
-    /// Starts a container unless its last set-up failure is still in back-off; whether it
-    /// is running.
-    async fn start(&mut self, index: usize, wake: &mut Wake) -> bool {
-        let now = self.clock.now();
-        if self.setup_backing_off(index, now, wake) {
-            return false;
-        }
-        match self.launch(index).await {
-            Ok(()) => {
-                self.records[index].setup_failed_at = None;
-                true
-            }
-            Err(failure) => {
-                let record = &mut self.records[index];
-                tracing::warn!(container = %record.spec.name, "{}: {}", failure.reason, failure.message);
-                if let Some(detail) = failure.event_detail() {
-                    self.events
-                        .push(Some(&record.spec.name), events::failed(detail));
-                }
-                record.state = RunState::waiting(&failure.reason, Some(failure.message.clone()));
-                record.setup_back_off = record.setup_back_off.after_restart(now, now);
-                if let Some(until) = record.setup_back_off.waiting_until(now, now) {
-                    wake.at(until);
-                }
-                // A pass soon after shows the back-off (`ImagePullBackOff` after
-                // `ErrImagePull`), as the kubelet's next sync of the pod does.
-                if let Ok(soon) = now.checked_add(SignedDuration::from_secs(1)) {
-                    wake.at(soon);
-                }
-                record.setup_failed_at = Some((now, failure));
-                false
-            }
-        }
-    }
-
-    /// Whether the container's last set-up failure is still in back-off (then it shows the
-    /// back-off, told once per failure for an image pull).
-    fn setup_backing_off(&mut self, index: usize, now: Timestamp, wake: &mut Wake) -> bool {
-        let record = &mut self.records[index];
-        let Some((at, failure)) = &record.setup_failed_at else {
-            return false;
-        };
-        let Some(until) = record.setup_back_off.waiting_until(*at, now) else {
-            return false;
-        };
-        let image = record.spec.image.as_deref().unwrap_or_default();
-        record.state = backing_off(failure, image);
-        wake.at(until);
-        let pull = failure.reason == wasmlet_pod::status::ERR_IMAGE_PULL;
-        if pull && record.setup_back_off_told != Some(*at) {
-            record.setup_back_off_told = Some(*at);
-            let name = Some(record.spec.name.as_str());
-            self.events.push(name, events::pull_back_off(image));
-            let back_off = events::failed(wasmlet_pod::status::IMAGE_PULL_BACK_OFF);
-            self.events.push(name, back_off);
-        }
-        true
-    }
-
-    /// Resolves, plans and starts one run of a container.
-    async fn launch(&mut self, index: usize) -> Result<(), SetupFailure> {
-        let prepared = self.prepare_image(index).await?;
-        let record = &self.records[index];
-        let context = PlanContext {
-            pod: &self.pod,
-            objects: &self.objects,
-            node: &self.node,
-        };
-        let plan = context
-            .plan(&record.spec, &prepared.config)
-            .map_err(|e| setup_failure(e.reason(), e))?;
-        let volumes = self.volumes.as_ref().ok_or_else(|| {
-            setup_failure(CREATE_CONTAINER_CONFIG_ERROR, "volumes are not set up")
-        })?;
-        let preopens = volumes::preopens(&plan.mounts, volumes)
-            .map_err(|e| setup_failure(CREATE_CONTAINER_CONFIG_ERROR, e))?;
-        let count = if record.started {
-            record.restart_count + 1
-        } else {
-            0
-        };
-        let spec = ContainerSpec {
-            args: plan.argv,
-            env: plan.env,
-            working_dir: plan.working_dir,
-            preopens,
-            stdio: self.stdio(&record.spec.name, count),
-            limits: Limits {
-                memory_bytes: plan.limits.memory_bytes,
-                cpu_millis: plan.limits.cpu_millis,
-                descriptors: plan.limits.descriptors,
-                ..Limits::default()
-            },
-            network: net::network(&self.node, self.network.clone(), self.dns.clone()),
-        };
-        let name = record.spec.name.clone();
-        self.events.push(Some(&name), events::created(&name));
-        let container = self.run_container(&prepared.program, spec, index).await?;
-        self.dir.prune_logs(&name, count - 1);
-        self.started(index, container, count, prepared.image_id);
-        Ok(())
-    }
-
-    /// Starts a command, or serves a `wasi:http` component on the container's addresses.
-    async fn run_container(
-        &self,
-        program: &Program,
-        spec: ContainerSpec,
-        index: usize,
-    ) -> Result<wasmlet_runtime::Container, SetupFailure> {
-        let run_error = |e: &dyn std::fmt::Display| setup_failure(RUN_CONTAINER_ERROR, e);
-        if program.kind() != ProgramKind::HttpComponent {
-            return self.runtime.start(program, spec).map_err(|e| run_error(&e));
-        }
-        let container = &self.records[index].spec;
-        let listeners =
-            serving::listen(container, net::pod_ip(&self.node), self.network.as_deref())
-                .await
-                .map_err(|e| run_error(&e))?;
-        self.runtime
-            .start_http(program, spec, listeners)
-            .map_err(|e| run_error(&e))
-    }
-
-    /// Records a started run and spawns the task that reports its exit.
-    fn started(
-        &mut self,
-        index: usize,
-        container: wasmlet_runtime::Container,
-        count: i32,
-        image_id: String,
-    ) {
-        let now = self.clock.now();
-        let record = &mut self.records[index];
-        if record.started {
-            record.last = record.terminated.take();
-        }
-        record.started = true;
-        record.restart_count = count;
-        record.run += 1;
-        record.exit = None;
-        record.state = RunState::Running { started_at: now };
-        record.image_id = image_id;
-        record.container_id = Some(format!(
-            "wasmlet://{}/{}/{count}",
-            self.uid, record.spec.name
-        ));
-        record.killing = false;
-        record.killed_by_probe = false;
-        let container = Arc::new(container);
-        record.running = Some(container.clone());
-        let name = record.spec.name.clone();
-        self.usage.started(index, &name, now, container.clone());
-        self.events.push(Some(&name), events::started(&name));
-        self.start_probes(index);
-        let exits = self.exits_tx.clone();
-        let run = self.records[index].run;
-        tokio::spawn(async move {
-            let status = container.wait().await;
-            let _ = exits.send(Exit { index, run, status });
-        });
-    }
-
-    /// Starts probing a new run (not of init containers); probes that cannot run are told
-    /// once per container.
-    fn start_probes(&mut self, index: usize) {
-        let record = &mut self.records[index];
-        if record.kind == ContainerKind::Init {
-            return;
-        }
-        let report_to = ReportTo {
-            reports: self.probes_tx.clone(),
-            index,
-            run: record.run,
-        };
-        let probing = Probing::start(&record.spec, net::pod_ip(&self.node), report_to);
-        if !record.probe_errors_told {
-            record.probe_errors_told = true;
-            for (kind, error) in probing.errors() {
-                let event = events::probe_errored(kind.name(), error);
-                self.events.push(Some(&record.spec.name), event);
-            }
-        }
-        record.probing = Some(probing);
-    }
-
-    /// Counts a probe's result: an `Unhealthy` event for a failure, and a kill when a
-    /// liveness or startup probe has failed enough.
-    fn on_probe(&mut self, report: ProbeReport) {
-        let record = &mut self.records[report.index];
-        let Some(probing) = record.probing.as_mut().filter(|_| record.run == report.run) else {
-            return;
-        };
-        if !probing.expects(report.kind) {
-            return;
-        }
-        if let Err(output) = &report.outcome {
-            let event = events::probe_failed(report.kind.name(), output);
-            self.events.push(Some(&record.spec.name), event);
-        }
-        if probing.observe(report.kind, report.outcome.is_ok()) == Verdict::Kill {
-            self.kill_for_probe(report.index, report.kind);
-        }
-    }
-
-    /// Stops a run that failed its liveness or startup probe; it is restarted unless the
-    /// pod's `restartPolicy` is `Never`.
-    fn kill_for_probe(&mut self, index: usize, kind: ProbeKind) {
-        let restarts = self.policy != RestartPolicy::Never
-            || self.records[index].kind == ContainerKind::Sidecar;
-        let record = &mut self.records[index];
-        let probe_grace = record.probing.as_ref().and_then(|p| p.grace(kind));
-        let grace = termination_grace_period(&self.pod, probe_grace);
-        let Some(running) = &record.running else {
-            return;
-        };
-        let name = &record.spec.name;
-        let mut message = format!(
-            "Container {name} failed {} probe",
-            kind.name().to_lowercase()
-        );
-        if restarts {
-            message.push_str(", will be restarted");
-        }
-        self.events
-            .push(Some(name), events::killing(name, Some(message)));
-        record.killing = true;
-        record.killed_by_probe = true;
-        running.stop(Duration::try_from(grace).unwrap_or_default());
-    }
-
-    fn on_exit(&mut self, exit: Exit) {
-        let now = self.clock.now();
-        let record = &mut self.records[exit.index];
-        if record.run != exit.run {
-            return;
-        }
-        let started_at = match record.state {
-            RunState::Running { started_at } => Some(started_at),
-            _ => None,
-        };
-        let status = exit.status;
-        let termination = Termination {
-            exit_code: status.code,
-            signal: None,
-            reason: Some(status.reason.as_str().to_owned()),
-            message: Some(status.message).filter(|m| !m.is_empty()),
-            started_at,
-            finished_at: Some(now),
-            container_id: record.container_id.clone(),
-        };
-        record.running = None;
-        record.probing = None;
-        self.usage.ended(exit.index);
-        record.exit = Some(ExitFacts {
-            exit_code: status.code,
-            finished_at: now,
-        });
-        record.state = RunState::Terminated(termination.clone());
-        record.terminated = Some(termination);
-    }
-
-    /// The image of a container, resolved and compiled once per worker (a later start of the
-    /// same image finds it present).
-    async fn prepare_image(&mut self, index: usize) -> Result<Prepared, SetupFailure> {
-        let spec = &self.records[index].spec;
-        let (name, image) = (spec.name.clone(), spec.image.clone().unwrap_or_default());
-        if let Some(prepared) = self.images.get(&image) {
-            let event = events::pulled(&image, None, Duration::ZERO);
-            self.events.push(Some(&name), event);
-            return Ok(prepared.clone());
-        }
-        let request = ImageRequest {
-            image: image.clone(),
-            pull_policy: PullPolicy::of_container(spec),
-        };
-        let runtime = pod_runtime(&self.runtime, &self.pod)?;
-        let resolved = self.resolve(&name, &request).await?;
-        let program = load(&runtime, resolved.wasm).await?;
-        let prepared = Prepared {
-            program,
-            config: resolved.config,
-            image_id: resolved.image_id,
-        };
-        self.images.insert(image, prepared.clone());
-        Ok(prepared)
-    }
-
-    /// Resolves an image (unless the pod stops meanwhile), with the `Pulling` and `Pulled`
-    /// events, or the failure's.
-    async fn resolve(
-        &mut self,
-        name: &str,
-        request: &ImageRequest,
-    ) -> Result<crate::ResolvedImage, SetupFailure> {
-        let image = request.image.as_str();
-        let pulls = match request.pull_policy {
-            PullPolicy::Always => true,
-            PullPolicy::IfNotPresent => !self.resolver.is_present(request),
-            PullPolicy::Never => false,
-        };
-        if pulls {
-            self.events.push(Some(name), events::pulling(image));
-        }
-        let began = Instant::now();
-        let mut stop = self.stop_rx.clone();
-        let resolved = tokio::select! {
-            resolved = self.resolver.resolve(request) => resolved,
-            _ = stop.wait_for(Option::is_some) => {
-                return Err(setup_failure(CONTAINER_CREATING, "the pod is stopping"));
-            }
-        };
-        match resolved {
-            Ok(resolved) => {
-                let event = events::pulled(image, resolved.pulled.as_ref(), began.elapsed());
-                self.events.push(Some(name), event);
-                Ok(resolved)
-            }
-            Err(err) => {
-                self.events
-                    .push(Some(name), events::image_failed(image, &err));
-                Err(setup_failure(err.reason(), err))
-            }
-        }
-    }
-
-    fn stdio(&self, name: &str, count: i32) -> Stdio {
-        let tee = |stream| self.output.as_ref().and_then(|make| make(name, stream));
-        Stdio {
-            log: Some(LogConfig::new(self.dir.log(name, count))),
-            stdout_tee: tee(Stream::Stdout),
-            stderr_tee: tee(Stream::Stderr),
-            report_end: true,
         }
     }
 
@@ -1128,68 +651,6 @@ impl Worker {
             *old = facts.clone();
             true
         });
-    }
-}
-
-/// The records of a pod's containers: init containers first, in order, then regular ones.
-fn records(pod: &Pod) -> Vec<Record> {
-    let Some(spec) = &pod.spec else {
-        return Vec::new();
-    };
-    let init = spec.init_containers.iter().flatten();
-    let waiting = if spec.init_containers.as_ref().is_some_and(|i| !i.is_empty()) {
-        wasmlet_pod::status::POD_INITIALIZING
-    } else {
-        wasmlet_pod::status::CONTAINER_CREATING
-    };
-    let init = init.map(|c| {
-        let kind = match wasmlet_pod::restart::is_sidecar(c) {
-            true => ContainerKind::Sidecar,
-            false => ContainerKind::Init,
-        };
-        Record::new(c.clone(), kind, waiting)
-    });
-    let regular = spec
-        .containers
-        .iter()
-        .map(|c| Record::new(c.clone(), ContainerKind::Regular, waiting));
-    init.chain(regular).collect()
-}
-
-/// The waiting state while a set-up failure is in back-off (`ImagePullBackOff` after
-/// `ErrImagePull`, as the kubelet shows it; other reasons stay as they were).
-fn backing_off(failure: &SetupFailure, image: &str) -> RunState {
-    if failure.reason == wasmlet_pod::status::ERR_IMAGE_PULL {
-        let message = format!("Back-off pulling image \"{image}\"");
-        return RunState::waiting(wasmlet_pod::status::IMAGE_PULL_BACK_OFF, Some(message));
-    }
-    RunState::waiting(&failure.reason, Some(failure.message.clone()))
-}
-
-/// The runtime choosing the engine the pod's `wasmlet.dev/engine` annotation names, if it
-/// names one; the node's otherwise. An unknown engine, or one this build lacks, is the
-/// container's `CreateContainerConfigError`.
-fn pod_runtime(runtime: &Runtime, pod: &Pod) -> Result<Runtime, SetupFailure> {
-    let Some(name) = wasmlet_pod::pod_engine(pod) else {
-        return Ok(runtime.clone());
-    };
-    let annotation = wasmlet_pod::ENGINE_ANNOTATION;
-    let failure = |problem: &dyn std::fmt::Display| {
-        let message = format!("pod annotation {annotation}={name:?}: {problem}; fix or remove it");
-        setup_failure(CREATE_CONTAINER_CONFIG_ERROR, message)
-    };
-    let kind = name.parse::<EngineKind>().map_err(|e| failure(&e))?;
-    runtime.with_engine(kind).map_err(|e| failure(&e))
-}
-
-/// Compiles (or loads from the cache) a program off the async threads.
-async fn load(runtime: &Runtime, wasm: WasmSource) -> Result<Program, SetupFailure> {
-    let runtime = runtime.clone();
-    let loaded = tokio::task::spawn_blocking(move || wasm.load(&runtime)).await;
-    match loaded {
-        Ok(Ok(program)) => Ok(program),
-        Ok(Err(err)) => Err(setup_failure("CreateContainerError", err)),
-        Err(err) => Err(setup_failure("CreateContainerError", err)),
     }
 }
 
