@@ -214,6 +214,14 @@ def runwasi(results, log, command):
         record(results, item="8", id=f"8.{r['metric']}", name=name, metric=metric, value=ours, unit=unit,
                better=better, peer={"name": RUNWASI, "value": theirs, "command": command}, command=command,
                goal=goal, note=r["note"])
+        wasmer = r["values"].get("wasmlet-wasmer")
+        if wasmer is not None:  # wasmlet's wasmer shim, a third column of the same run
+            if unit == "MiB":
+                wasmer = round(wasmer / 1024, 2)
+            record(results, item="8", id=f"8.{r['metric']}-wasmer", name=f"{name}, wasmlet's wasmer shim",
+                   metric=metric, value=wasmer, unit=unit, better=better,
+                   peer={"name": RUNWASI, "value": theirs, "command": command}, command=command,
+                   note=r["note"] + f"; wasmlet's wasmtime shim in the same run: {ours} {unit}")
 
 
 def runwasi_pods(results, ours_json, theirs_json, runc_json, command_ours, command_theirs):

@@ -3,7 +3,9 @@
 //! per second (4 in parallel, 1,000 tasks: runwasi's own stress-test shape), resident memory
 //! per running pod at 1 and at 100 pods, and a wasi:http component's requests/s and p99 on its
 //! pod IP (a network namespace of its own, joined with `ctr run --with-ns`, `wrk` from a
-//! client namespace on the other end of a veth pair).
+//! client namespace on the other end of a veth pair). The latency, tasks and memory parts run
+//! wasmlet's wasmer shim (`io.containerd.wasmlet-wasmer.v1`) too, a third column
+//! (`wasmlet-wasmer`); wasmer serves no wasi:http.
 //!
 //! runwasi is not built here: the README's Benchmarks section says how to build its
 //! `containerd-shim-wasmtime-v1` at a pinned release; pass its path:
@@ -27,7 +29,7 @@ use common::measure::*;
 use common::*;
 use serde_json::json;
 
-/// One of the two shims under test.
+/// One of the shims under test.
 struct Shim {
     name: &'static str,
     /// What `ctr run --runtime` takes: a runtime type, or a shim binary's absolute path.
@@ -36,7 +38,8 @@ struct Shim {
     process: &'static str,
 }
 
-fn shims() -> [Shim; 2] {
+/// wasmlet's shim, runwasi's, then wasmlet's wasmer shim (not in the http part).
+fn shims() -> [Shim; 3] {
     let runwasi = std::env::var_os("WASMLET_RUNWASI_SHIM").map(PathBuf::from);
     let runwasi = runwasi.filter(|p| p.is_absolute() && executable(p)).expect(
         "WASMLET_RUNWASI_SHIM must be the absolute path of a built containerd-shim-wasmtime-v1 \
@@ -53,7 +56,30 @@ fn shims() -> [Shim; 2] {
             runtime: runwasi.to_string_lossy().into_owned(),
             process: "containerd-shim-wasmtime-v1",
         },
+        Shim {
+            name: "wasmlet-wasmer",
+            runtime: "io.containerd.wasmlet-wasmer.v1".into(),
+            process: "containerd-shim-wasmlet-wasmer-v1",
+        },
     ]
+}
+
+/// `{shim name: value}` for the report.
+fn by_shim(shims: &[Shim], values: &[f64]) -> serde_json::Value {
+    let pairs = shims
+        .iter()
+        .zip(values)
+        .map(|(s, v)| (s.name.to_owned(), json!(v)));
+    serde_json::Value::Object(pairs.collect())
+}
+
+/// `name value unit, ...` for the log.
+fn listed(shims: &[Shim], values: &[f64], unit: &str) -> String {
+    let each = shims.iter().zip(values);
+    let each: Vec<String> = each
+        .map(|(s, v)| format!("{} {v:.1} {unit}", s.name))
+        .collect();
+    each.join(", ")
 }
 
 fn report(metric: &str, unit: &str, values: serde_json::Value, note: String) {
@@ -87,7 +113,7 @@ fn bench_wasmlet_vs_runwasi() {
         }
     }
     if part("http") {
-        serve(&shims, &http);
+        serve(&shims[..2], &http);
     }
     let _ = std::process::Command::new("bash")
         .arg(root().join("tests/containerd/down"))
@@ -111,14 +137,12 @@ fn latency(shims: &[Shim], image: &str, n: usize) {
         .into_iter()
         .map(|r| median(r).as_secs_f64() * 1000.0)
         .collect();
-    println!(
-        "ctr run --rm hello, warm, median of {n}: wasmlet {:.1} ms, runwasi {:.1} ms",
-        medians[0], medians[1]
-    );
+    let each = listed(shims, &medians, "ms");
+    println!("ctr run --rm hello, warm, median of {n}: {each}");
     report(
         "ctr-run-warm",
         "ms",
-        json!({"wasmlet": medians[0], "runwasi": medians[1]}),
+        by_shim(shims, &medians),
         format!("median of {n} runs each, the shims taking turns, after one run each"),
     );
 }
@@ -129,14 +153,12 @@ fn tasks_per_second(shims: &[Shim], image: &str, tasks: usize) {
         .iter()
         .map(|s| throughput(&s.runtime, image, &format!("tps-{}", s.name), tasks, 4))
         .collect();
-    println!(
-        "{tasks} tasks, 4 in parallel: wasmlet {:.1} tasks/s, runwasi {:.1} tasks/s",
-        tps[0], tps[1]
-    );
+    let each = listed(shims, &tps, "tasks/s");
+    println!("{tasks} tasks, 4 in parallel: {each}");
     report(
         "ctr-tasks",
         "tasks/s",
-        json!({"wasmlet": tps[0], "runwasi": tps[1]}),
+        by_shim(shims, &tps),
         format!("{tasks} tasks of hello each, 4 in parallel"),
     );
 }
@@ -144,7 +166,7 @@ fn tasks_per_second(shims: &[Shim], image: &str, tasks: usize) {
 /// Resident memory per running pod: `pods` sleeping containers (one shim each, as `ctr`
 /// makes them), the shims' processes and everything below them.
 fn memory(shims: &[Shim], image: &str, pods: usize) {
-    let kib: Vec<u64> = shims
+    let kib: Vec<f64> = shims
         .iter()
         .map(|s| {
             rss_per_pod(
@@ -153,17 +175,15 @@ fn memory(shims: &[Shim], image: &str, pods: usize) {
                 &["/sleep.wasm", "600000"],
                 pods,
                 &[s.process],
-            )
+            ) as f64
         })
         .collect();
-    println!(
-        "resident memory per running pod ({pods} pods): wasmlet {} KiB, runwasi {} KiB",
-        kib[0], kib[1]
-    );
+    let each = listed(shims, &kib, "KiB");
+    println!("resident memory per running pod ({pods} pods): {each}");
     report(
         &format!("rss-{pods}"),
         "KiB",
-        json!({"wasmlet": kib[0], "runwasi": kib[1]}),
+        by_shim(shims, &kib),
         format!("{pods} sleeping containers each: the shim processes and every process below them"),
     );
 }
