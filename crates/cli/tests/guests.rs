@@ -77,11 +77,22 @@ fn lines(out: &Output) -> Vec<String> {
 
 #[test]
 fn go_command_sees_its_args_env_and_preopened_files_and_exits_with_its_code() {
+    go_command(&[]);
+}
+
+#[test]
+fn go_command_runs_the_same_on_wasmer() {
+    go_command(&["--engine", "wasmer"]);
+}
+
+/// The Go command's behaviour under `wasmlet run ENGINE...`.
+fn go_command(engine: &[&str]) {
     let go = guest("go-cli");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("in.txt"), "from the host\n").unwrap();
     let data = format!("{}:/data", dir.path().display());
-    let out = wasmlet_run(&[
+    let run = |args: &[&str]| wasmlet_run(&[engine, args].concat());
+    let out = run(&[
         "--env",
         "GREETING=hi there",
         "--dir",
@@ -123,7 +134,7 @@ fn go_command_sees_its_args_env_and_preopened_files_and_exits_with_its_code() {
             "/data/../../etc/hostname",
         ),
     ] {
-        let out = wasmlet_run(&[&["--dir", &data_ro, go, "--"][..], &args].concat());
+        let out = run(&[&["--dir", &data_ro, go, "--"][..], &args].concat());
         assert_eq!(
             out.status.code(),
             Some(1),
@@ -139,7 +150,7 @@ fn go_command_sees_its_args_env_and_preopened_files_and_exits_with_its_code() {
     assert!(!dir.path().join("new.txt").exists());
 
     // No `exit`: 0.
-    let out = wasmlet_run(&[go, "--", "plain"]);
+    let out = run(&[go, "--", "plain"]);
     assert_eq!(lines(&out), [r#"args: ["plain"]"#]);
     assert_eq!(out.status.code(), Some(0));
 }
