@@ -27,6 +27,17 @@ FD_LIMIT, MAP_LIMIT = 20_000, 65_530
 # Why wasmlet loses where it does: shown only for results where it loses in this run. Each
 # says what costs the time, as read from the code and checked against the numbers in the JSON.
 WHY_IT_LOSES = {
+    "1.process-cold-wasmer": (
+        "the same Cranelift work (wasmer 7.3 compiles with Cranelift 0.134) plus wasmer's WASI set-up: "
+        "wasmer-wasix builds a process for each run (a WasiEnv with its own virtual file system, a task "
+        "manager on tokio, a process and thread table), and wasmlet runs the guest on a thread of its own "
+        "so that the host interrupt and the WASI process kill can stop it."),
+    "1.process-warm-wasmer": (
+        "loading wasmer's code from the compile cache (checked against its sha256 first) takes tens of "
+        "microseconds; what is left is the per-run WASI set-up and guest thread of the cold row."),
+    "1.process-empty-wasmer": (
+        "with nothing to compile, wasmer's per-run WASI set-up and guest thread are what set it apart "
+        "from wasmlet on wasmtime."),
     "1.process-cold": (
         "the empty-module row tells where the time goes: with nothing to compile the two processes "
         "are on par, so wasmlet's fixed set-up (a multi-threaded tokio runtime, an epoch-ticker thread, "
@@ -465,9 +476,15 @@ def losses(rows: list[dict]) -> list[str]:
 SECTIONS = [
     ("1", "1. Module start",
      "`wasmlet run` of hello as a whole process against the wasmtime CLI, cold (no compile cache) and "
-     "warm, and of an empty module (next to nothing to compile: what a process costs around the compile); "
-     "then inside one "
-     "process: instantiate-and-run per second on one core, pooled against not."),
+     "warm, and of an empty module (next to nothing to compile: what a process costs around the compile), "
+     "each on both engines (`--engine wasmer`: wasmer 7.3 with its Cranelift backend) in the same hyperfine "
+     "runs; then inside one "
+     "process: instantiate-and-run per second on one core, pooled against not. Where each engine wins: "
+     "wasmtime starts a process sooner in all three rows (the `-wasmer` rows against the wasmtime CLI, "
+     "beside wasmlet on wasmtime's); wasmer is within a few percent when there is something to compile (its "
+     "Cranelift compiles hello about as fast) and loses most warm, where its per-run WASI set-up is what is "
+     "left. wasmer's place is the seed's: a second engine for modules, not a faster one; components and "
+     "wasi:http are wasmtime's."),
     ("2", "2. Pod start latency through the wasmlet node agent",
      "The same control plane as item 3, with one `wasmlet node` joined by TLS bootstrap (`--max-pods` the last density step, 20,000; "
      "item 3's containerd and kubelet stopped by then). The images were pushed to a loopback docker-registry "
