@@ -1,7 +1,12 @@
 # shellcheck shell=bash
 # Shared settings for the test scripts; source it, do not run it.
 # Everything built or installed by the tests lives under WASMLET_CACHE, outside the clone,
-# so a second run (and CI on the same machine) reuses it.
+# so a second run (and CI on the same machine) reuses it. One caveat of a target dir shared by
+# copies of the tree: cargo names a workspace crate's artifacts by its path inside the
+# workspace, so a copy's build can take an artifact another copy built later than its own
+# files were last changed as its own. A fresh clone's files are newer than every artifact, so
+# CI always builds its own; a work tree edited before another copy built should touch its
+# sources (`find crates -name '*.rs' -exec touch {} +`).
 export WASMLET_CACHE="${WASMLET_CACHE:-/var/cache/wasmlet}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WASMLET_CACHE/target}"
 export PATH="$WASMLET_CACHE/bin:$PATH"
