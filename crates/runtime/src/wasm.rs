@@ -27,17 +27,32 @@ pub struct Wasm {
 impl Wasm {
     /// `.wasm` or `.wat` bytes (text is compiled to binary; the digest is the binary's).
     pub fn from_bytes(bytes: &[u8]) -> Result<Wasm> {
-        let binary = crate::program::to_binary(bytes)?.into_owned();
-        Ok(Wasm {
+        Ok(Wasm::of_binary(
+            crate::program::to_binary(bytes)?.into_owned(),
+        ))
+    }
+
+    /// A `.wasm` or `.wat` file whose digest is not known: read and hashed now (binary wasm
+    /// is kept as read, not copied).
+    pub fn read(path: &Path) -> Result<Wasm> {
+        let bytes = read(path)?;
+        if bytes.starts_with(b"\0asm") {
+            return Ok(Wasm::of_binary(bytes));
+        }
+        Wasm::from_bytes(&bytes)
+    }
+
+    fn of_binary(binary: Vec<u8>) -> Wasm {
+        Wasm {
             digest: sha256(&binary),
             file: None,
             bytes: OnceLock::from(binary),
-        })
+        }
     }
 
-    /// A `.wasm` or `.wat` file whose digest is not known: read and hashed now.
-    pub fn read(path: &Path) -> Result<Wasm> {
-        Wasm::from_bytes(&read(path)?)
+    /// The file it is read from (empty for bytes, which are never read).
+    fn path(&self) -> &Path {
+        self.file.as_deref().unwrap_or(Path::new(""))
     }
 
     /// A binary wasm file whose content is `digest` (`sha256:<hex>`), such as a blob of the
@@ -60,7 +75,7 @@ impl Wasm {
         if let Some(bytes) = self.bytes.get() {
             return Ok(bytes);
         }
-        let path = self.file.as_deref().unwrap_or(Path::new(""));
+        let path = self.path();
         let bytes = read(path)?;
         let actual = sha256(&bytes);
         if actual != self.digest {
@@ -79,7 +94,7 @@ impl Wasm {
         if let Some(bytes) = self.bytes.get() {
             return Ok(crate::program::is_component(bytes));
         }
-        let path = self.file.as_deref().unwrap_or(Path::new(""));
+        let path = self.path();
         let mut header = [0u8; 8];
         let mut file = std::fs::File::open(path).map_err(|e| read_error(path, e))?;
         file.read_exact(&mut header)
@@ -93,7 +108,7 @@ impl Wasm {
         if let Some(bytes) = self.bytes.get() {
             return Ok(bytes.len() as u64);
         }
-        let path = self.file.as_deref().unwrap_or(Path::new(""));
+        let path = self.path();
         let metadata = std::fs::metadata(path).map_err(|e| read_error(path, e))?;
         Ok(metadata.len())
     }
