@@ -131,7 +131,8 @@ WHY_IT_LOSES = {
         "for the DEL, the pod's DNS configuration and resolver; not measured apart. The gap narrows "
         "with more pods (182.5 KiB per pod at 1,000)."),
     "8.http-p99": (
-        "within a tenth, on 2 cores that both shims and wrk share (it was 6.7x before wasmlet set "
+        "a few milliseconds on 2 cores that both shims and wrk share, which moves by a fifth from "
+        "one run to the next (1.10 in the run before this one; it was 6.7x before wasmlet set "
         "TCP_NODELAY on its connections: a response's body, written after its head, waited for "
         "the client's delayed ACK). What the shim still does per request that runwasi's does "
         "not: it enters the pod's network namespace around every poll of the request's instance "
@@ -567,7 +568,13 @@ SECTIONS = [
      "from a client namespace at the other end of a veth pair dialling the pod IP, rounds alternating. "
      "Then pod creation -> Ready through the real kubelet with the RuntimeClasses `wasm` (wasmlet) and "
      "`runwasi` on one containerd, timed by `benches/podlatency.py` as item 3, runc's sleeper beside them. "
-     "Each row has the goal it is held to (wasmlet / runwasi)."),
+     "Each row has the goal it is held to (wasmlet / runwasi). The `wasmlet's wasmer shim` rows are "
+     "`io.containerd.wasmlet-wasmer.v1` (wasmer 7.3) in the same turns: where each engine wins here, a task "
+     "of hello starts and ends as fast on either (the run itself is a few of the ~50 ms a `ctr run` takes, "
+     "and the two differ by less than one run of this item to the next: 47 to 62 ms for both shims in "
+     "back-to-back loops on this machine), and the wasmtime shim holds 4 MiB less per pod (the wasmer shim "
+     "holds wasmer's engine and its WASI process beside the wasmtime engine every wasmlet shim makes). "
+     "wasi:http and components are wasmtime's, so the http rows have no wasmer column."),
     ("9", "9. Guests from real toolchains",
      "The guests `tests/guests/build` makes with real toolchains (componentize-py 0.25.1, jco 1.35.0 with "
      "componentize-js 0.23.0, Go's wasip1 port) under `wasmlet run` beside the wasmtime CLI from PyPI, "
