@@ -63,6 +63,7 @@ mod exit;
 mod http;
 pub mod log;
 mod lookup;
+mod optimizer;
 mod outgoing;
 mod program;
 mod runtime;

@@ -408,8 +408,9 @@ impl Wasmtime {
         Ok(compiled)
     }
 
-    /// Compiles `binary` with Cranelift on a thread of its own, stores the code in the cache
-    /// and hands it to `linked` for new instances.
+    /// Compiles `binary` with Cranelift on a thread of its own (its work on the optimiser's
+    /// lower-priority pool, [`crate::optimizer`]), stores the code in the cache and hands it
+    /// to `linked` for new instances.
     fn optimize(
         &self,
         binary: Vec<u8>,
@@ -425,7 +426,10 @@ impl Wasmtime {
             .name("wasmlet-optimize".into())
             .spawn(move || {
                 let began = Instant::now();
-                match runtime.compile_optimized(&binary, &digest, component) {
+                let compiled = crate::optimizer::run(|| {
+                    runtime.compile_optimized(&binary, &digest, component)
+                });
+                match compiled {
                     Ok((pre, bytes)) => {
                         code.bytes.store(bytes, Ordering::Relaxed);
                         waiting.optimized(Some(pre));
