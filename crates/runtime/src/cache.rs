@@ -61,14 +61,22 @@ impl CompileCache {
     }
 
     /// Stores `artifact` (from `Module::serialize` / `Component::serialize`) atomically:
-    /// a reader sees either no entry or the whole of it.
+    /// a reader sees either no entry or the whole of it. A directory removed since the cache
+    /// was opened (a user clearing their caches under a running node) is made again.
     pub fn store(&self, digest: &str, artifact: &[u8]) -> Result<PathBuf, Error> {
         let path = self.entry(digest);
         let io_err = |source| Error::Io {
             path: path.clone(),
             source,
         };
-        let mut tmp = tempfile_in(&self.dir).map_err(io_err)?;
+        let mut tmp = match tempfile_in(&self.dir) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&self.dir).map_err(io_err)?;
+                tempfile_in(&self.dir)
+            }
+            made => made,
+        }
+        .map_err(io_err)?;
         tmp.1.write_all(artifact).map_err(io_err)?;
         tmp.1.sync_all().map_err(io_err)?;
         std::fs::rename(&tmp.0, &path).map_err(|source| {
@@ -116,5 +124,18 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"artifact");
         let names: Vec<_> = std::fs::read_dir(cache.dir()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file left behind");
+    }
+
+    /// Clearing the cache's directory while the cache is open loses the entries, not the
+    /// cache: the next store makes the directory again.
+    #[test]
+    fn a_removed_directory_is_made_again_by_the_next_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(dir.path().join("c"), &Engine::default()).unwrap();
+        cache.store("abc", b"old").unwrap();
+        std::fs::remove_dir_all(cache.dir()).unwrap();
+        let path = cache.store("def", b"artifact").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"artifact");
+        assert!(!cache.entry("abc").exists());
     }
 }
