@@ -3,10 +3,11 @@
 //!
 //! A big program starts on baseline code, and Cranelift compiles it meanwhile (see
 //! [`Compilers::Tiered`](crate::Compilers::Tiered)). On wasmtime's default thread pool that
-//! compile takes every core just when the program's first instance answers its first
-//! request, which then waits behind it. On this pool the first request, and every request
-//! after it, gets the cores first; the compile takes what they leave (nice 10 weighs a
-//! tenth of a normal thread, so a busy machine still finishes it).
+//! compile takes every core just when the baseline code serves the program's first requests
+//! (Cranelift starts once the baseline code is ready, so the very first answer does not wait
+//! for it; the ones after it did). On this pool those requests get the cores first; the
+//! compile takes what they leave (nice 10 weighs a tenth of a normal thread, so a busy
+//! machine still finishes it).
 
 use std::sync::OnceLock;
 

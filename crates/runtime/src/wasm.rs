@@ -36,10 +36,11 @@ impl Wasm {
     /// is kept as read, not copied).
     pub fn read(path: &Path) -> Result<Wasm> {
         let bytes = read(path)?;
-        if bytes.starts_with(b"\0asm") {
-            return Ok(Wasm::of_binary(bytes));
-        }
-        Wasm::from_bytes(&bytes)
+        let compiled = match crate::program::to_binary(&bytes)? {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(text_compiled) => Some(text_compiled),
+        };
+        Ok(Wasm::of_binary(compiled.unwrap_or(bytes)))
     }
 
     fn of_binary(binary: Vec<u8>) -> Wasm {
