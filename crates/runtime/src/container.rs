@@ -378,13 +378,21 @@ impl Wasmtime {
 
 /// The WASI context of a container: argv, env, working directory, preopens.
 pub(crate) fn wasi_builder(spec: &ContainerSpec) -> Result<WasiCtxBuilder> {
+    for preopen in &spec.preopens {
+        preopen.check()?;
+    }
+    wasi_builder_checked(spec)
+}
+
+/// [`wasi_builder`] for a spec whose preopens were checked already (a wasi:http server's,
+/// once for all its requests): a directory gone since still fails, by the open's error.
+pub(crate) fn wasi_builder_checked(spec: &ContainerSpec) -> Result<WasiCtxBuilder> {
     let mut builder = WasiCtxBuilder::new();
     builder.args(&spec.args).envs(&spec.env);
     if let Some(cwd) = &spec.working_dir {
         builder.initial_cwd(cwd);
     }
     for preopen in &spec.preopens {
-        preopen.check()?;
         let perms = if preopen.read_only {
             FsPerms::ReadOnly
         } else {

@@ -31,6 +31,19 @@ pub(crate) struct Handler {
     sink: SharedSink,
     /// The usage of all requests' instances.
     meter: Arc<Meter>,
+    /// The pod's network namespace each request's instance is polled in: only when the
+    /// component imports `wasi:sockets` (see [`makes_sockets`]).
+    namespace: Option<Arc<wasmlet_netns::NetNs>>,
+}
+
+/// Whether a component can make sockets of its own: it imports a `wasi:sockets` interface.
+/// One that does not can only reach the network through outgoing `wasi:http`, whose requests
+/// enter the pod's namespace by themselves ([`crate::state::PodHttpHooks`]), so its instances
+/// need not be polled inside the namespace: two `setns` calls fewer per poll.
+fn makes_sockets(component: &wasmtime::component::Component) -> bool {
+    let ty = component.component_type();
+    let mut imports = ty.imports(component.engine());
+    imports.any(|(name, _)| name.starts_with("wasi:sockets/"))
 }
 
 impl Wasmtime {
@@ -64,7 +77,15 @@ impl Wasmtime {
                     .into(),
             ));
         }
-        self.linked(program)?;
+        let sockets = match &*self.linked(program)?.current() {
+            Pre::Http(pre) => makes_sockets(pre.instance_pre().component()),
+            _ => true,
+        };
+        // Checked once here rather than at every request's WASI context.
+        for preopen in &spec.preopens {
+            preopen.check()?;
+        }
+        let namespace = spec.network.as_ref().and_then(|n| n.namespace.clone());
         let sink = SharedSink::new(OutputSink::new(std::mem::take(&mut spec.stdio))?);
         Ok(Arc::new(Handler {
             runtime: self.clone(),
@@ -72,6 +93,7 @@ impl Wasmtime {
             spec,
             sink,
             meter: Arc::default(),
+            namespace: namespace.filter(|_| sockets),
         }))
     }
 }
@@ -202,8 +224,7 @@ impl Handler {
                 .call_handle(&mut store, req, out)
                 .await
         };
-        let namespace = self.spec.network.as_ref().and_then(|n| n.namespace.clone());
-        let call = Network::polled(namespace, call, |err| {
+        let call = Network::polled(self.namespace.clone(), call, |err| {
             Err(wasmtime::Error::msg(format!(
                 "cannot run in the pod's network namespace: {err}"
             )))
@@ -229,7 +250,7 @@ impl Handler {
             limits.timeout.map(|t| Instant::now() + t),
             budget,
         ));
-        let mut builder = crate::container::wasi_builder(&self.spec)?;
+        let mut builder = crate::container::wasi_builder_checked(&self.spec)?;
         builder
             .stdout(self.sink.stream(Stream::Stdout))
             .stderr(self.sink.stream(Stream::Stderr));
@@ -252,4 +273,21 @@ fn error_response(message: String) -> hyper::Response<HyperOutgoingBody> {
     let mut response = hyper::Response::new(body.boxed_unsync());
     *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn component(wasm: &[u8]) -> wasmtime::component::Component {
+        let engine = wasmtime::Engine::default();
+        wasmtime::component::Component::new(&engine, wasm).unwrap()
+    }
+
+    #[test]
+    fn only_a_component_importing_wasi_sockets_makes_sockets() {
+        assert!(!makes_sockets(&component(wasmlet_fixtures::http_hello())));
+        assert!(!makes_sockets(&component(wasmlet_fixtures::http_fetch())));
+        assert!(makes_sockets(&component(wasmlet_fixtures::tcp_hello())));
+    }
 }

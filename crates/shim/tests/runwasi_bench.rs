@@ -147,12 +147,14 @@ fn latency(shims: &[Shim], image: &str, n: usize) {
     );
 }
 
-/// Tasks per second, 4 `ctr run --rm` at a time.
+/// Tasks per second, 4 `ctr run --rm` at a time, and where each task's CPU time went.
 fn tasks_per_second(shims: &[Shim], image: &str, tasks: usize) {
-    let tps: Vec<f64> = shims
+    let runs: Vec<(f64, TaskCpu)> = shims
         .iter()
-        .map(|s| throughput(&s.runtime, image, &format!("tps-{}", s.name), tasks, 4))
+        .map(|s| throughput_cpu(&s.runtime, image, &format!("tps-{}", s.name), tasks, 4))
         .collect();
+    let tps: Vec<f64> = runs.iter().map(|(t, _)| *t).collect();
+    let rest: Vec<f64> = runs.iter().map(|(_, c)| c.rest_ms).collect();
     let each = listed(shims, &tps, "tasks/s");
     println!("{tasks} tasks, 4 in parallel: {each}");
     report(
@@ -160,6 +162,37 @@ fn tasks_per_second(shims: &[Shim], image: &str, tasks: usize) {
         "tasks/s",
         by_shim(shims, &tps),
         format!("{tasks} tasks of hello each, 4 in parallel"),
+    );
+    // What ctr and containerd spend per task is the same whatever the shim; a shim that cost
+    // nothing would still be bounded by it.
+    let (ctr_ms, containerd_ms) = runs.iter().fold((f64::MAX, f64::MAX), |(a, b), (_, c)| {
+        (a.min(c.ctr_ms), b.min(c.containerd_ms))
+    });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let bound = cores * 1000.0 / (ctr_ms + containerd_ms);
+    let spent: Vec<String> = shims
+        .iter()
+        .zip(&runs)
+        .map(|(s, (_, c))| {
+            format!(
+                "{} ctr {:.1} + containerd {:.1} + shim {:.1} ms",
+                s.name, c.ctr_ms, c.containerd_ms, c.rest_ms
+            )
+        })
+        .collect();
+    println!("CPU per task: {}", spent.join("; "));
+    report(
+        "ctr-task-cpu",
+        "ms",
+        by_shim(shims, &rest),
+        format!(
+            "CPU time per task of the tasks/s run outside ctr and containerd (the shim's \
+             processes and the kernel's work for them: the machine's busy time less ctr's and \
+             containerd's); per task: {}. ctr and containerd alone cost {:.1} ms of CPU per \
+             task, so on {cores} cores no shim can pass {bound:.1} tasks/s",
+            spent.join("; "),
+            ctr_ms + containerd_ms
+        ),
     );
 }
 
@@ -218,12 +251,23 @@ fn serve(shims: &[Shim], image: &str) {
             net.pod_ip
         );
     }
+    // The ceiling: the same answer from native code in a namespace of its own.
+    let native_net = PodNet::new(shims.len() as u8);
+    let native_addr = format!("{}:8080", native_net.pod_ip).parse().unwrap();
+    let native = NativeHello::start(&native_net.path(), native_addr, 2);
+    assert!(
+        native_net.wait_http(8080, Duration::from_secs(10)),
+        "the native server never answered"
+    );
     let mut runs: Vec<Vec<Wrk>> = vec![Vec::new(); shims.len()];
+    let mut native_runs = Vec::new();
     for _ in 0..rounds {
         for (i, net) in nets.iter().enumerate() {
             runs[i].push(net.wrk(8080, seconds, 16));
         }
+        native_runs.push(native_net.wrk(8080, seconds, 16));
     }
+    drop(native);
     remove(&ids);
     let med = |ws: &[Wrk], f: fn(&Wrk) -> f64| {
         let mut v: Vec<f64> = ws.iter().map(f).collect();
@@ -232,6 +276,10 @@ fn serve(shims: &[Shim], image: &str) {
     };
     let rps: Vec<f64> = runs.iter().map(|r| med(r, |w| w.rps)).collect();
     let p99: Vec<f64> = runs.iter().map(|r| med(r, |w| w.p99_ms)).collect();
+    let (native_rps, native_p99) = (
+        med(&native_runs, |w| w.rps),
+        med(&native_runs, |w| w.p99_ms),
+    );
     let errors: Vec<u64> = runs
         .iter()
         .map(|r| r.iter().map(|w| w.errors).sum())
@@ -246,13 +294,19 @@ fn serve(shims: &[Shim], image: &str) {
         .collect::<Vec<_>>()
         .join("; ");
     println!(
-        "wasi:http hello on the pod IP: wasmlet {:.0} req/s p99 {:.2} ms, runwasi {:.0} req/s p99 {:.2} ms",
+        "wasi:http hello on the pod IP: wasmlet {:.0} req/s p99 {:.2} ms, runwasi {:.0} req/s p99 {:.2} ms, native {native_rps:.0} req/s p99 {native_p99:.2} ms",
         rps[0], p99[0], rps[1], p99[1]
     );
     let note = format!(
         "wrk -t2 -c16 -d{seconds}s from a client namespace over a veth pair, median of {rounds} \
-         rounds alternating (req/s per round: {rounds_text}); errors: wasmlet {}, runwasi {}",
-        errors[0], errors[1]
+         rounds alternating (req/s per round: {rounds_text}); errors: wasmlet {}, runwasi {}. \
+         The ceiling, in the same rounds: a native hyper server (no wasm, 2 threads) giving the \
+         same answer on the same path serves {native_rps:.0} req/s, p99 {native_p99:.2} ms; \
+         wasmlet serves {:.2} of it, runwasi {:.2}",
+        errors[0],
+        errors[1],
+        rps[0] / native_rps,
+        rps[1] / native_rps
     );
     report(
         "http-rps",

@@ -67,6 +67,111 @@ pub fn throughput(runtime: &str, image: &str, tag: &str, total: usize, parallel:
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Where the CPU time of a stretch of `ctr run --rm` tasks went, in milliseconds per task:
+/// `ctr` itself (this process's waited-for children), containerd, and everything else the
+/// machine did meanwhile (the shim's processes and the kernel's work for them).
+#[derive(Debug, Clone, Copy)]
+pub struct TaskCpu {
+    /// `ctr`'s CPU per task.
+    pub ctr_ms: f64,
+    /// containerd's CPU per task.
+    pub containerd_ms: f64,
+    /// The rest of the machine's busy time per task: the shim's share.
+    pub rest_ms: f64,
+}
+
+/// CPU counters at one instant: this process's children, containerd, the whole machine.
+struct CpuMark {
+    children: Duration,
+    containerd: Duration,
+    busy: Duration,
+}
+
+impl CpuMark {
+    fn now() -> CpuMark {
+        let pid = std::fs::read_to_string(state_dir().join("containerd.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .expect("the test containerd's pid file");
+        CpuMark {
+            children: children_cpu(),
+            containerd: process_cpu(pid),
+            busy: machine_busy(),
+        }
+    }
+
+    fn per_task(&self, start: &CpuMark, tasks: usize) -> TaskCpu {
+        let per = |end: Duration, begin: Duration| {
+            end.saturating_sub(begin).as_secs_f64() * 1000.0 / tasks as f64
+        };
+        let ctr_ms = per(self.children, start.children);
+        let containerd_ms = per(self.containerd, start.containerd);
+        TaskCpu {
+            ctr_ms,
+            containerd_ms,
+            rest_ms: (per(self.busy, start.busy) - ctr_ms - containerd_ms).max(0.0),
+        }
+    }
+}
+
+fn clock_ticks(ticks: u64) -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// User + system CPU time of a process (`/proc/PID/stat`).
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // After the command: state, ppid, ... utime is field 14 of the whole line, 12th here.
+    clock_ticks(fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0))
+}
+
+/// User + system CPU time of this process's waited-for children.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The machine's busy CPU time over all cores (`/proc/stat`: all but idle and iowait).
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let busy =
+        cpu.iter().take(8).sum::<u64>() - cpu.get(3).unwrap_or(&0) - cpu.get(4).unwrap_or(&0);
+    clock_ticks(busy)
+}
+
+/// [`throughput`], and where the CPU time went per task.
+pub fn throughput_cpu(
+    runtime: &str,
+    image: &str,
+    tag: &str,
+    total: usize,
+    parallel: usize,
+) -> (f64, TaskCpu) {
+    let start = CpuMark::now();
+    let tps = throughput(runtime, image, tag, total, parallel);
+    (tps, CpuMark::now().per_task(&start, total))
+}
+
 /// Resident memory (KiB) of a process.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -334,4 +439,73 @@ fn duration_ms(text: &str) -> Option<f64> {
 pub fn executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A native HTTP/1.1 server (hyper on tokio, no wasm) answering every request with status 200
+/// and the wasi:http hello's body, inside a pod's network namespace, with `TCP_NODELAY` as the
+/// shims set it: what this machine serves on that path at most, beside which the shims'
+/// requests/s are read. Stops when dropped.
+pub struct NativeHello {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NativeHello {
+    /// Listens on `addr` inside the namespace at `ns_path`, served by `workers` threads.
+    pub fn start(ns_path: &str, addr: std::net::SocketAddr, workers: usize) -> NativeHello {
+        let ns = wasmlet_netns::NetNs::open(Path::new(ns_path)).expect("the pod's namespace");
+        let listener = ns
+            .bind_tcp(addr)
+            .expect("a listener in the pod's namespace");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            rt.block_on(serve_hello(listener, stopped));
+        });
+        NativeHello {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NativeHello {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve_hello(
+    listener: std::net::TcpListener,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stopped => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_req| async {
+                let body =
+                    http_body_util::Full::new(bytes::Bytes::from_static(b"hello from wasi:http!"));
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
