@@ -200,6 +200,34 @@ async fn http_component_serves_requests() {
 }
 
 #[tokio::test]
+async fn a_trapping_request_is_answered_500_naming_the_trap_and_serving_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = runtime();
+    let program = rt.load(wasmlet_fixtures::http_trap()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = wasmlet_runtime::CancellationToken::new();
+    let server = {
+        let (rt, shutdown) = (rt.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            rt.serve_http(&program, ContainerSpec::default(), listener, shutdown)
+                .await
+        })
+    };
+    for _ in 0..2 {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 500"), "{response}");
+        assert!(response.contains("unreachable"), "{response}");
+    }
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn an_http_container_serves_on_every_listener_until_stopped() {
     let rt = runtime();
     let program = rt.load(wasmlet_fixtures::http_hello()).unwrap();
