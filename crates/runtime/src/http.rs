@@ -1,11 +1,9 @@
 //! Serving a `wasi:http/incoming-handler` component over HTTP/1.1: one instance per request.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::FutureExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -208,7 +206,7 @@ impl Handler {
         };
         let pre = pre.clone();
         let mut store = self.new_store(pre.engine()).map_err(|e| e.to_string())?;
-        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
             .http()
@@ -231,45 +229,17 @@ impl Handler {
                 "cannot run in the pod's network namespace: {err}"
             )))
         });
-        // The instance runs on the connection's own task until it sets its response: most
-        // answer within their first poll, where a task of their own cost a spawn and a
-        // wake-up across threads per request. One still running once its response is set
-        // (streaming its body) goes on in a task of its own.
-        let metered = Metered::new(call, self.meter.clone());
-        let mut call = Box::pin(AssertUnwindSafe(metered).catch_unwind());
-        let answered = tokio::select! {
-            biased;
-            ended = &mut call => return self.answer(rx.await, Some(ended)),
-            answered = &mut rx => answered,
-        };
-        if answered.is_ok() {
-            tokio::spawn(call);
-            return self.answer(answered, None);
-        }
-        let ended = call.await;
-        self.answer(answered, Some(ended))
-    }
-
-    /// The response the instance set, or why there is none: how its call `ended`, when it did.
-    fn answer(
-        &self,
-        answered: Result<Answered, tokio::sync::oneshot::error::RecvError>,
-        ended: Option<std::thread::Result<wasmtime::Result<()>>>,
-    ) -> Result<hyper::Response<HyperOutgoingBody>, String> {
-        match (answered, ended) {
-            (Ok(Ok(response)), _) => Ok(response),
-            (Ok(Err(code)), _) => Err(format!("the component answered with an error: {code:?}")),
-            (Err(_), Some(Ok(Ok(())))) | (Err(_), None) => {
-                Err("the component returned without setting a response".into())
-            }
-            (Err(_), Some(Ok(Err(err)))) => Err(crate::budget::describe_trap(
-                &err,
-                crate::budget::of(&self.spec.limits),
-            )),
-            (Err(_), Some(Err(panic))) => Err(format!(
-                "the request's instance panicked: {}",
-                panic_message(&panic)
-            )),
+        let task = tokio::spawn(Metered::new(call, self.meter.clone()));
+        match rx.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(format!("the component answered with an error: {code:?}")),
+            Err(_) => Err(match task.await {
+                Ok(Ok(())) => "the component returned without setting a response".into(),
+                Ok(Err(err)) => {
+                    crate::budget::describe_trap(&err, crate::budget::of(&self.spec.limits))
+                }
+                Err(err) => format!("the request's task failed: {err}"),
+            }),
         }
     }
 
@@ -296,21 +266,6 @@ impl Handler {
         store.limiter(|s| &mut s.limiter);
         Ok(store)
     }
-}
-
-/// What an instance answers a request with: its response, or the error code it set.
-type Answered = Result<
-    hyper::Response<HyperOutgoingBody>,
-    wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
->;
-
-/// The message of a caught panic.
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
 }
 
 fn error_response(message: String) -> hyper::Response<HyperOutgoingBody> {
