@@ -131,14 +131,18 @@ WHY_IT_LOSES = {
         "for the DEL, the pod's DNS configuration and resolver; not measured apart. The gap narrows "
         "with more pods (182.5 KiB per pod at 1,000)."),
     "8.http-p99": (
-        "a few milliseconds on 2 cores that both shims and wrk share, which moves by a fifth from "
-        "one run to the next (1.10 in the run before this one; it was 6.7x before wasmlet set "
-        "TCP_NODELAY on its connections: a response's body, written after its head, waited for "
-        "the client's delayed ACK). What the shim still does per request that runwasi's does "
-        "not: it enters the pod's network namespace around every poll of the request's instance "
-        "(two setns calls, so that the guest's own sockets and outgoing requests are the pod's), "
-        "and builds the request's WASI context from the container spec, opening its preopened "
-        "directories again; a perf profile showed each at about 3.5 % of the samples."),
+        "a few milliseconds on 2 cores that the shim, wrk and the kernel's network path share, "
+        "which moves by a fifth from one run to the next (0.57 in the run before this one). The "
+        "path is not the bound: a native hyper server giving the same answer on it, in the same "
+        "rounds, serves 5 to 10 times as many requests (the row's note), so what is left is each "
+        "request's own instance. Since the run before last the shim no longer enters the pod's "
+        "namespace around every poll of a component that imports no wasi:sockets (it can make no "
+        "socket) and checks a server's preopens once instead of at every request: 32-34k req/s "
+        "against 21.5k. What a request still costs beyond runwasi's: the thread's CPU clock read "
+        "around each poll for the container's CPU accounting (a system call, about 5 % of a "
+        "profile) and the preopened rootfs opened for each request's WASI context (about 5 %). "
+        "Running the instance on the connection's task instead of a task of its own measured the "
+        "same; the context switches come from the two workers parking between requests."),
     "8.http-rps": "As for the p99 row.",
     "8.rss-1": (
         "one sample of one process each, so it moves with what that one shim happened to touch; "
@@ -152,11 +156,24 @@ WHY_IT_LOSES = {
     "8.ready-p90": "As for p50.",
     "8.ready-p99": "As for p50; with 50 pods, p99 is the slowest pod of the run.",
     "8.ctr-tasks": (
-        "a `ctr run --rm` is mostly containerd's work and ctr's (a process start, the snapshot's "
-        "overlay mount, task create and delete, a shim process started and stopped), the same for "
-        "both shims; what the shim itself does, load the compiled module from its cache and run it, "
-        "is a small part."),
-    "8.ctr-run-warm": "As for the tasks/s row: the shim's own part is small against containerd's and ctr's.",
+        "with 4 tasks on 2 cores the rate is CPU-bound, and the run splits each task's CPU time "
+        "(the `CPU per task` row): ctr and containerd cost 37.5 ms a task whichever shim runs "
+        "it, which caps any shim at 53 tasks/s on 2 cores; wasmlet's shim costs 30.7 ms a task "
+        "against runwasi's 56.3 ms (0.55x). 2x runwasi's rate would leave a shim 11 ms a task, "
+        "about what is not the shim's own code: containerd executes the shim binary three "
+        "times per task (to start the shim, the shim itself, and its `delete` after it exits; the "
+        "dynamic loader's relocation of the 130 MiB binary and its page faults alone were about "
+        "5 ms of a task in a profile), and the kernel makes and tears down the container's "
+        "network namespace and overlay mount as it does for runc."),
+    "8.ctr-run-warm": (
+        "a scheduler trace of one warm `ctr run --rm` of hello through wasmlet's shim (59 ms; "
+        "`perf record -a -e sched:sched_process_exec,sched:sched_process_exit,"
+        "syscalls:sys_enter_mount,syscalls:sys_enter_umount -- ctr run --rm ...`): ctr and "
+        "containerd work 29 ms before the shim binary is first executed and 6.5 ms after its "
+        "`delete` ends; the shim's part, from that first execution to the end of `delete`, is 23 "
+        "ms (its `start` 8 ms, the task's create, run and delete 12 ms, `delete` 3.5 ms). "
+        "Against runwasi's 103 ms, 0.5x would leave a shim 16 ms: its three process starts and "
+        "the container's namespace take most of that."),
     "7.density-cpu": (
         "the CNI ADD's plugin processes are counted in the agent's CPU (they are its children): "
         "three Go binaries started per pod, with their own runtime start-up, the veth and address "

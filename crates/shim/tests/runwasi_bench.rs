@@ -3,7 +3,10 @@
 //! per second (4 in parallel, 1,000 tasks: runwasi's own stress-test shape), resident memory
 //! per running pod at 1 and at 100 pods, and a wasi:http component's requests/s and p99 on its
 //! pod IP (a network namespace of its own, joined with `ctr run --with-ns`, `wrk` from a
-//! client namespace on the other end of a veth pair). The latency, tasks and memory parts run
+//! client namespace on the other end of a veth pair), beside a native hyper server giving the
+//! same answer on the same path (what the path itself serves). The tasks part also splits
+//! each task's CPU time between ctr, containerd and the rest (the shim's processes and the
+//! kernel's work for them). The latency, tasks and memory parts run
 //! wasmlet's wasmer shim (`io.containerd.wasmlet-wasmer.v1`) too, a third column
 //! (`wasmlet-wasmer`); wasmer serves no wasi:http.
 //!

@@ -11,16 +11,18 @@
 //! at the next read.
 //!
 //! A watch that fails (API server away, a refusal while the Node authorizer has not yet seen
-//! the pod bound here) is started again with back-off; what it last saw is kept meanwhile,
-//! so running pods never lose their volumes' content to an outage.
+//! the pod bound here) is started again with back-off, from 50 ms (`Retry`); what it last
+//! saw is kept meanwhile, so running pods never lose their volumes' content to an outage.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -181,7 +183,8 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let retry = ResetTimerBackoff::new(Retry::default(), RETRY_RESET);
+    let mut events = std::pin::pin!(watcher::watcher(api, config).backoff(retry));
     let mut listed = None;
     while let Some(event) = events.next().await {
         match event {
@@ -194,6 +197,54 @@ where
                 tracing::warn!(object = %name, %err, "watching an object pods use; retrying")
             }
         }
+    }
+}
+
+/// The first delay before a failed watch is tried again.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// The longest delay between two attempts.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long a watch must have worked before its delays start again from the first.
+const RETRY_RESET: Duration = Duration::from_secs(120);
+
+/// The delays between attempts of an object's watch: [`RETRY_FIRST`], doubling up to
+/// [`RETRY_MAX`], each stretched by up to half at random so that watches failing together (an
+/// API server restart) do not retry together. A pod's first list of an object is refused
+/// (403) until the API server's Node authorizer has seen the pod bound to this node, which
+/// this node can be quicker than by a few milliseconds; client-go's first delay (800 ms, the
+/// watcher's default) made such a pod wait most of a second for its volumes.
+struct Retry {
+    next: Duration,
+    jitter: std::collections::hash_map::RandomState,
+    attempts: u64,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry {
+            next: RETRY_FIRST,
+            jitter: std::collections::hash_map::RandomState::new(),
+            attempts: 0,
+        }
+    }
+}
+
+impl Iterator for Retry {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        use std::hash::BuildHasher;
+        let delay = self.next;
+        self.next = (delay * 2).min(RETRY_MAX);
+        self.attempts += 1;
+        let stretch = self.jitter.hash_one(self.attempts) % 500;
+        Some(delay + delay * u32::try_from(stretch).unwrap_or(0) / 1000)
+    }
+}
+
+impl Backoff for Retry {
+    fn reset(&mut self) {
+        self.next = RETRY_FIRST;
     }
 }
 
@@ -231,6 +282,23 @@ mod tests {
         let mut object = ConfigMap::default();
         object.metadata.resource_version = Some(version.into());
         object
+    }
+
+    #[test]
+    fn retries_start_quick_and_double_with_at_most_half_more() {
+        let mut retry = Retry::default();
+        let mut base = RETRY_FIRST;
+        for _ in 0..12 {
+            let delay = retry.next().unwrap();
+            assert!(
+                delay >= base && delay < base + base / 2,
+                "{delay:?} for {base:?}"
+            );
+            base = (base * 2).min(RETRY_MAX);
+        }
+        assert!(base == RETRY_MAX);
+        retry.reset();
+        assert!(retry.next().unwrap() < RETRY_FIRST * 3 / 2);
     }
 
     #[test]
