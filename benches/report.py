@@ -132,13 +132,13 @@ WHY_IT_LOSES = {
         "with more pods (182.5 KiB per pod at 1,000)."),
     "8.http-p99": (
         "a few milliseconds on 2 cores that the shim, wrk and the kernel's network path share, "
-        "which moves by a fifth from one run to the next (0.57 in the run before this one). The "
-        "path is not the bound: a native hyper server giving the same answer on it, in the same "
+        "which moves by a fifth from one run to the next (0.57 in the run before this one, same "
+        "machine). The path is not the bound: a native hyper server giving the same answer on it, in the same "
         "rounds, serves 5 to 10 times as many requests (the row's note), so what is left is each "
         "request's own instance. Since the run before last the shim no longer enters the pod's "
         "namespace around every poll of a component that imports no wasi:sockets (it can make no "
-        "socket) and checks a server's preopens once instead of at every request: 32-34k req/s "
-        "against 21.5k. What a request still costs beyond runwasi's: the thread's CPU clock read "
+        "socket) and checks a server's preopens once instead of at every request: 36-37k req/s "
+        "against 31-33k on the same machine (wrk by hand, 5 s rounds). What a request still costs beyond runwasi's: the thread's CPU clock read "
         "around each poll for the container's CPU accounting (a system call, about 5 % of a "
         "profile) and the preopened rootfs opened for each request's WASI context (about 5 %). "
         "Running the instance on the connection's task instead of a task of its own measured the "
