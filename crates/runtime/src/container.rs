@@ -378,10 +378,13 @@ impl Wasmtime {
 
 /// The WASI context of a container: argv, env, working directory, preopens.
 pub(crate) fn wasi_builder(spec: &ContainerSpec) -> Result<WasiCtxBuilder> {
-    for preopen in &spec.preopens {
-        preopen.check()?;
-    }
+    check_preopens(spec)?;
     wasi_builder_checked(spec)
+}
+
+/// Refuses a spec whose preopened host paths are not directories (see [`crate::spec::Preopen::check`]).
+pub(crate) fn check_preopens(spec: &ContainerSpec) -> Result<()> {
+    spec.preopens.iter().try_for_each(|preopen| preopen.check())
 }
 
 /// [`wasi_builder`] for a spec whose preopens were checked already (a wasi:http server's,

@@ -82,9 +82,7 @@ impl Wasmtime {
             _ => true,
         };
         // Checked once here rather than at every request's WASI context.
-        for preopen in &spec.preopens {
-            preopen.check()?;
-        }
+        crate::container::check_preopens(&spec)?;
         let namespace = spec.network.as_ref().and_then(|n| n.namespace.clone());
         let sink = SharedSink::new(OutputSink::new(std::mem::take(&mut spec.stdio))?);
         Ok(Arc::new(Handler {

@@ -162,17 +162,16 @@ async fn serving_a_non_http_program_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn http_component_serves_requests() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rt = runtime();
-    let program = rt.load(wasmlet_fixtures::http_hello()).unwrap();
-    assert_eq!(program.kind(), ProgramKind::HttpComponent);
-    assert_eq!(
-        program.loaded_tier(),
-        super::TIER,
-        "the code the suite runs on"
-    );
+/// `program` served by `rt.serve_http` on a loopback port: its address, what stops it, and
+/// the serving task.
+async fn serving(
+    rt: &wasmlet_runtime::Runtime,
+    program: wasmlet_runtime::Program,
+) -> (
+    std::net::SocketAddr,
+    wasmlet_runtime::CancellationToken,
+    tokio::task::JoinHandle<wasmlet_runtime::Result<()>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = wasmlet_runtime::CancellationToken::new();
@@ -183,12 +182,22 @@ async fn http_component_serves_requests() {
                 .await
         })
     };
+    (addr, shutdown, server)
+}
+
+#[tokio::test]
+async fn http_component_serves_requests() {
+    let rt = runtime();
+    let program = rt.load(wasmlet_fixtures::http_hello()).unwrap();
+    assert_eq!(program.kind(), ProgramKind::HttpComponent);
+    assert_eq!(
+        program.loaded_tier(),
+        super::TIER,
+        "the code the suite runs on"
+    );
+    let (addr, shutdown, server) = serving(&rt, program).await;
     for _ in 0..3 {
-        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-        conn.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        conn.read_to_string(&mut response).await.unwrap();
+        let response = get(addr).await;
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(
             response.contains("\r\nhello from wasi:http!\n"),
@@ -201,25 +210,11 @@ async fn http_component_serves_requests() {
 
 #[tokio::test]
 async fn a_trapping_request_is_answered_500_naming_the_trap_and_serving_goes_on() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rt = runtime();
     let program = rt.load(wasmlet_fixtures::http_trap()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = wasmlet_runtime::CancellationToken::new();
-    let server = {
-        let (rt, shutdown) = (rt.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            rt.serve_http(&program, ContainerSpec::default(), listener, shutdown)
-                .await
-        })
-    };
+    let (addr, shutdown, server) = serving(&rt, program).await;
     for _ in 0..2 {
-        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-        conn.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        conn.read_to_string(&mut response).await.unwrap();
+        let response = get(addr).await;
         assert!(response.starts_with("HTTP/1.1 500"), "{response}");
         assert!(response.contains("unreachable"), "{response}");
     }

@@ -122,16 +122,15 @@ fn clock_ticks(ticks: u64) -> Duration {
 
 /// User + system CPU time of a process (`/proc/PID/stat`).
 fn process_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<u64> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // After the command: state, ppid, ... utime is field 14 of the whole line, 12th here.
-    clock_ticks(fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0))
+    let fields = stat_fields(pid);
+    // utime and stime, fields 14 and 15 of the whole line: 11 and 12 after the command.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    clock_ticks(ticks(11) + ticks(12))
 }
 
 /// User + system CPU time of this process's waited-for children.
@@ -203,14 +202,22 @@ pub fn our_processes(needle: &str) -> Vec<u32> {
         .collect()
 }
 
-fn parent(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
+/// The fields of `/proc/PID/stat` after the command (whose name may hold spaces): the state
+/// first, then the parent's pid, ...; none when the process is gone.
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_command = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    after_command
         .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    stat_fields(pid).get(1)?.parse().ok()
 }
 
 /// `roots` and every process below them (a runc shim's container process, a shim's
