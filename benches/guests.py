@@ -134,9 +134,18 @@ def http_start(a, name, wasm, log):
 
 
 def wrk(url, seconds):
+    """requests/s, p50 and p99 (ms) of one wrk run; a run with any answer that is not a 2xx or
+    3xx, or with socket errors, ends the benchmark: failures are not throughput."""
     text = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", url],
                           capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sockets = re.search(r"Socket errors: (.*)", text)
+    if failed or sockets:
+        raise SystemExit(f"benches/guests: {url} failed requests under load "
+                         f"({failed.group(1) + ' non-2xx answers' if failed else ''}"
+                         f"{'; socket errors ' + sockets.group(1) if sockets else ''}); "
+                         f"its server log is in guests-servers.log:\n{text}")
     lat = {}
     for pct in ("50%", "99%"):
         m = re.search(rf"^\s+{pct}\s+([\d.]+)(us|ms|s)\s*$", text, re.M)

@@ -1,7 +1,7 @@
 //! Serving a `wasi:http/incoming-handler` component over HTTP/1.1: one instance per request.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -9,8 +9,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use wasmtime::PoolConcurrencyLimitError;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::log::{OutputSink, SharedSink, Stream};
@@ -181,42 +183,40 @@ impl Handler {
         }
     }
 
-    async fn handle(&self, req: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
+    async fn handle(
+        self: Arc<Self>,
+        req: hyper::Request<Incoming>,
+    ) -> hyper::Response<HyperOutgoingBody> {
         match self.instantiate_and_call(req).await {
             Ok(response) => response,
-            Err(message) => {
-                tracing::warn!("wasi:http request failed: {message}");
-                error_response(message)
+            Err(failure) => {
+                tracing::warn!("wasi:http request failed: {}", failure.message);
+                error_response(failure)
             }
         }
     }
 
     async fn instantiate_and_call(
-        &self,
+        self: Arc<Self>,
         req: hyper::Request<Incoming>,
-    ) -> Result<hyper::Response<HyperOutgoingBody>, String> {
+    ) -> Result<hyper::Response<HyperOutgoingBody>, Failure> {
         let linked = self
             .runtime
             .linked(&self.program)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::internal(e.to_string()))?;
         let Pre::Http(pre) = &*linked.current() else {
-            return Err("the program's code is not a wasi:http component's".into());
+            return Err(Failure::internal(
+                "the program's code is not a wasi:http component's".into(),
+            ));
         };
         let pre = pre.clone();
-        let mut store = self.new_store(pre.engine()).map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let req = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, req)
-            .map_err(|e| describe(&e))?;
-        let out = store
-            .data_mut()
-            .http()
-            .new_response_outparam(tx)
-            .map_err(|e| describe(&e))?;
+        let handler = self.clone();
         let call = async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
+            let (mut store, proxy) = handler.instantiate(&pre).await?;
+            let mut http = store.data_mut().http();
+            let req = http.new_incoming_request(Scheme::Http, req)?;
+            let out = http.new_response_outparam(tx)?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
@@ -227,17 +227,54 @@ impl Handler {
                 "cannot run in the pod's network namespace: {err}"
             )))
         });
-        let task = tokio::spawn(Metered::new(call, self.meter.clone()));
+        let metered = Metered::new(call, self.meter.clone());
+        let runtime = self.runtime.clone();
+        let task = tokio::spawn(async move {
+            let called = metered.await;
+            // The store, and with it the instance's pool slots, was dropped with `call`.
+            runtime.slot_freed();
+            called
+        });
         match rx.await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(code)) => Err(format!("the component answered with an error: {code:?}")),
+            Ok(Err(code)) => Err(Failure::internal(format!(
+                "the component answered with an error: {code:?}"
+            ))),
             Err(_) => Err(match task.await {
-                Ok(Ok(())) => "the component returned without setting a response".into(),
-                Ok(Err(err)) => {
-                    crate::budget::describe_trap(&err, crate::budget::of(&self.spec.limits))
+                Ok(Ok(())) => {
+                    Failure::internal("the component returned without setting a response".into())
                 }
-                Err(err) => format!("the request's task failed: {err}"),
+                Ok(Err(err)) if pool_full(&err) => Failure::busy(&err, &self.runtime),
+                Ok(Err(err)) => Failure::internal(crate::budget::describe_trap(
+                    &err,
+                    crate::budget::of(&self.spec.limits),
+                )),
+                Err(err) => Failure::internal(format!("the request's task failed: {err}")),
             }),
+        }
+    }
+
+    /// A new instance of `pre` in a store of its own. While the instance pool has no room
+    /// (every slot held by requests in flight), the request waits for one to be freed, up to
+    /// [`POOL_WAIT`], rather than failing at once.
+    async fn instantiate(
+        &self,
+        pre: &ProxyPre<ComponentState>,
+    ) -> wasmtime::Result<(wasmtime::Store<ComponentState>, Proxy)> {
+        let deadline = Instant::now() + POOL_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let mut store = self.new_store(pre.engine())?;
+            match pre.instantiate_async(&mut store).await {
+                Ok(proxy) => return Ok((store, proxy)),
+                Err(err) if pool_full(&err) && Instant::now() < deadline => {
+                    // Dropping the store gives back what the failed instantiation took.
+                    drop(store);
+                    self.runtime.slot_wait(pause).await;
+                    pause = (pause * 2).min(MAX_POOL_PAUSE);
+                }
+                Err(err) => return Err(err),
+            }
         }
     }
 
@@ -266,10 +303,57 @@ impl Handler {
     }
 }
 
-fn error_response(message: String) -> hyper::Response<HyperOutgoingBody> {
-    let body = Full::new(Bytes::from(message + "\n")).map_err(|never| match never {});
+/// How long a request waits for room in a full instance pool before it is answered 503.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+/// The longest pause between two tries at a full pool (each freed slot also wakes a waiter).
+const MAX_POOL_PAUSE: Duration = Duration::from_millis(50);
+
+/// Whether instantiation failed because the pooling allocator had no free slot of some kind.
+fn pool_full(err: &wasmtime::Error) -> bool {
+    err.chain()
+        .any(|cause| cause.downcast_ref::<PoolConcurrencyLimitError>().is_some())
+}
+
+/// Why a request got no answer from its instance: the status and message it is answered with.
+struct Failure {
+    status: hyper::StatusCode,
+    message: String,
+}
+
+impl Failure {
+    fn internal(message: String) -> Failure {
+        Failure {
+            status: hyper::StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+        }
+    }
+
+    /// The instance pool stayed full for [`POOL_WAIT`]: the server is overloaded, not broken.
+    fn busy(err: &wasmtime::Error, runtime: &Wasmtime) -> Failure {
+        Failure {
+            status: hyper::StatusCode::SERVICE_UNAVAILABLE,
+            message: format!(
+                "no room for the request's instance after waiting {}s ({}): every slot of the \
+                 instance pool ({} instances) is held by requests in flight; retry later, or \
+                 raise the instance limit",
+                POOL_WAIT.as_secs(),
+                describe(err),
+                runtime.inner.config.max_instances,
+            ),
+        }
+    }
+}
+
+fn error_response(failure: Failure) -> hyper::Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from(failure.message + "\n")).map_err(|never| match never {});
     let mut response = hyper::Response::new(body.boxed_unsync());
-    *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+    *response.status_mut() = failure.status;
+    if failure.status == hyper::StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("1"),
+        );
+    }
     response
 }
 

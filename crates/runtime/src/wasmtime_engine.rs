@@ -41,6 +41,9 @@ pub(crate) struct Inner {
     /// The programs loaded and still in use, by digest: a load of the same wasm shares their
     /// code instead of mapping another copy (see [`Wasmtime::load`]).
     pub(crate) loaded: Mutex<HashMap<String, crate::program::Loaded>>,
+    /// Signalled each time a wasi:http request's instance gives its pool slots back: a
+    /// request waiting for room in a full pool tries again (see [`Wasmtime::slot_wait`]).
+    freed: tokio::sync::Notify,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -51,6 +54,17 @@ impl Drop for Inner {
 }
 
 impl Wasmtime {
+    /// Says that an instance gave its pool slots back: wakes one request waiting for room.
+    pub(crate) fn slot_freed(&self) {
+        self.inner.freed.notify_one();
+    }
+
+    /// Waits until an instance gives its pool slots back, or `pause` at most (slots freed by
+    /// other containers' instances are not signalled).
+    pub(crate) async fn slot_wait(&self, pause: Duration) {
+        let _ = tokio::time::timeout(pause, self.inner.freed.notified()).await;
+    }
+
     /// Builds the engine (async, epoch interruption, the chosen allocator), starts the epoch
     /// ticker thread and prepares the WASI linkers.
     pub(crate) fn new(config: RuntimeConfig) -> Result<Wasmtime> {
@@ -71,6 +85,7 @@ impl Wasmtime {
             baseline,
             config,
             loaded: Mutex::default(),
+            freed: tokio::sync::Notify::new(),
             ticker_stop,
         };
         Ok(Wasmtime {
@@ -176,9 +191,11 @@ fn engine_config(config: &RuntimeConfig, pooling: bool) -> Config {
 fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
     let n = config.max_instances.max(1);
     let mut pool = PoolingAllocationConfig::new();
-    // A component made with the preview 1 adapter holds a few core instances.
+    // A core instance's place in the pool is only a count (its state is allocated with it),
+    // so it costs nothing to allow many: a component made by a language toolchain links a
+    // dozen core modules (componentize-py's libc, libpython, its runtime, the adapter, ...).
     pool.total_component_instances(n)
-        .total_core_instances(n.saturating_mul(4))
+        .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
         .total_memories(n.saturating_mul(2))
         .total_tables(n.saturating_mul(4))
         .total_stacks(n)
@@ -192,6 +209,9 @@ fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
         .pagemap_scan(wasmtime::Enabled::Auto);
     pool
 }
+
+/// The core instances the pool admits per component instance (see [`pool_config`]).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 
 /// The bytes of a pooled linear memory reset in place rather than unmapped (see
 /// [`pool_config`]); a slot keeps at most this much resident between two instances.

@@ -320,3 +320,79 @@ async fn http_fetch_answers_502_naming_what_failed() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(body, "http_fetch: FETCH_URL must be an http:// URL\n");
 }
+
+/// An HTTP/1.1 server on 127.0.0.1 that answers each request it gets with `200 OK` and the
+/// body `held`, but only once the test lets it: the request's head goes to the first channel
+/// and the answer waits for a message on the second.
+fn serve_http_gated() -> (SocketAddr, mpsc::Receiver<String>, mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads_tx, heads) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            conn.set_read_timeout(Some(BOUND)).unwrap();
+            conn.set_write_timeout(Some(BOUND)).unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+                head.push(byte[0]);
+            }
+            heads_tx.send(String::from_utf8(head).unwrap()).unwrap();
+            if released.recv_timeout(BOUND).is_err() {
+                return;
+            }
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nheld";
+            conn.write_all(answer.as_bytes()).unwrap();
+        }
+    });
+    (addr, heads, release)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_finding_the_instance_pool_full_waits_for_room_instead_of_failing() {
+    // A pool of one instance: while the first request's instance waits for its GET, the
+    // second request's instance cannot be made. It used to be answered 500 ("maximum
+    // concurrent limit of 1 for component instances reached"); it now waits for the slot.
+    let rt = Runtime::new(RuntimeConfig {
+        allocator: wasmlet_runtime::AllocatorChoice::Pooling,
+        max_instances: 1,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let program = rt.load(wasmlet_fixtures::http_fetch()).unwrap();
+    let (backend, heads, release) = serve_http_gated();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let spec = ContainerSpec {
+        env: vec![("FETCH_URL".into(), format!("http://{backend}/"))],
+        limits: Limits {
+            timeout: Some(BOUND),
+            ..Limits::default()
+        },
+        network: Some(Network::on_host(POD_IP.parse().unwrap())),
+        ..ContainerSpec::default()
+    };
+    let container = rt.start_http(&program, spec, vec![listener]).unwrap();
+    let first = tokio::spawn(tokio::time::timeout(BOUND, get(addr)));
+    heads.recv_timeout(BOUND).expect("the first request's GET");
+    let second = tokio::spawn(tokio::time::timeout(BOUND, get(addr)));
+    assert!(
+        heads.recv_timeout(Duration::from_millis(300)).is_err(),
+        "the second request's instance ran while the first held the pool's only slot"
+    );
+    release.send(()).unwrap();
+    let answer = first.await.unwrap().expect("the first answer in time");
+    assert_eq!(parse_answer(&answer), (200, "held".to_owned()));
+    heads
+        .recv_timeout(BOUND)
+        .expect("the second request's GET, once the slot was free");
+    release.send(()).unwrap();
+    let answer = second.await.unwrap().expect("the second answer in time");
+    assert_eq!(parse_answer(&answer), (200, "held".to_owned()));
+    container.stop(Duration::from_secs(5));
+    tokio::time::timeout(BOUND, container.wait())
+        .await
+        .expect("a stopped server ends");
+}
