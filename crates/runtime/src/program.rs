@@ -409,7 +409,7 @@ impl Wasmtime {
     }
 
     /// Compiles `binary` with Cranelift on a thread of its own (its work on the optimiser's
-    /// lower-priority pool, [`crate::optimizer`]), stores the code in the cache and hands it
+    /// pool, niced for its first seconds, [`crate::optimizer`]), stores the code in the cache and hands it
     /// to `linked` for new instances.
     fn optimize(
         &self,
