@@ -83,11 +83,15 @@ pub fn main(args: RunArgs, registry: &RegistryArgs) -> anyhow::Result<ExitCode> 
     }
 }
 
+/// The instances a file's program may have at once: the requests `--listen` serves together
+/// (one instance each; more wait for one to end), as many as the shim gives a pod.
+const SERVED_AT_ONCE: u32 = 64;
+
 fn run_wasm_file(path: &Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let config = RuntimeConfig {
         cache_dir: cache_dir(args.no_cache),
-        max_instances: 8,
+        max_instances: SERVED_AT_ONCE,
         engine: args.engine,
         ..RuntimeConfig::default()
     };

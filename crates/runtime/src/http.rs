@@ -334,8 +334,7 @@ impl Failure {
             status: hyper::StatusCode::SERVICE_UNAVAILABLE,
             message: format!(
                 "no room for the request's instance after waiting {}s ({}): every slot of the \
-                 instance pool ({} instances) is held by requests in flight; retry later, or \
-                 raise the instance limit",
+                 instance pool ({} instances) is held by requests in flight; retry later",
                 POOL_WAIT.as_secs(),
                 describe(err),
                 runtime.inner.config.max_instances,

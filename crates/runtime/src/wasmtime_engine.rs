@@ -206,8 +206,35 @@ fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
     // madvise flushes the TLB of every core, and a wasi:http server frees a slot per request.
     pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
         .table_keep_resident(KEEP_RESIDENT_TABLE)
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        .pagemap_scan(pagemap_scan(&swap_devices()));
     pool
+}
+
+/// Whether a freed slot's dirtied pages are found with `PAGEMAP_SCAN` (see [`pool_config`]):
+/// not while the machine swaps. wasmtime 48.0.8's scan asks for the pages that are present,
+/// so a dirtied page the kernel has swapped out is neither reset nor unmapped, and the slot's
+/// next instance (another request, or another pod's program) would read the previous one's
+/// data. Without the scan the slot's lowest [`KEEP_RESIDENT_MEMORY`] bytes are rewritten
+/// (swapped-out pages included) and the rest unmapped: slower, never stale. `swaps` is the
+/// text of `/proc/swaps` (`None`: unreadable, taken as swapping).
+fn pagemap_scan(swaps: &Option<String>) -> wasmtime::Enabled {
+    let swapping = swaps
+        .as_deref()
+        .is_none_or(|text| text.lines().skip(1).any(|l| !l.trim().is_empty()));
+    if swapping {
+        tracing::info!(
+            "swap is on (or /proc/swaps unreadable): freed instance slots are reset without \
+             the PAGEMAP_SCAN ioctl, so that no swapped-out page of one instance reaches the next"
+        );
+        wasmtime::Enabled::No
+    } else {
+        wasmtime::Enabled::Auto
+    }
+}
+
+/// The text of `/proc/swaps`, the swap areas in use, if it can be read.
+fn swap_devices() -> Option<String> {
+    std::fs::read_to_string("/proc/swaps").ok()
 }
 
 /// The core instances the pool admits per component instance (see [`pool_config`]).
@@ -285,4 +312,18 @@ fn start_ticker(
         })
         .map_err(|e| Error::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
     Ok(stop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freed_slots_are_scanned_for_dirty_pages_only_where_nothing_swaps() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        assert_eq!(pagemap_scan(&Some(header.into())), wasmtime::Enabled::Auto);
+        let swapping = format!("{header}/swapfile   file\t\t1048572\t\t0\t\t-2\n");
+        assert_eq!(pagemap_scan(&Some(swapping)), wasmtime::Enabled::No);
+        assert_eq!(pagemap_scan(&None), wasmtime::Enabled::No, "unreadable");
+    }
 }
