@@ -89,6 +89,20 @@ impl Cluster {
             .spawn()?)
     }
 
+    /// The last `lines` lines of a control-plane component's log (`kube-scheduler`,
+    /// `kube-controller-manager`, ...): for the report of a test that failed waiting on it.
+    #[allow(dead_code)]
+    pub fn log_tail(&self, component: &str, lines: usize) -> String {
+        let path = self.state.join("logs").join(format!("{component}.log"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let all: Vec<&str> = text.lines().collect();
+                all[all.len().saturating_sub(lines)..].join("\n")
+            }
+            Err(err) => format!("({}: {err})", path.display()),
+        }
+    }
+
     /// Stops the API server, leaves it down for `down_for`, and starts it again with the
     /// same command line; returns once it is ready.
     #[allow(dead_code)]

@@ -41,7 +41,15 @@ pub async fn available(cluster: &Cluster, replicas: i64) -> Result<Vec<Value>> {
             .kubectl(&["get", "pods", "-o", "yaml"])
             .unwrap_or_default();
         let events = cluster.kubectl(&["get", "events"]).unwrap_or_default();
-        err.context(format!("{pods}\n{events}"))
+        let nodes = cluster
+            .kubectl(&["get", "nodes", "-o", "wide"])
+            .unwrap_or_default();
+        let scheduler = cluster.log_tail("kube-scheduler", 40);
+        let manager = cluster.log_tail("kube-controller-manager", 40);
+        err.context(format!(
+            "{pods}\n{events}\n{nodes}\nkube-scheduler's log, last lines:\n{scheduler}\n\
+             kube-controller-manager's log, last lines:\n{manager}"
+        ))
     })
 }
 
