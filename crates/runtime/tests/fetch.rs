@@ -207,6 +207,20 @@ fn serve_http_once(status: &'static str, body: String) -> (SocketAddr, mpsc::Rec
     (addr, rx)
 }
 
+/// The spec `http_fetch` is served with: FETCH_URL `url`, the host's network, each request
+/// bounded.
+fn fetch_spec(url: String) -> ContainerSpec {
+    ContainerSpec {
+        env: vec![("FETCH_URL".into(), url)],
+        limits: Limits {
+            timeout: Some(BOUND),
+            ..Limits::default()
+        },
+        network: Some(Network::on_host(POD_IP.parse().unwrap())),
+        ..ContainerSpec::default()
+    }
+}
+
 /// Serves `http_fetch` with FETCH_URL on 127.0.0.1, sends it one `GET /` and returns the
 /// answer's status code and (de-chunked) body.
 async fn http_fetch(url: &str) -> (u16, String) {
@@ -214,16 +228,9 @@ async fn http_fetch(url: &str) -> (u16, String) {
     let program = rt.load(wasmlet_fixtures::http_fetch()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let spec = ContainerSpec {
-        env: vec![("FETCH_URL".into(), url.into())],
-        limits: Limits {
-            timeout: Some(BOUND),
-            ..Limits::default()
-        },
-        network: Some(Network::on_host(POD_IP.parse().unwrap())),
-        ..ContainerSpec::default()
-    };
-    let container = rt.start_http(&program, spec, vec![listener]).unwrap();
+    let container = rt
+        .start_http(&program, fetch_spec(url.into()), vec![listener])
+        .unwrap();
     let answer = tokio::time::timeout(BOUND, get(addr))
         .await
         .expect("an answer in time");
@@ -365,15 +372,7 @@ async fn a_request_finding_the_instance_pool_full_waits_for_room_instead_of_fail
     let (backend, heads, release) = serve_http_gated();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let spec = ContainerSpec {
-        env: vec![("FETCH_URL".into(), format!("http://{backend}/"))],
-        limits: Limits {
-            timeout: Some(BOUND),
-            ..Limits::default()
-        },
-        network: Some(Network::on_host(POD_IP.parse().unwrap())),
-        ..ContainerSpec::default()
-    };
+    let spec = fetch_spec(format!("http://{backend}/"));
     let container = rt.start_http(&program, spec, vec![listener]).unwrap();
     let first = tokio::spawn(tokio::time::timeout(BOUND, get(addr)));
     heads.recv_timeout(BOUND).expect("the first request's GET");
