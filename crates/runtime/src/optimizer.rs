@@ -25,7 +25,7 @@ use std::time::Duration;
 const NICE: libc::c_int = 10;
 
 /// How long a compile runs at [`NICE`] before its threads go back to the process's priority.
-pub(crate) const NICED_FOR: Duration = Duration::from_secs(2);
+const NICED_FOR: Duration = Duration::from_secs(2);
 
 /// The pool, made on the first optimising compile (`None`: it could not be made).
 static POOL: OnceLock<Option<Pool>> = OnceLock::new();

@@ -409,8 +409,8 @@ impl Wasmtime {
     }
 
     /// Compiles `binary` with Cranelift on a thread of its own (its work on the optimiser's
-    /// pool, niced for its first seconds, [`crate::optimizer`]), stores the code in the cache and hands it
-    /// to `linked` for new instances.
+    /// pool, niced for its first seconds, [`crate::optimizer`]), stores the code in the cache
+    /// and hands it to `linked` for new instances.
     fn optimize(
         &self,
         binary: Vec<u8>,

@@ -206,7 +206,7 @@ fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
     // madvise flushes the TLB of every core, and a wasi:http server frees a slot per request.
     pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
         .table_keep_resident(KEEP_RESIDENT_TABLE)
-        .pagemap_scan(pagemap_scan(&swap_devices()));
+        .pagemap_scan(pagemap_scan(swap_devices().as_deref()));
     pool
 }
 
@@ -217,10 +217,8 @@ fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
 /// data. Without the scan the slot's lowest [`KEEP_RESIDENT_MEMORY`] bytes are rewritten
 /// (swapped-out pages included) and the rest unmapped: slower, never stale. `swaps` is the
 /// text of `/proc/swaps` (`None`: unreadable, taken as swapping).
-fn pagemap_scan(swaps: &Option<String>) -> wasmtime::Enabled {
-    let swapping = swaps
-        .as_deref()
-        .is_none_or(|text| text.lines().skip(1).any(|l| !l.trim().is_empty()));
+fn pagemap_scan(swaps: Option<&str>) -> wasmtime::Enabled {
+    let swapping = swaps.is_none_or(|text| text.lines().skip(1).any(|l| !l.trim().is_empty()));
     if swapping {
         tracing::info!(
             "swap is on (or /proc/swaps unreadable): freed instance slots are reset without \
@@ -321,9 +319,9 @@ mod tests {
     #[test]
     fn freed_slots_are_scanned_for_dirty_pages_only_where_nothing_swaps() {
         let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
-        assert_eq!(pagemap_scan(&Some(header.into())), wasmtime::Enabled::Auto);
+        assert_eq!(pagemap_scan(Some(header)), wasmtime::Enabled::Auto);
         let swapping = format!("{header}/swapfile   file\t\t1048572\t\t0\t\t-2\n");
-        assert_eq!(pagemap_scan(&Some(swapping)), wasmtime::Enabled::No);
-        assert_eq!(pagemap_scan(&None), wasmtime::Enabled::No, "unreadable");
+        assert_eq!(pagemap_scan(Some(&swapping)), wasmtime::Enabled::No);
+        assert_eq!(pagemap_scan(None), wasmtime::Enabled::No, "unreadable");
     }
 }

@@ -179,6 +179,22 @@ async fn tcp_fetch_refuses_a_port_that_is_not_one() {
     }
 }
 
+/// The head (request line and headers) of the request on `conn`, read byte by byte so that
+/// nothing of the body is taken; sets `conn`'s read and write deadlines to [`BOUND`].
+fn read_head(conn: &mut std::net::TcpStream) -> String {
+    conn.set_read_timeout(Some(BOUND)).unwrap();
+    conn.set_write_timeout(Some(BOUND)).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte).unwrap() {
+            0 => panic!("the request ended inside its head"),
+            _ => head.push(byte[0]),
+        }
+    }
+    String::from_utf8(head).unwrap()
+}
+
 /// An HTTP/1.1 server on 127.0.0.1 that answers one request with `status` (code and reason)
 /// and `body`, and sends the request's head (request line and headers) to the returned channel.
 fn serve_http_once(status: &'static str, body: String) -> (SocketAddr, mpsc::Receiver<String>) {
@@ -187,17 +203,7 @@ fn serve_http_once(status: &'static str, body: String) -> (SocketAddr, mpsc::Rec
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
-        conn.set_read_timeout(Some(BOUND)).unwrap();
-        conn.set_write_timeout(Some(BOUND)).unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match conn.read(&mut byte).unwrap() {
-                0 => panic!("the request ended inside its head"),
-                _ => head.push(byte[0]),
-            }
-        }
-        tx.send(String::from_utf8(head).unwrap()).unwrap();
+        tx.send(read_head(&mut conn)).unwrap();
         let answer = format!(
             "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
@@ -339,14 +345,7 @@ fn serve_http_gated() -> (SocketAddr, mpsc::Receiver<String>, mpsc::Sender<()>) 
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let mut conn = conn.unwrap();
-            conn.set_read_timeout(Some(BOUND)).unwrap();
-            conn.set_write_timeout(Some(BOUND)).unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
-                head.push(byte[0]);
-            }
-            heads_tx.send(String::from_utf8(head).unwrap()).unwrap();
+            heads_tx.send(read_head(&mut conn)).unwrap();
             if released.recv_timeout(BOUND).is_err() {
                 return;
             }
