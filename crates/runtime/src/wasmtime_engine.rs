@@ -200,47 +200,33 @@ fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
         .total_tables(n.saturating_mul(4))
         .total_stacks(n)
         .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX));
-    // A freed slot is reset for its next instance by rewriting the pages its last instance
-    // dirtied (found with the PAGEMAP_SCAN ioctl, Linux 6.7+; else the lowest ones), up to
-    // these sizes, instead of unmapping them with madvise: in a multi-threaded process every
-    // madvise flushes the TLB of every core, and a wasi:http server frees a slot per request.
+    // A freed slot is reset for its next instance in place: its lowest KEEP_RESIDENT_MEMORY
+    // bytes are rewritten from the memory image (zeros past it), and only what lies beyond is
+    // unmapped with madvise. An unmapped page costs a fault when the next instance touches
+    // it, and in a multi-threaded process each fault on an image page (copy-on-write) and
+    // each madvise flushes the TLB of every core; a wasi:http server frees a slot per request.
+    // wasmtime's PAGEMAP_SCAN alternative (rewrite only the pages found dirty) is off: 48.0.8
+    // stops at 32 dirty regions and unmaps everything after them (a Python component
+    // dirties a hundred, and faulted 226 times a request), and it looks only at present
+    // pages, so a dirtied page swapped out would reach the slot's next instance.
     pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
         .table_keep_resident(KEEP_RESIDENT_TABLE)
-        .pagemap_scan(pagemap_scan(swap_devices().as_deref()));
+        .pagemap_scan(wasmtime::Enabled::No)
+        // Reuse the slots a program used last before taking cold ones, so what stays
+        // resident is bounded by the instances that ran at once, not by the pool's size.
+        .max_unused_warm_slots(0);
     pool
-}
-
-/// Whether a freed slot's dirtied pages are found with `PAGEMAP_SCAN` (see [`pool_config`]):
-/// not while the machine swaps. wasmtime 48.0.8's scan asks for the pages that are present,
-/// so a dirtied page the kernel has swapped out is neither reset nor unmapped, and the slot's
-/// next instance (another request, or another pod's program) would read the previous one's
-/// data. Without the scan the slot's lowest [`KEEP_RESIDENT_MEMORY`] bytes are rewritten
-/// (swapped-out pages included) and the rest unmapped: slower, never stale. `swaps` is the
-/// text of `/proc/swaps` (`None`: unreadable, taken as swapping).
-fn pagemap_scan(swaps: Option<&str>) -> wasmtime::Enabled {
-    let swapping = swaps.is_none_or(|text| text.lines().skip(1).any(|l| !l.trim().is_empty()));
-    if swapping {
-        tracing::info!(
-            "swap is on (or /proc/swaps unreadable): freed instance slots are reset without \
-             the PAGEMAP_SCAN ioctl, so that no swapped-out page of one instance reaches the next"
-        );
-        wasmtime::Enabled::No
-    } else {
-        wasmtime::Enabled::Auto
-    }
-}
-
-/// The text of `/proc/swaps`, the swap areas in use, if it can be read.
-fn swap_devices() -> Option<String> {
-    std::fs::read_to_string("/proc/swaps").ok()
 }
 
 /// The core instances the pool admits per component instance (see [`pool_config`]).
 const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 
 /// The bytes of a pooled linear memory reset in place rather than unmapped (see
-/// [`pool_config`]); a slot keeps at most this much resident between two instances.
-const KEEP_RESIDENT_MEMORY: usize = 1 << 20;
+/// [`pool_config`]); a slot keeps at most this much resident between two instances. The
+/// memories of the big toolchain components fit (Python 16 MiB, JavaScript 11 MiB); a
+/// request's reset costs rewriting them (about 0.7 ms for Python here), less than faulting
+/// back the pages it would touch.
+const KEEP_RESIDENT_MEMORY: usize = 16 << 20;
 /// The same for a pooled table.
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
@@ -310,18 +296,4 @@ fn start_ticker(
         })
         .map_err(|e| Error::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
     Ok(stop)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn freed_slots_are_scanned_for_dirty_pages_only_where_nothing_swaps() {
-        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
-        assert_eq!(pagemap_scan(Some(header)), wasmtime::Enabled::Auto);
-        let swapping = format!("{header}/swapfile   file\t\t1048572\t\t0\t\t-2\n");
-        assert_eq!(pagemap_scan(Some(&swapping)), wasmtime::Enabled::No);
-        assert_eq!(pagemap_scan(None), wasmtime::Enabled::No, "unreadable");
-    }
 }

@@ -209,6 +209,24 @@ async fn http_component_serves_requests() {
 }
 
 #[tokio::test]
+async fn no_request_sees_what_an_earlier_one_wrote_in_its_memory() {
+    let rt = runtime();
+    let program = rt.load(wasmlet_fixtures::http_scribble()).unwrap();
+    let (addr, shutdown, server) = serving(&rt, program).await;
+    // One at a time, so each request takes the slot (and memory) the one before it freed.
+    for request in 0..4 {
+        let response = get(addr).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            response.contains("\r\nclean\n"),
+            "request {request} saw an earlier request's writes: {response}"
+        );
+    }
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn a_trapping_request_is_answered_500_naming_the_trap_and_serving_goes_on() {
     let rt = runtime();
     let program = rt.load(wasmlet_fixtures::http_trap()).unwrap();
