@@ -223,9 +223,9 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 
 /// The bytes of a pooled linear memory reset in place rather than unmapped (see
 /// [`pool_config`]); a slot keeps at most this much resident between two instances. The
-/// memories of the big toolchain components fit (Python 16 MiB, JavaScript 11 MiB); a
-/// request's reset costs rewriting them (about 0.7 ms for Python here), less than faulting
-/// back the pages it would touch.
+/// memories of the big toolchain components fit: JavaScript's (jco) is 9 MiB, Python's
+/// (componentize-py) starts at 12 MiB and grows during a request (kept at 12 MiB it still
+/// faulted). Rewriting them costs a request about 0.7 ms here, less than the faults it saves.
 const KEEP_RESIDENT_MEMORY: usize = 16 << 20;
 /// The same for a pooled table.
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
