@@ -256,12 +256,12 @@ impl Handler {
 
     /// A new instance of `pre` in a store of its own. While the instance pool has no room
     /// (every slot held by requests in flight), the request waits for one to be freed, up to
-    /// [`POOL_WAIT`], rather than failing at once.
+    /// the runtime's `pool_wait`, rather than failing at once.
     async fn instantiate(
         &self,
         pre: &ProxyPre<ComponentState>,
     ) -> wasmtime::Result<(wasmtime::Store<ComponentState>, Proxy)> {
-        let deadline = Instant::now() + POOL_WAIT;
+        let deadline = Instant::now() + self.runtime.inner.config.pool_wait;
         let mut pause = Duration::from_millis(1);
         loop {
             let mut store = self.new_store(pre.engine())?;
@@ -303,8 +303,6 @@ impl Handler {
     }
 }
 
-/// How long a request waits for room in a full instance pool before it is answered 503.
-const POOL_WAIT: Duration = Duration::from_secs(30);
 /// The longest pause between two tries at a full pool (each freed slot also wakes a waiter).
 const MAX_POOL_PAUSE: Duration = Duration::from_millis(50);
 
@@ -328,14 +326,15 @@ impl Failure {
         }
     }
 
-    /// The instance pool stayed full for [`POOL_WAIT`]: the server is overloaded, not broken.
+    /// The instance pool stayed full for the runtime's `pool_wait`: the server is
+    /// overloaded, not broken.
     fn busy(err: &wasmtime::Error, runtime: &Wasmtime) -> Failure {
         Failure {
             status: hyper::StatusCode::SERVICE_UNAVAILABLE,
             message: format!(
-                "no room for the request's instance after waiting {}s ({}): every slot of the \
-                 instance pool ({} instances) is held by requests in flight; retry later",
-                POOL_WAIT.as_secs(),
+                "no room for the request's instance after waiting {:?} ({}): every slot of \
+                 the instance pool ({} instances) is held by requests in flight; retry later",
+                runtime.inner.config.pool_wait,
                 describe(err),
                 runtime.inner.config.max_instances,
             ),

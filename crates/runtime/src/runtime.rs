@@ -140,6 +140,9 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// With pooling: the largest linear memory of one instance. Default: 4 GiB.
     pub max_memory_bytes: u64,
+    /// With pooling: how long a wasi:http request finding every instance slot held waits
+    /// for one to be freed before it is answered 503 (with `Retry-After`). Default: 30 s.
+    pub pool_wait: Duration,
     /// How often the epoch advances: the latency of kills and deadlines. Default: 10 ms.
     pub epoch_tick: Duration,
     /// Whether fuel metering is on (needed by [`Limits::fuel`](crate::Limits::fuel)).
@@ -178,6 +181,7 @@ impl Default for RuntimeConfig {
             allocator: AllocatorChoice::Auto,
             max_instances: 1000,
             max_memory_bytes: 4 << 30,
+            pool_wait: Duration::from_secs(30),
             epoch_tick: Duration::from_millis(10),
             fuel: false,
             compilers: Compilers::Tiered { min_bytes: 1 << 20 },

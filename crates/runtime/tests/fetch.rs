@@ -394,3 +394,38 @@ async fn a_request_finding_the_instance_pool_full_waits_for_room_instead_of_fail
         .await
         .expect("a stopped server ends");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_finding_the_pool_full_past_its_wait_is_answered_503_with_retry_after() {
+    // A pool of one instance held by the first request's GET for longer than the second
+    // request may wait: the second is answered 503, naming the pool, with Retry-After.
+    let rt = Runtime::new(RuntimeConfig {
+        allocator: wasmlet_runtime::AllocatorChoice::Pooling,
+        max_instances: 1,
+        pool_wait: Duration::from_millis(500),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let program = rt.load(wasmlet_fixtures::http_fetch()).unwrap();
+    let (backend, heads, release) = serve_http_gated();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let spec = fetch_spec(format!("http://{backend}/"));
+    let container = rt.start_http(&program, spec, vec![listener]).unwrap();
+    let first = tokio::spawn(tokio::time::timeout(BOUND, get(addr)));
+    heads.recv_timeout(BOUND).expect("the first request's GET");
+    let second = tokio::time::timeout(BOUND, get(addr))
+        .await
+        .expect("the second answer within the bound, not held until the first ends");
+    let text = String::from_utf8_lossy(&second).to_lowercase();
+    assert_eq!(parse_answer(&second).0, 503, "{text}");
+    assert!(text.contains("\r\nretry-after: 1\r\n"), "{text}");
+    assert!(text.contains("instance pool (1 instances)"), "{text}");
+    release.send(()).unwrap();
+    let answer = first.await.unwrap().expect("the first answer in time");
+    assert_eq!(parse_answer(&answer), (200, "held".to_owned()));
+    container.stop(Duration::from_secs(5));
+    tokio::time::timeout(BOUND, container.wait())
+        .await
+        .expect("a stopped server ends");
+}
