@@ -14,7 +14,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use wasmlet_runtime::{
-    ContainerSpec, ExitReason, ExitStatus, Limits, Network, Runtime, RuntimeConfig, Stdio,
+    Container, ContainerSpec, ExitReason, ExitStatus, Limits, Network, Runtime, RuntimeConfig,
+    Stdio,
 };
 
 /// The pod IP of these tests, on the host's network.
@@ -356,15 +357,21 @@ fn serve_http_gated() -> (SocketAddr, mpsc::Receiver<String>, mpsc::Sender<()>) 
     (addr, heads, release)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_finding_the_instance_pool_full_waits_for_room_instead_of_failing() {
-    // A pool of one instance: while the first request's instance waits for its GET, the
-    // second request's instance cannot be made. It used to be answered 500 ("maximum
-    // concurrent limit of 1 for component instances reached"); it now waits for the slot.
+/// Serves `http_fetch` from a runtime of `config` whose pool holds one instance, fetching
+/// from [`serve_http_gated`]'s backend: the server's address, the backend's request heads and
+/// gate, and the serving container.
+async fn fetch_on_one_slot(
+    config: RuntimeConfig,
+) -> (
+    SocketAddr,
+    mpsc::Receiver<String>,
+    mpsc::Sender<()>,
+    Container,
+) {
     let rt = Runtime::new(RuntimeConfig {
         allocator: wasmlet_runtime::AllocatorChoice::Pooling,
         max_instances: 1,
-        ..RuntimeConfig::default()
+        ..config
     })
     .unwrap();
     let program = rt.load(wasmlet_fixtures::http_fetch()).unwrap();
@@ -373,6 +380,15 @@ async fn a_request_finding_the_instance_pool_full_waits_for_room_instead_of_fail
     let addr = listener.local_addr().unwrap();
     let spec = fetch_spec(format!("http://{backend}/"));
     let container = rt.start_http(&program, spec, vec![listener]).unwrap();
+    (addr, heads, release, container)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_finding_the_instance_pool_full_waits_for_room_instead_of_failing() {
+    // A pool of one instance: while the first request's instance waits for its GET, the
+    // second request's instance cannot be made. It used to be answered 500 ("maximum
+    // concurrent limit of 1 for component instances reached"); it now waits for the slot.
+    let (addr, heads, release, container) = fetch_on_one_slot(RuntimeConfig::default()).await;
     let first = tokio::spawn(tokio::time::timeout(BOUND, get(addr)));
     heads.recv_timeout(BOUND).expect("the first request's GET");
     let second = tokio::spawn(tokio::time::timeout(BOUND, get(addr)));
@@ -399,19 +415,11 @@ async fn a_request_finding_the_instance_pool_full_waits_for_room_instead_of_fail
 async fn a_request_finding_the_pool_full_past_its_wait_is_answered_503_with_retry_after() {
     // A pool of one instance held by the first request's GET for longer than the second
     // request may wait: the second is answered 503, naming the pool, with Retry-After.
-    let rt = Runtime::new(RuntimeConfig {
-        allocator: wasmlet_runtime::AllocatorChoice::Pooling,
-        max_instances: 1,
+    let config = RuntimeConfig {
         pool_wait: Duration::from_millis(500),
         ..RuntimeConfig::default()
-    })
-    .unwrap();
-    let program = rt.load(wasmlet_fixtures::http_fetch()).unwrap();
-    let (backend, heads, release) = serve_http_gated();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let spec = fetch_spec(format!("http://{backend}/"));
-    let container = rt.start_http(&program, spec, vec![listener]).unwrap();
+    };
+    let (addr, heads, release, container) = fetch_on_one_slot(config).await;
     let first = tokio::spawn(tokio::time::timeout(BOUND, get(addr)));
     heads.recv_timeout(BOUND).expect("the first request's GET");
     let second = tokio::time::timeout(BOUND, get(addr))

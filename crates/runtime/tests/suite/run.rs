@@ -211,6 +211,11 @@ async fn http_component_serves_requests() {
 #[tokio::test]
 async fn no_request_sees_what_an_earlier_one_wrote_in_its_memory() {
     let rt = runtime();
+    assert_eq!(
+        rt.allocator(),
+        wasmlet_runtime::Allocator::Pooling,
+        "the slots whose reset this tests"
+    );
     let program = rt.load(wasmlet_fixtures::http_scribble()).unwrap();
     let (addr, shutdown, server) = serving(&rt, program).await;
     // One at a time, so each request takes the slot (and memory) the one before it freed.
