@@ -14,7 +14,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiView};
 use crate::cpu::Throttle;
 use crate::exit::{ExitReason, ExitStatus};
 use crate::log::{OutputSink, SharedSink, Stream};
-use crate::program::{Code, CodeUse, Pre, Program, ProgramKind};
+use crate::program::{Code, CodeUse, Pre, Program};
 use crate::runtime::{Error, Result, describe};
 use crate::sockets::Network;
 use crate::spec::{ContainerSpec, Limits};
@@ -193,10 +193,7 @@ impl Wasmtime {
         let mut builder = wasi_builder(&spec)?;
         let report_end = spec.stdio.report_end;
         let sink = SharedSink::new(OutputSink::new(spec.stdio)?);
-        let network = spec
-            .network
-            .clone()
-            .filter(|_| program.kind() != ProgramKind::Module);
+        let network = spec.network.clone().filter(|_| program.reaches_network());
         let namespace = network.as_ref().and_then(|n| n.namespace.clone());
         if let Some(network) = network.clone() {
             network.grant(&mut builder, sink.clone());

@@ -48,6 +48,7 @@ pub struct Program {
     from_cache: bool,
     loaded_tier: Tier,
     kind: ProgramKind,
+    network: bool,
     engine: EngineKind,
     /// The engine's own compiled form.
     pub(crate) compiled: Arc<dyn EngineCompiled>,
@@ -59,6 +60,8 @@ pub(crate) struct Loading {
     pub(crate) digest: String,
     pub(crate) from_cache: bool,
     pub(crate) kind: ProgramKind,
+    /// Whether its instances can reach a network (see [`Program::reaches_network`]).
+    pub(crate) network: bool,
     pub(crate) engine: EngineKind,
 }
 
@@ -106,6 +109,7 @@ impl Drop for CodeUse {
 /// Cranelift has compiled it (instances already made keep the code they were made with).
 pub(crate) struct Linked {
     kind: ProgramKind,
+    network: bool,
     state: Mutex<Tiered>,
     changed: Condvar,
 }
@@ -122,6 +126,7 @@ impl Linked {
     fn new(pre: Pre, tier: Tier, optimizing: bool) -> Linked {
         Linked {
             kind: pre.kind(),
+            network: pre.reaches_network(),
             state: Mutex::new(Tiered {
                 pre: Arc::new(pre),
                 tier,
@@ -211,6 +216,25 @@ impl Pre {
             Pre::Http(_) => ProgramKind::HttpComponent,
         }
     }
+
+    /// Whether its instances can reach a network: a `wasi:http` server (served from a
+    /// socket) can, and so can a component importing `wasi:sockets` or `wasi:http`
+    /// (outgoing requests); a core module cannot (WASI preview 1 makes no sockets), nor can
+    /// a command importing neither.
+    fn reaches_network(&self) -> bool {
+        match self {
+            Pre::Module(_) => false,
+            Pre::Http(_) => true,
+            Pre::Command(pre) => {
+                let component = pre.instance_pre().component();
+                let ty = component.component_type();
+                let mut imports = ty.imports(component.engine());
+                imports.any(|(name, _)| {
+                    name.starts_with("wasi:sockets/") || name.starts_with("wasi:http/")
+                })
+            }
+        }
+    }
 }
 
 impl Program {
@@ -227,6 +251,7 @@ impl Program {
             from_cache: loading.from_cache,
             loaded_tier,
             kind: loading.kind,
+            network: loading.network,
             engine: loading.engine,
             compiled,
             code,
@@ -252,6 +277,14 @@ impl Program {
     /// The kind of program.
     pub fn kind(&self) -> ProgramKind {
         self.kind
+    }
+
+    /// Whether its instances can reach a network at all: a `wasi:http` server, or a component
+    /// importing `wasi:sockets` or `wasi:http`. A program that cannot (a WASI preview 1
+    /// module, a command importing neither) cannot tell which network namespace it runs in,
+    /// so none need be made for it.
+    pub fn reaches_network(&self) -> bool {
+        self.network
     }
 
     /// Which compiler's code it was loaded with (new instances may since have moved on to
@@ -340,6 +373,7 @@ impl Wasmtime {
             digest,
             from_cache,
             kind: linked.kind,
+            network: linked.network,
             engine: EngineKind::Wasmtime,
         };
         Program::new(loading, linked, code, tier)

@@ -25,7 +25,8 @@ pub struct ContainerSpec {
     /// Memory, time and fuel bounds.
     pub limits: Limits,
     /// `wasi:sockets` for a component, with binds held to the pod IP (see
-    /// [`crate::sockets`]); `None` gives it no sockets. Modules get none either way.
+    /// [`crate::sockets`]); `None` gives it no sockets. Only a program that
+    /// [reaches a network](crate::Program::reaches_network) is given it.
     pub network: Option<Network>,
 }
 

@@ -393,3 +393,55 @@ fn a_bad_serving_address_is_refused_at_create_naming_the_variable() {
     );
     let _ = ctr(&["container", "delete", &id]);
 }
+
+/// The bundle containerd made for task `id`, where the shim pins a namespace it makes.
+fn bundle_of(id: &str) -> std::path::PathBuf {
+    state_dir()
+        .join("state/io.containerd.runtime.v2.task")
+        .join(NS)
+        .join(id)
+}
+
+/// Runs `wasm` detached with `ctr run -d` (whose spec asks for a network namespace of the
+/// task's own), waits for it to run and tells whether the shim pinned a namespace for it.
+fn runs_in_a_namespace_of_its_own(name: &str, wasm: &[u8], args: &[&str]) -> bool {
+    let image = import_wasm(NS, name, wasm).unwrap();
+    let id = unique(&format!("{name}-netns"));
+    let mut run = vec![
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--env",
+        "LISTEN_IP=127.0.0.1",
+    ];
+    run.extend([image.as_str(), id.as_str()]);
+    run.extend(args);
+    ctr_ok(&run);
+    wait_status(&id, "RUNNING");
+    assert!(bundle_of(&id).is_dir(), "no bundle at {:?}", bundle_of(&id));
+    let pinned = wasmlet_netns::is_pinned(&bundle_of(&id).join("netns"));
+    remove_task(&id);
+    assert!(
+        !bundle_of(&id).join("netns").exists(),
+        "the namespace outlived task {id}"
+    );
+    pinned
+}
+
+#[test]
+fn a_network_namespace_of_its_own_is_made_only_for_a_program_that_can_reach_a_network() {
+    // A preview 1 module makes no sockets: nothing it can call tells one namespace from
+    // another, so none is made for it.
+    assert!(!runs_in_a_namespace_of_its_own(
+        "sleep",
+        fixtures::sleep(),
+        &["/sleep.wasm", "600000"]
+    ));
+    // A component importing wasi:sockets listens inside the one made for it.
+    assert!(runs_in_a_namespace_of_its_own(
+        "tcp-hello",
+        fixtures::tcp_hello(),
+        &["/tcp-hello.wasm"]
+    ));
+}

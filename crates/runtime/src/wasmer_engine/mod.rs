@@ -212,6 +212,7 @@ impl crate::engine::Engine for Wasmer {
             digest,
             from_cache,
             kind: ProgramKind::Module,
+            network: false,
             engine: EngineKind::Wasmer,
         };
         // The containers' share of the code is reckoned on the wasm's size: wasmer does not

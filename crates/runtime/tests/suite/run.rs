@@ -90,6 +90,27 @@ async fn corrupt_cache_entry_is_recompiled() {
     );
 }
 
+/// Only a program that imports a network (or serves one) reaches it: the node and the shim
+/// make no network namespace for the others.
+#[test]
+fn only_a_program_with_network_imports_or_a_server_reaches_a_network() {
+    let rt = runtime();
+    let reaches = |wasm: &[u8]| rt.load(wasm).unwrap().reaches_network();
+    assert!(!reaches(wasmlet_fixtures::hello()), "a preview 1 module");
+    assert!(
+        !reaches(wasmlet_fixtures::hello_component()),
+        "a command importing no network"
+    );
+    assert!(
+        reaches(wasmlet_fixtures::tcp_hello()),
+        "a command importing wasi:sockets"
+    );
+    assert!(
+        reaches(wasmlet_fixtures::http_hello()),
+        "a wasi:http server"
+    );
+}
+
 #[tokio::test]
 async fn component_runs_wasi_cli_run() {
     let rt = runtime();
