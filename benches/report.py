@@ -157,14 +157,16 @@ WHY_IT_LOSES = {
     "8.ready-p99": "As for p50; with 50 pods, p99 is the slowest pod of the run.",
     "8.ctr-tasks": (
         "with 4 tasks on 2 cores the rate is CPU-bound, and the run splits each task's CPU time "
-        "(the `CPU per task` row): ctr and containerd cost 37.5 ms a task whichever shim runs "
-        "it, which caps any shim at 53 tasks/s on 2 cores; wasmlet's shim costs 30.7 ms a task "
-        "against runwasi's 56.3 ms (0.55x). 2x runwasi's rate would leave a shim 11 ms a task, "
-        "about what is not the shim's own code: containerd executes the shim binary three "
-        "times per task (to start the shim, the shim itself, and its `delete` after it exits; the "
-        "dynamic loader's relocation of the 130 MiB binary and its page faults alone were about "
-        "5 ms of a task in a profile), and the kernel makes and tears down the container's "
-        "network namespace and overlay mount as it does for runc."),
+        "(the `CPU per task` row): ctr and containerd cost 50 ms a task in this run whichever "
+        "shim runs it (37.5 ms in the run before, at dc119c4: the machine's speed moves from run "
+        "to run), which caps any shim at 40 tasks/s on 2 cores; wasmlet's shim costs 18.1 ms a "
+        "task against runwasi's 53.0 ms (0.34x; 0.55x at dc119c4, before the shim's binary was "
+        "linked position-dependent and a task whose program cannot reach a network stopped "
+        "getting a namespace of its own). 2x runwasi's rate would leave a shim about 8 ms a "
+        "task, which its three process starts per task (containerd executes the shim binary to "
+        "start the shim, the shim itself, and its `delete` after it exits: 1.4 ms of CPU each, "
+        "`/bin/true` 0.7 ms) with their tokio runtimes, the overlay mount of the rootfs and the "
+        "task's own work do not fit in."),
     "8.ctr-run-warm": (
         "a scheduler trace of one warm `ctr run --rm` of hello through wasmlet's shim (59 ms; "
         "`perf record -a -e sched:sched_process_exec,sched:sched_process_exit,"
@@ -173,7 +175,9 @@ WHY_IT_LOSES = {
         "`delete` ends; the shim's part, from that first execution to the end of `delete`, is 23 "
         "ms (its `start` 8 ms, the task's create, run and delete 12 ms, `delete` 3.5 ms). "
         "Against runwasi's 103 ms, 0.5x would leave a shim 16 ms: its three process starts and "
-        "the container's namespace take most of that."),
+        "the container's namespace took most of that. The starts are cheaper since (the binary "
+        "is position-dependent: 1.4 ms of CPU each instead of 3.2) and a hello gets no "
+        "namespace; this run's median is 0.56x."),
     "7.density-cpu": (
         "the CNI ADD's plugin processes are counted in the agent's CPU (they are its children): "
         "three Go binaries started per pod, with their own runtime start-up, the veth and address "
