@@ -43,9 +43,7 @@ pub(crate) struct Handler {
 /// enter the pod's namespace by themselves ([`crate::state::PodHttpHooks`]), so its instances
 /// need not be polled inside the namespace: two `setns` calls fewer per poll.
 fn makes_sockets(component: &wasmtime::component::Component) -> bool {
-    let ty = component.component_type();
-    let mut imports = ty.imports(component.engine());
-    imports.any(|(name, _)| name.starts_with("wasi:sockets/"))
+    crate::program::imports_from(component, &["wasi:sockets/"])
 }
 
 impl Wasmtime {

@@ -225,16 +225,20 @@ impl Pre {
         match self {
             Pre::Module(_) => false,
             Pre::Http(_) => true,
-            Pre::Command(pre) => {
-                let component = pre.instance_pre().component();
-                let ty = component.component_type();
-                let mut imports = ty.imports(component.engine());
-                imports.any(|(name, _)| {
-                    name.starts_with("wasi:sockets/") || name.starts_with("wasi:http/")
-                })
-            }
+            Pre::Command(pre) => imports_from(
+                pre.instance_pre().component(),
+                &["wasi:sockets/", "wasi:http/"],
+            ),
         }
     }
+}
+
+/// Whether `component` imports an interface whose name starts with one of `prefixes`
+/// (`wasi:sockets/` for every interface of that package).
+pub(crate) fn imports_from(component: &wasmtime::component::Component, prefixes: &[&str]) -> bool {
+    let ty = component.component_type();
+    let mut imports = ty.imports(component.engine());
+    imports.any(|(name, _)| prefixes.iter().any(|p| name.starts_with(p)))
 }
 
 impl Program {

@@ -90,8 +90,8 @@ async fn corrupt_cache_entry_is_recompiled() {
     );
 }
 
-/// Only a program that imports a network (or serves one) reaches it: the node and the shim
-/// make no network namespace for the others.
+/// Only a program that imports a network (or serves one) reaches it: the others are given
+/// no sockets, and the shim makes no network namespace of their own for them.
 #[test]
 fn only_a_program_with_network_imports_or_a_server_reaches_a_network() {
     let rt = runtime();
