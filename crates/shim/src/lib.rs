@@ -86,6 +86,31 @@ pub fn engine() -> wasmlet_runtime::EngineKind {
     ENGINE.get().copied().unwrap_or_default()
 }
 
+/// The shim's process, running wasm on `engine`: [`run`] on a tokio runtime fit for the
+/// action. containerd's `start` and `delete` (a process each per task, ended within
+/// milliseconds) run on the calling thread alone, sparing the start and stop of a worker
+/// thread per core (a third of a millisecond of CPU per process here); the shim itself runs on
+/// one worker per core.
+pub fn main(engine: wasmlet_runtime::EngineKind) {
+    let mut builder = if is_short_action(std::env::args_os()) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = builder.enable_all().build().unwrap_or_else(|err| {
+        eprintln!("containerd-shim-wasmlet: cannot start a tokio runtime: {err}");
+        std::process::exit(1)
+    });
+    runtime.block_on(run(engine));
+}
+
+/// Whether the command line is containerd's `start` or `delete`: the action is its last
+/// argument (the shim itself is started with flags alone).
+fn is_short_action(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    args.last()
+        .is_some_and(|action| action == "start" || action == "delete")
+}
+
 /// The shim's entry point, running wasm on `engine`: containerd's `start`, `delete` and
 /// serve actions.
 pub async fn run(engine: wasmlet_runtime::EngineKind) {
@@ -100,4 +125,39 @@ pub async fn run(engine: wasmlet_runtime::EngineKind) {
         wasmlet_runtime::EngineKind::Wasmer => WASMER_RUNTIME_TYPE,
     };
     containerd_shim::asynchronous::run::<service::WasmShim>(runtime_type, Some(config)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_short_action;
+
+    fn args(list: &[&str]) -> impl Iterator<Item = std::ffi::OsString> {
+        list.iter()
+            .map(std::ffi::OsString::from)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn start_and_delete_are_short_actions_and_the_shim_itself_is_not() {
+        let flags = [
+            "shim",
+            "-namespace",
+            "k8s.io",
+            "-id",
+            "delete",
+            "-address",
+            "/c.sock",
+        ];
+        let with = |action: &str| {
+            let mut all = flags.to_vec();
+            all.push(action);
+            is_short_action(args(&all))
+        };
+        assert!(with("start"));
+        assert!(with("delete"));
+        // The shim itself: flags alone, whatever the id is called.
+        assert!(!is_short_action(args(&flags)));
+        assert!(!with("-debug"));
+    }
 }

@@ -2,7 +2,6 @@
 //! `io.containerd.wasmlet.v1`), running wasm on wasmtime. See the `wasmlet_shim` crate for
 //! what it does.
 
-#[tokio::main]
-async fn main() {
-    wasmlet_shim::run(wasmlet_runtime::EngineKind::Wasmtime).await;
+fn main() {
+    wasmlet_shim::main(wasmlet_runtime::EngineKind::Wasmtime);
 }

@@ -1,7 +1,6 @@
 //! `containerd-shim-wasmlet-wasmer-v1`: the containerd runtime shim of wasmlet running wasm
 //! on wasmer (runtime type `io.containerd.wasmlet-wasmer.v1`). See the `wasmlet_shim` crate.
 
-#[tokio::main]
-async fn main() {
-    wasmlet_shim::run(wasmlet_runtime::EngineKind::Wasmer).await;
+fn main() {
+    wasmlet_shim::main(wasmlet_runtime::EngineKind::Wasmer);
 }
