@@ -29,6 +29,8 @@
 //!   so `argv[0]` is the command's first word), else the image config's ENTRYPOINT and CMD,
 //!   else the last segment of the image's repository, as `wasmlet run` and `wasmlet node`
 //!   give it. An ordinary image keeps the error that its rootfs lacks the file.
+//! - The serving process is a fork of containerd's `start` ([`daemon`]): the socket listens
+//!   before `start` answers, and the binary is not executed a second time.
 //! - A task is a [`state::TaskState`]: created, running, exited, deleted; illegal moves are
 //!   errors that reach containerd as `FailedPrecondition`.
 //! - Signals ([`signal::Action`]): `SIGKILL` kills at once; `SIGTERM`, `SIGINT`, `SIGHUP`,
@@ -63,6 +65,7 @@ pub mod artifact;
 pub mod bundle;
 pub mod cgroup;
 pub mod containerd;
+pub mod daemon;
 pub mod native;
 pub mod network;
 pub mod rootfs;

@@ -17,7 +17,7 @@ use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::{self, Code, r#async::TtrpcContext};
 
 use crate::tasks::{self, Exit, NewTask, Tasks};
-use crate::{artifact, bundle, containerd, rootfs, stats};
+use crate::{artifact, bundle, containerd, daemon, rootfs, stats};
 
 /// Errors answered to containerd.
 #[derive(Debug, thiserror::Error)]
@@ -112,10 +112,32 @@ impl Shim for WasmShim {
 
     /// Starts (or reuses) the shim of the container's pod: containers are grouped by their
     /// sandbox id, so a pod costs one shim process. The working directory is the bundle.
+    ///
+    /// The serving process is a fork of this one ([`daemon`]) when that is safe, else a new
+    /// execution of the binary (the `containerd-shim` crate's `spawn`).
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         let grouping = bundle::load(Path::new("."))
             .map(|spec| bundle::group(&spec, &opts.id))
             .unwrap_or_else(|_| opts.id.clone());
+        let address = opts.socket_address(&grouping);
+        let failed = |e: daemon::Error| containerd_shim::Error::Other(e.to_string());
+        match daemon::bind(&address).map_err(failed)? {
+            daemon::Bound::Serving => {
+                // As the crate records a shim it found serving: the bundle's `address` file.
+                let _ = std::fs::write("address", &address);
+                return Ok(address);
+            }
+            daemon::Bound::New(listener) => {
+                if daemon::fork_server(&opts, listener)
+                    .map_err(failed)?
+                    .is_some()
+                {
+                    return Ok(address);
+                }
+            }
+        }
+        // The crate's serving process binds the socket itself: leave it none to find.
+        let _ = std::fs::remove_file(daemon::socket_path(&address));
         spawn(opts, &grouping, Vec::new()).await
     }
 

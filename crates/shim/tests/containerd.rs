@@ -445,3 +445,40 @@ fn a_network_namespace_of_its_own_is_made_only_for_a_program_that_can_reach_a_ne
         &["/tcp-hello.wasm"]
     ));
 }
+
+/// The pid containerd reports for task `id` (`ctr task ls`): for a wasm task, its shim's.
+fn task_pid(id: &str) -> u32 {
+    let out = ctr(&["task", "ls"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .unwrap_or_else(|| panic!("task {id} is not listed:\n{listing}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_serving_shim_is_a_fork_of_start_not_a_second_execution() {
+    // containerd executes the shim binary with the `start` action; the process that then
+    // serves the task is that execution's fork, so its command line is still start's. A
+    // second execution (the fallback) would carry `-socket` and no action.
+    let image = import_wasm(NS, "sleep", fixtures::sleep()).unwrap();
+    let id = unique("forked");
+    let run = ["run", "-d", "--runtime", RUNTIME, &image, &id];
+    ctr_ok(&[&run[..], &["/sleep.wasm", "600000"]].concat());
+    wait_status(&id, "RUNNING");
+    let pid = task_pid(&id);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    remove_task(&id);
+    assert!(
+        args[0].ends_with("containerd-shim-wasmlet-v1"),
+        "pid {pid} is not the shim: {args:?}"
+    );
+    assert_eq!(args.last().map(String::as_str), Some("start"), "{args:?}");
+}
