@@ -526,7 +526,7 @@ fn link_module(module: &Module, linkers: &Linkers) -> Result<Pre> {
         ));
     }
     let pre = linkers
-        .module
+        .module()?
         .instantiate_pre(module)
         .map_err(|e| Error::Link(describe(&e)))?;
     Ok(Pre::Module(pre))
@@ -543,7 +543,7 @@ fn link_component(component: &Component, linkers: &Linkers) -> Result<Pre> {
         }
     }
     let pre = linkers
-        .component
+        .component()?
         .instantiate_pre(component)
         .map_err(|e| Error::Link(describe(&e)))?;
     if let Ok(command) = CommandPre::new(pre.clone()) {

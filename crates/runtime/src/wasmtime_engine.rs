@@ -74,7 +74,7 @@ impl Wasmtime {
             .as_ref()
             .map(|d| CompileCache::new(d, &engine))
             .transpose()?;
-        let linkers = Linkers::new(&engine)?;
+        let linkers = Linkers::new(&engine);
         let baseline = Arc::new(OnceLock::new());
         let ticker_stop = start_ticker(engine.clone(), baseline.clone(), config.epoch_tick)?;
         let inner = Inner {
@@ -230,25 +230,50 @@ const KEEP_RESIDENT_MEMORY: usize = 16 << 20;
 /// The same for a pooled table.
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
-/// The WASI linkers of one engine.
+/// The WASI linkers of one engine, each made when first asked for: a process that runs
+/// only preview 1 modules (a shim running a command) never builds the component linker,
+/// the larger of the two (WASI preview 2, wasi:http and name lookups).
 pub(crate) struct Linkers {
-    pub(crate) module: wasmtime::Linker<ModuleState>,
-    pub(crate) component: wasmtime::component::Linker<ComponentState>,
+    engine: Engine,
+    module: OnceLock<wasmtime::Linker<ModuleState>>,
+    component: OnceLock<wasmtime::component::Linker<ComponentState>>,
 }
 
 impl Linkers {
-    fn new(engine: &Engine) -> Result<Linkers> {
-        let engine_err = |e: wasmtime::Error| Error::Engine(describe(&e));
-        let mut module = wasmtime::Linker::new(engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut module, |s: &mut ModuleState| &mut s.wasi)
-            .map_err(engine_err)?;
-        let mut component = wasmtime::component::Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut component).map_err(engine_err)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component)
-            .map_err(engine_err)?;
-        crate::lookup::add_to_linker(&mut component).map_err(engine_err)?;
-        Ok(Linkers { module, component })
+    fn new(engine: &Engine) -> Linkers {
+        Linkers {
+            engine: engine.clone(),
+            module: OnceLock::new(),
+            component: OnceLock::new(),
+        }
     }
+
+    /// The preview 1 linker of modules.
+    pub(crate) fn module(&self) -> Result<&wasmtime::Linker<ModuleState>> {
+        if let Some(linker) = self.module.get() {
+            return Ok(linker);
+        }
+        let mut linker = wasmtime::Linker::new(&self.engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut ModuleState| &mut s.wasi)
+            .map_err(engine_err)?;
+        Ok(self.module.get_or_init(|| linker))
+    }
+
+    /// The linker of components: WASI preview 2, wasi:http and name lookups.
+    pub(crate) fn component(&self) -> Result<&wasmtime::component::Linker<ComponentState>> {
+        if let Some(linker) = self.component.get() {
+            return Ok(linker);
+        }
+        let mut linker = wasmtime::component::Linker::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
+        crate::lookup::add_to_linker(&mut linker).map_err(engine_err)?;
+        Ok(self.component.get_or_init(|| linker))
+    }
+}
+
+fn engine_err(e: wasmtime::Error) -> Error {
+    Error::Engine(describe(&e))
 }
 
 /// The baseline compiler's engine (Winch) and its linkers: the code a big program starts on
@@ -269,7 +294,7 @@ impl Baseline {
             .cranelift_opt_level(OptLevel::None)
             .cranelift_regalloc_algorithm(RegallocAlgorithm::SinglePass);
         let engine = Engine::new(&c).map_err(|e| Error::Engine(describe(&e)))?;
-        let linkers = Linkers::new(&engine)?;
+        let linkers = Linkers::new(&engine);
         Ok(Baseline { engine, linkers })
     }
 }

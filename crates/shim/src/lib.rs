@@ -95,6 +95,9 @@ pub fn engine() -> wasmlet_runtime::EngineKind {
 /// thread per core (a third of a millisecond of CPU per process here); the shim itself runs on
 /// one worker per core.
 pub fn main(engine: wasmlet_runtime::EngineKind) {
+    if std::env::args_os().last().is_some_and(|a| a == "delete") {
+        std::process::exit(delete());
+    }
     let mut builder = if is_short_action(std::env::args_os()) {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -105,6 +108,29 @@ pub fn main(engine: wasmlet_runtime::EngineKind) {
         std::process::exit(1)
     });
     runtime.block_on(run(engine));
+}
+
+/// containerd's `delete` action without a tokio runtime: its whole contract is the
+/// [`service::delete_dead_shim`] answer, encoded, on stdout.
+fn delete() -> i32 {
+    use containerd_shim_protos::protobuf::Message;
+    use std::io::Write;
+    let written = service::delete_dead_shim()
+        .write_to_bytes()
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)
+                .and_then(|()| out.flush())
+                .map_err(|e| e.to_string())
+        });
+    match written {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("containerd-shim-wasmlet: delete: {err}");
+            1
+        }
+    }
 }
 
 /// Whether the command line is containerd's `start` or `delete`: the action is its last

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use containerd_shim::asynchronous::{ExitSignal, Shim, publisher::RemotePublisher, spawn};
@@ -15,6 +15,7 @@ use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::{self, Code, r#async::TtrpcContext};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::tasks::{self, Exit, NewTask, Tasks};
 use crate::{artifact, bundle, containerd, daemon, rootfs, stats};
@@ -96,6 +97,8 @@ pub struct WasmShim {
     exit: Arc<ExitSignal>,
     namespace: String,
     containerd: containerd::Endpoint,
+    /// The task service's events, flushed before the shim exits.
+    events: std::sync::Mutex<Option<Arc<Events>>>,
 }
 
 #[async_trait]
@@ -107,6 +110,7 @@ impl Shim for WasmShim {
             exit: Arc::new(ExitSignal::default()),
             namespace: args.namespace.clone(),
             containerd: containerd::Endpoint::new(&args.address, &args.namespace),
+            events: std::sync::Mutex::new(None),
         }
     }
 
@@ -143,56 +147,108 @@ impl Shim for WasmShim {
 
     /// Cleans up after a shim that died: unmounts the bundle's rootfs.
     async fn delete_shim(&mut self) -> containerd_shim::Result<api::DeleteResponse> {
-        rootfs::unmount(Path::new("rootfs"));
-        Ok(api::DeleteResponse {
-            exit_status: 128 + libc::SIGKILL as u32,
-            exited_at: Some(timestamp(SystemTime::now())).into(),
-            ..Default::default()
-        })
+        Ok(delete_dead_shim())
     }
 
+    /// Waits for the shim's end, then for its last events (a task's exit and deletion) to
+    /// reach containerd, within [`PUBLISH_DEADLINE`].
     async fn wait(&mut self) {
         self.exit.wait().await;
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(events) = events {
+            let _ = tokio::time::timeout(PUBLISH_DEADLINE, events.flush()).await;
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        let events = Arc::new(Events::new(publisher, self.namespace.clone()));
+        *self.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(events.clone());
         TaskService {
             tasks: Arc::new(Tasks::new(self.containerd.clone())),
-            events: Arc::new(Events {
-                publisher,
-                namespace: self.namespace.clone(),
-            }),
+            events,
             exit: self.exit.clone(),
         }
     }
 }
 
-/// Publishes task events to containerd.
-struct Events {
-    publisher: RemotePublisher,
-    namespace: String,
+/// containerd's `delete` action, run in the bundle after its shim is gone: unmounts the
+/// bundle's rootfs and answers that the task was killed.
+pub fn delete_dead_shim() -> api::DeleteResponse {
+    rootfs::unmount(Path::new("rootfs"));
+    api::DeleteResponse {
+        exit_status: 128 + libc::SIGKILL as u32,
+        exited_at: Some(timestamp(SystemTime::now())).into(),
+        ..Default::default()
+    }
 }
 
+/// Publishes task events to containerd, in order, from a task of its own: a request that
+/// emits an event (create, start, delete) answers without waiting for containerd to take it,
+/// as containerd's own shims do, which takes a round trip to containerd off every such
+/// request's path.
+struct Events {
+    queue: mpsc::UnboundedSender<Queued>,
+}
+
+/// What the forwarding task is given: an event, or a flush to acknowledge once every event
+/// queued before it was handed to containerd.
+enum Queued {
+    Event(&'static str, Box<dyn MessageDyn>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// How long one event may take to reach containerd.
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(5);
+
 impl Events {
-    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        let ctx = ttrpc::context::Context::default();
-        if let Err(err) = self
-            .publisher
-            .publish(ctx, topic, &self.namespace, event)
-            .await
-        {
-            log::warn!("cannot publish {topic}: {err}");
+    fn new(publisher: RemotePublisher, namespace: String) -> Events {
+        let (queue, mut queued) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(item) = queued.recv().await {
+                match item {
+                    Queued::Event(topic, event) => {
+                        let ctx = ttrpc::context::Context::default();
+                        let sent = publisher.publish(ctx, topic, &namespace, event);
+                        match tokio::time::timeout(PUBLISH_DEADLINE, sent).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(err)) => log::warn!("cannot publish {topic}: {err}"),
+                            Err(_) => log::warn!(
+                                "cannot publish {topic}: containerd did not take it within {PUBLISH_DEADLINE:?}"
+                            ),
+                        }
+                    }
+                    Queued::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        Events { queue }
+    }
+
+    fn publish(&self, topic: &'static str, event: Box<dyn MessageDyn>) {
+        let _ = self.queue.send(Queued::Event(topic, event));
+    }
+
+    /// Waits until every event queued so far was handed to containerd (or given up on).
+    async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.queue.send(Queued::Flush(done)).is_ok() {
+            let _ = flushed.await;
         }
     }
 
-    async fn exited(&self, id: &str, exit: Exit) {
+    fn exited(&self, id: &str, exit: Exit) {
         if exit.oom {
             let oom = TaskOOM {
                 container_id: id.into(),
                 ..Default::default()
             };
-            self.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(oom))
-                .await;
+            self.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(oom));
         }
         let event = TaskExit {
             container_id: id.into(),
@@ -202,8 +258,7 @@ impl Events {
             exited_at: Some(timestamp(exit.at)).into(),
             ..Default::default()
         };
-        self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event));
     }
 }
 
@@ -257,8 +312,7 @@ impl Task for TaskService {
             ..Default::default()
         };
         self.events
-            .publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event))
-            .await;
+            .publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event));
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -273,9 +327,7 @@ impl Task for TaskService {
         no_exec(&req.exec_id)?;
         let events = self.events.clone();
         let id = req.id.clone();
-        let on_exit = move |exit| {
-            tokio::spawn(async move { events.exited(&id, exit).await });
-        };
+        let on_exit = move |exit| events.exited(&id, exit);
         self.tasks.start(&req.id, on_exit).map_err(task_err)?;
         let pid = self.tasks.info(&req.id).map_err(task_err)?.pid;
         let event = TaskStart {
@@ -284,8 +336,7 @@ impl Task for TaskService {
             ..Default::default()
         };
         self.events
-            .publish(topics::TASK_START_EVENT_TOPIC, Box::new(event))
-            .await;
+            .publish(topics::TASK_START_EVENT_TOPIC, Box::new(event));
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -315,7 +366,7 @@ impl Task for TaskService {
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
         no_exec(&req.exec_id)?;
         if let Some(exit) = self.tasks.kill(&req.id, req.signal).map_err(task_err)? {
-            self.events.exited(&req.id, exit).await;
+            self.events.exited(&req.id, exit);
         }
         Ok(Empty::new())
     }
@@ -336,8 +387,7 @@ impl Task for TaskService {
             ..Default::default()
         };
         self.events
-            .publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event))
-            .await;
+            .publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event));
         Ok(api::DeleteResponse {
             pid: std::process::id(),
             exit_status: exit.status,
