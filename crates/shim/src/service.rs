@@ -327,7 +327,14 @@ impl Task for TaskService {
         no_exec(&req.exec_id)?;
         let events = self.events.clone();
         let id = req.id.clone();
-        let on_exit = move |exit| events.exited(&id, exit);
+        // A task that ends at once must not have its exit queued before its start.
+        let (started, start_queued) = oneshot::channel::<()>();
+        let on_exit = move |exit| {
+            tokio::spawn(async move {
+                let _ = start_queued.await;
+                events.exited(&id, exit);
+            });
+        };
         self.tasks.start(&req.id, on_exit).map_err(task_err)?;
         let pid = self.tasks.info(&req.id).map_err(task_err)?.pid;
         let event = TaskStart {
@@ -337,6 +344,7 @@ impl Task for TaskService {
         };
         self.events
             .publish(topics::TASK_START_EVENT_TOPIC, Box::new(event));
+        let _ = started.send(());
         Ok(api::StartResponse {
             pid,
             ..Default::default()
