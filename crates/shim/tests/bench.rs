@@ -82,8 +82,21 @@ fn bench_ctr_run_wasmlet_vs_runc() {
         "  runc, busybox-static echo, warm:                                  {}",
         ms(runc_warm)
     );
-    let wasm_tps = throughput(RUNTIME, &wasm, "tput", tasks, 4);
-    let runc_tps = throughput(runc, &busybox, "tput-runc", tasks, 4);
+    let (wasm_run, runc_run) = (
+        throughput(RUNTIME, &wasm, "tput", tasks, 4),
+        throughput(runc, &busybox, "tput-runc", tasks, 4),
+    );
+    assert!(
+        wasm_run.failed.is_empty(),
+        "wasmlet tasks failed: {:?}",
+        wasm_run.failed
+    );
+    assert!(
+        runc_run.failed.is_empty(),
+        "runc tasks failed: {:?}",
+        runc_run.failed
+    );
+    let (wasm_tps, runc_tps) = (wasm_run.per_second, runc_run.per_second);
     println!(
         "{tasks} tasks, 4 in parallel: wasmlet {wasm_tps:.1} tasks/s, runc {runc_tps:.1} tasks/s"
     );

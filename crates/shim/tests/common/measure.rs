@@ -52,19 +52,62 @@ pub fn samples(
         .collect()
 }
 
-/// Tasks per second of `total` `ctr run --rm` with `parallel` at a time.
-pub fn throughput(runtime: &str, image: &str, tag: &str, total: usize, parallel: usize) -> f64 {
+/// One `ctr run --rm` whose failure is a result, not a panic: the error, once what the
+/// task left behind (its task, its container) is removed.
+pub fn try_run_once(runtime: &str, image: &str, id: &str) -> Result<(), String> {
+    let out = ctr(&["run", "--rm", "--runtime", runtime, image, id]);
+    if out.status.success() {
+        return Ok(());
+    }
+    let _ = ctr(&["task", "rm", "-f", id]);
+    let _ = ctr(&["containers", "rm", id]);
+    Err(format!(
+        "{id}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
+
+/// What a run of many `ctr run --rm` gave.
+pub struct Throughput {
+    /// Tasks that succeeded, per second of the whole run.
+    pub per_second: f64,
+    /// The errors of the tasks that failed.
+    pub failed: Vec<String>,
+}
+
+/// Tasks per second of `total` `ctr run --rm` with `parallel` at a time; a failed task is
+/// counted out of the rate and its error kept.
+pub fn throughput(
+    runtime: &str,
+    image: &str,
+    tag: &str,
+    total: usize,
+    parallel: usize,
+) -> Throughput {
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for worker in 0..parallel {
-            s.spawn(move || {
-                for i in (worker..total).step_by(parallel) {
-                    run_once(runtime, image, &unique(&format!("{tag}{i}")));
-                }
-            });
-        }
+    let failed: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..parallel)
+            .map(|worker| {
+                s.spawn(move || {
+                    (worker..total)
+                        .step_by(parallel)
+                        .filter_map(|i| {
+                            try_run_once(runtime, image, &unique(&format!("{tag}{i}"))).err()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a throughput worker panicked"))
+            .collect()
     });
-    total as f64 / start.elapsed().as_secs_f64()
+    let succeeded = total - failed.len();
+    Throughput {
+        per_second: succeeded as f64 / start.elapsed().as_secs_f64(),
+        failed,
+    }
 }
 
 /// Where the CPU time of a stretch of `ctr run --rm` tasks went, in milliseconds per task:
@@ -165,10 +208,10 @@ pub fn throughput_cpu(
     tag: &str,
     total: usize,
     parallel: usize,
-) -> (f64, TaskCpu) {
+) -> (Throughput, TaskCpu) {
     let start = CpuMark::now();
-    let tps = throughput(runtime, image, tag, total, parallel);
-    (tps, CpuMark::now().per_task(&start, total))
+    let run = throughput(runtime, image, tag, total, parallel);
+    (run, CpuMark::now().per_task(&start, total))
 }
 
 /// Resident memory (KiB) of a process.
