@@ -132,17 +132,21 @@ WHY_IT_LOSES = {
         "with more pods (182.5 KiB per pod at 1,000)."),
     "8.http-p99": (
         "a few milliseconds on 2 cores that the shim, wrk and the kernel's network path share, "
-        "which moves by a fifth from one run to the next (0.57 in the run before this one, same "
-        "machine). The path is not the bound: a native hyper server giving the same answer on it, in the same "
-        "rounds, serves 5 to 10 times as many requests (the row's note), so what is left is each "
-        "request's own instance. Since the run before last the shim no longer enters the pod's "
-        "namespace around every poll of a component that imports no wasi:sockets (it can make no "
-        "socket) and checks a server's preopens once instead of at every request: 36-37k req/s "
-        "against 31-33k on the same machine (wrk by hand, 5 s rounds). What a request still costs beyond runwasi's: the thread's CPU clock read "
+        "which move from one run to the next: the same part run alone earlier the same day "
+        "(`WASMLET_BENCH_PARTS=http`, 3 rounds of 6 s, at c9e1347, the request path as here) gave "
+        "36,383 against 17,682 requests/s (2.06x) and a p99 of 1.88 against 1.87 ms. The path is "
+        "not the bound: a native hyper server giving the same answer on it, in the same rounds, "
+        "serves 5 to 10 times as many requests (the row's note), so what is left is each "
+        "request's own instance and the scheduling of two tokio workers beside wrk's two threads "
+        "on two cores. `wasmlet run --listen` under `wrk -t2 -c16` by hand, 2 rounds each: one "
+        "worker thread (`TOKIO_WORKER_THREADS=1`) served 36-37k requests/s with a p99 of "
+        "0.74-0.80 ms and 27 us of CPU a request, two workers (one per core, the default) "
+        "38-39k with 1.25-1.35 ms and 35-36 us: on a machine whose cores the client shares, the "
+        "second worker's parking, waking and stealing cost more than it serves. Sizing a pod's "
+        "workers to its CPU limit, as Go 1.25 sizes GOMAXPROCS to its cgroup, is the candidate; "
+        "not built. What a request still costs beyond runwasi's: the thread's CPU clock read "
         "around each poll for the container's CPU accounting (a system call, about 5 % of a "
-        "profile) and the preopened rootfs opened for each request's WASI context (about 5 %). "
-        "Running the instance on the connection's task instead of a task of its own measured the "
-        "same; the context switches come from the two workers parking between requests."),
+        "profile) and the preopened rootfs opened for each request's WASI context (about 5 %)."),
     "8.http-rps": "As for the p99 row.",
     "8.rss-1": (
         "one sample of one process each, so it moves with what that one shim happened to touch; "
@@ -157,27 +161,28 @@ WHY_IT_LOSES = {
     "8.ready-p99": "As for p50; with 50 pods, p99 is the slowest pod of the run.",
     "8.ctr-tasks": (
         "with 4 tasks on 2 cores the rate is CPU-bound, and the run splits each task's CPU time "
-        "(the `CPU per task` row): ctr and containerd cost 50 ms a task in this run whichever "
-        "shim runs it (37.5 ms in the run before, at dc119c4: the machine's speed moves from run "
-        "to run), which caps any shim at 40 tasks/s on 2 cores; wasmlet's shim costs 18.1 ms a "
-        "task against runwasi's 53.0 ms (0.34x; 0.55x at dc119c4, before the shim's binary was "
-        "linked position-dependent and a task whose program cannot reach a network stopped "
-        "getting a namespace of its own). 2x runwasi's rate would leave a shim about 8 ms a "
-        "task, which its three process starts per task (containerd executes the shim binary to "
-        "start the shim, the shim itself, and its `delete` after it exits: 1.4 ms of CPU each, "
-        "`/bin/true` 0.7 ms) with their tokio runtimes, the overlay mount of the rootfs and the "
-        "task's own work do not fit in."),
+        "(the `CPU per task` row): ctr and containerd cost 50.3 ms a task in this run whichever "
+        "shim runs it, which caps any shim at 39.8 tasks/s on 2 cores; wasmlet's shim costs "
+        "13.9 ms a task against runwasi's 49.8 ms (0.28x; 0.34x at d7bb9ec, before the process "
+        "serving a pod became a fork of `start` instead of a second execution of the binary, "
+        "containerd's `delete` ran without a tokio runtime and a process running only modules "
+        "stopped building the component linker). 2x runwasi's rate (34.2 tasks/s) would leave a "
+        "shim 8.2 ms a task, which its two executions per task (containerd runs the binary for "
+        "`start` and for `delete`: the loader and glibc's CPU probing, whose `cpuid` exits to "
+        "the hypervisor here, 1.4 ms of CPU each; `/bin/true` 0.7 ms), the fork, the rootfs "
+        "overlay mount and unmount and the task itself do not fit in."),
     "8.ctr-run-warm": (
-        "a scheduler trace of one warm `ctr run --rm` of hello through wasmlet's shim (59 ms; "
-        "`perf record -a -e sched:sched_process_exec,sched:sched_process_exit,"
-        "syscalls:sys_enter_mount,syscalls:sys_enter_umount -- ctr run --rm ...`): ctr and "
-        "containerd work 29 ms before the shim binary is first executed and 6.5 ms after its "
-        "`delete` ends; the shim's part, from that first execution to the end of `delete`, is 23 "
-        "ms (its `start` 8 ms, the task's create, run and delete 12 ms, `delete` 3.5 ms). "
-        "Against runwasi's 103 ms, 0.5x would leave a shim 16 ms: its three process starts and "
-        "the container's namespace took most of that. The starts are cheaper since (the binary "
-        "is position-dependent: 1.4 ms of CPU each instead of 3.2) and a hello gets no "
-        "namespace; this run's median is 0.56x."),
+        "a trace of one warm `ctr run --rm` of hello through wasmlet's shim (`perf record -a` "
+        "on exec, exit, fork, mount, umount and connect, with uprobes on the task API, at "
+        "0bd7411): ctr and containerd work 35 to 50 ms before the shim binary is first executed; "
+        "`start` runs 2.4 to 3.6 ms from its exec to its exit (its fork serves the pod); create, "
+        "start, the task, delete and shutdown follow at containerd's pace, round trip by round "
+        "trip (the shim's own parts: the rootfs mount 0.2-0.4 ms, the runtime 0.6-0.75 ms, the "
+        "module from the compile cache 0.4-0.55 ms, the unmount 0.4-0.5 ms); `delete` then runs "
+        "1.3-1.4 ms, and ctr exits 6 to 8 ms after it. The fork took 3 ms off a run: 59.3 "
+        "against 62.2 ms (median of 30, the two builds alternating, `ctr run --rm` by hand). "
+        "The median of 10 moves by a few milliseconds from run to run: quick runs of this part "
+        "earlier the same day gave 0.52x to 0.55x (53.5 / 102.0 ms, 54.2 / 98.6 ms)."),
     "7.density-cpu": (
         "the CNI ADD's plugin processes are counted in the agent's CPU (they are its children): "
         "three Go binaries started per pod, with their own runtime start-up, the veth and address "
