@@ -97,6 +97,33 @@ pub fn cgroup_of(cgroups_path: &str) -> Result<PathBuf, Error> {
     Ok(path)
 }
 
+/// The CPUs a cgroup may use by its bandwidth limit, rounded up (at least one): v2's
+/// `cpu.max` (`QUOTA PERIOD`, or `max`), v1's `cpu.cfs_quota_us` (`-1` for none) over
+/// `cpu.cfs_period_us`, read in each hierarchy of `hierarchies` at `cgroup`. `None` when no
+/// hierarchy limits it.
+pub fn cpu_limit(hierarchies: &[Hierarchy], cgroup: &Path) -> Option<usize> {
+    let relative = cgroup.strip_prefix("/").unwrap_or(cgroup);
+    hierarchies.iter().find_map(|h| {
+        let dir = h.mount_point.join(relative);
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+        let (quota, period) = match read("cpu.max") {
+            Some(max) => {
+                let mut fields = max.split_whitespace();
+                (
+                    fields.next()?.parse::<u64>().ok()?,
+                    fields.next()?.parse::<u64>().ok()?,
+                )
+            }
+            None => {
+                let quota = read("cpu.cfs_quota_us")?.trim().parse::<i64>().ok()?;
+                let period = read("cpu.cfs_period_us")?.trim().parse::<u64>().ok()?;
+                (u64::try_from(quota).ok()?, period)
+            }
+        };
+        (quota > 0 && period > 0).then(|| usize::try_from(quota.div_ceil(period)).unwrap_or(1))
+    })
+}
+
 /// `a-b.slice`, `prefix`, `name` -> `/a.slice/a-b.slice/prefix-name.scope` (systemd's
 /// expansion of a slice name into its parents).
 fn systemd_path(slice: &str, prefix: &str, name: &str) -> Option<PathBuf> {
@@ -257,6 +284,38 @@ mod tests {
 40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 22 1 0:20 / /proc rw - proc proc rw";
+
+    #[test]
+    fn a_cpu_limit_is_read_from_v2_and_v1_files_and_rounded_up() {
+        let root = tempfile::tempdir().unwrap();
+        let (v2, v1) = (root.path().join("v2"), root.path().join("v1"));
+        let pod = Path::new("/kubepods/pod1");
+        let at = |h: &Path| h.join("kubepods/pod1");
+        std::fs::create_dir_all(at(&v2)).unwrap();
+        std::fs::create_dir_all(at(&v1)).unwrap();
+        let hierarchy = |p: &Path| Hierarchy {
+            mount_point: p.to_path_buf(),
+            cpuset_v1: false,
+        };
+        let (only_v2, only_v1) = ([hierarchy(&v2)], [hierarchy(&v1)]);
+        assert_eq!(cpu_limit(&only_v2, pod), None, "no files, no limit");
+        std::fs::write(at(&v2).join("cpu.max"), "max 100000\n").unwrap();
+        assert_eq!(cpu_limit(&only_v2, pod), None);
+        std::fs::write(at(&v2).join("cpu.max"), "150000 100000\n").unwrap();
+        assert_eq!(cpu_limit(&only_v2, pod), Some(2));
+        std::fs::write(at(&v2).join("cpu.max"), "20000 100000\n").unwrap();
+        assert_eq!(cpu_limit(&only_v2, pod), Some(1));
+        std::fs::write(at(&v1).join("cpu.cfs_quota_us"), "-1\n").unwrap();
+        std::fs::write(at(&v1).join("cpu.cfs_period_us"), "100000\n").unwrap();
+        assert_eq!(cpu_limit(&only_v1, pod), None);
+        std::fs::write(at(&v1).join("cpu.cfs_quota_us"), "300000\n").unwrap();
+        assert_eq!(cpu_limit(&only_v1, pod), Some(3));
+        // The first hierarchy that limits the cgroup answers.
+        assert_eq!(
+            cpu_limit(&[hierarchy(root.path()), hierarchy(&v1)], pod),
+            Some(3)
+        );
+    }
 
     #[test]
     fn hierarchies_are_the_cgroup_mounts() {

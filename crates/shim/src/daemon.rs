@@ -132,11 +132,14 @@ fn child(opts: &StartOpts, listener: UnixListener) -> ! {
     to_dev_null();
     let code = std::thread::scope(|s| {
         let served = s.spawn(|| {
+            let workers = pod_cpus()
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            runtime.block_on(serve(opts, listener))
+            runtime.block_on(serve(opts, listener, workers))
         });
         match served.join() {
             Ok(Ok(())) => 0,
@@ -148,6 +151,26 @@ fn child(opts: &StartOpts, listener: UnixListener) -> ! {
         }
     });
     std::process::exit(code)
+}
+
+/// The worker threads for a pod with a CPU limit: the CPUs the limit allows, rounded up and
+/// at most the machine's (as Go sizes GOMAXPROCS to its cgroup's limit). The limit is the
+/// one the kubelet puts on the pod's cgroup, the parent of the sandbox's `linux.cgroupsPath`
+/// (the bundle `start` runs in), or on that cgroup itself. `None` for a pod without one (one
+/// worker per core then): more workers than the pod may run at once only wait for the CPU
+/// bandwidth they share and lengthen its tail.
+fn pod_cpus() -> Option<usize> {
+    let spec = crate::bundle::load(Path::new(".")).ok()?;
+    let cgroup = crate::cgroup::cgroup_of(&crate::bundle::cgroups_path(&spec)?).ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let hierarchies = crate::cgroup::hierarchies(&mountinfo);
+    let limit = [Some(cgroup.as_path()), cgroup.parent()]
+        .into_iter()
+        .flatten()
+        .filter_map(|c| crate::cgroup::cpu_limit(&hierarchies, c))
+        .min()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Some(limit.min(cores))
 }
 
 /// Points stdin, stdout and stderr at `/dev/null`.
@@ -178,7 +201,7 @@ fn flags(opts: &StartOpts) -> Flags {
 }
 
 /// Serves the task API on `listener` until the shim's last task is gone.
-async fn serve(opts: &StartOpts, listener: UnixListener) -> Result<(), String> {
+async fn serve(opts: &StartOpts, listener: UnixListener, workers: usize) -> Result<(), String> {
     // `start` was made the subreaper of its descendants, which a fork does not inherit.
     // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer and changes only this process.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -209,7 +232,10 @@ async fn serve(opts: &StartOpts, listener: UnixListener) -> Result<(), String> {
         .add_listener(listener)
         .register_service(create_task(Arc::from(task)));
     server.start().await.map_err(|e| e.to_string())?;
-    log::info!("shim serving, forked from start");
+    log::info!(
+        "shim for {} serving with {workers} worker threads, forked from start",
+        opts.id
+    );
     shim.wait().await;
     let _ = server.shutdown().await;
     if let Some(path) = address {

@@ -102,21 +102,27 @@ fn memory_hierarchy() -> std::path::PathBuf {
     any.mount_point.clone()
 }
 
+/// A host-network pod sandbox config named `name` whose cgroup parent is `parent`, written
+/// under `dir`.
+fn pod_in_cgroup(dir: &std::path::Path, name: &str, parent: &str) -> String {
+    let pod = json!({
+        "metadata": {"name": name, "namespace": "default", "uid": unique(name)},
+        "log_directory": dir.join("logs").to_string_lossy(),
+        "linux": {
+            "cgroup_parent": parent,
+            "security_context": {"namespace_options": {"network": 2}}
+        }
+    });
+    write_json(dir, "pod.json", &pod)
+}
+
 #[test]
 fn the_shim_process_runs_in_the_pods_cgroup_and_leaves_it_with_the_pod() {
     let image = import_wasm(K8S, "busy", fixtures::busy()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     pause_image();
     let parent = format!("/wasmlet-test/pod{}", unique("cg"));
-    let pod = json!({
-        "metadata": {"name": "cg", "namespace": "default", "uid": unique("cg")},
-        "log_directory": dir.path().join("logs").to_string_lossy(),
-        "linux": {
-            "cgroup_parent": parent,
-            "security_context": {"namespace_options": {"network": 2}}
-        }
-    });
-    let pod = write_json(dir.path(), "pod.json", &pod);
+    let pod = pod_in_cgroup(dir.path(), "cg", &parent);
     let ctr = container_config(dir.path(), "busy", &image, &["/busy.wasm", "16"], 0);
     let pod_id = crictl_ok(&["runp", "--runtime", "wasm", &pod]);
     let id = crictl_ok(&["create", &pod_id, &ctr, &pod]);
@@ -242,4 +248,75 @@ fn a_wasm_container_and_a_native_sidecar_share_the_pods_network() {
     crictl_ok(&["rm", &side_id]);
     crictl_ok(&["stopp", &pod_id]);
     crictl_ok(&["rmp", &pod_id]);
+}
+
+/// The mount point of the hierarchy with the `cpu` controller (v1 `cpu` or `cpu,cpuacct`,
+/// else the v2 one) and whether it is v2.
+fn cpu_hierarchy() -> (std::path::PathBuf, bool) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for line in mountinfo.lines() {
+        let Some((before, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut fields = after.split_whitespace();
+        let (fstype, _, options) = (fields.next(), fields.next(), fields.next());
+        let mount = before.split_whitespace().nth(4).unwrap_or_default();
+        let cpu_v1 =
+            fstype == Some("cgroup") && options.unwrap_or_default().split(',').any(|o| o == "cpu");
+        if cpu_v1 {
+            return (mount.into(), false);
+        }
+    }
+    (memory_hierarchy(), true)
+}
+
+/// Whether containerd's log says the shim of `pod_id` serves with `workers` worker threads.
+fn shim_workers_logged(pod_id: &str, workers: usize) -> bool {
+    let wanted = format!("shim for {pod_id} serving with {workers} worker threads");
+    for _ in 0..50 {
+        let log = std::fs::read_to_string(state_dir().join("containerd.log")).unwrap_or_default();
+        if log.contains(&wanted) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn a_pod_with_a_cpu_limit_gets_as_many_shim_workers_as_the_limit_allows() {
+    // The kubelet puts a pod's CPU limit on the pod's cgroup; here the test does, as the
+    // parent of the sandbox's cgroup, then asks containerd for the pod.
+    let image = import_wasm(K8S, "sleep", fixtures::sleep()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    pause_image();
+    let parent = format!("/wasmlet-test/pod{}", unique("cpu"));
+    let (root, v2) = cpu_hierarchy();
+    let pod_cgroup = root.join(parent.trim_start_matches('/'));
+    std::fs::create_dir_all(&pod_cgroup).unwrap();
+    if v2 {
+        std::fs::write(pod_cgroup.join("cpu.max"), "100000 100000").unwrap();
+    } else {
+        std::fs::write(pod_cgroup.join("cpu.cfs_period_us"), "100000").unwrap();
+        std::fs::write(pod_cgroup.join("cpu.cfs_quota_us"), "100000").unwrap();
+    }
+    let pod = pod_in_cgroup(dir.path(), "cpu", &parent);
+    let ctr = container_config(dir.path(), "sleep", &image, &["/sleep.wasm", "600000"], 0);
+    let pod_id = crictl_ok(&["runp", "--runtime", "wasm", &pod]);
+    let id = crictl_ok(&["create", &pod_id, &ctr, &pod]);
+    crictl_ok(&["start", &id]);
+    let logged = shim_workers_logged(&pod_id, 1);
+    crictl_ok(&["stop", "--timeout", "0", &id]);
+    remove_pod(&pod_id, &id);
+    for _ in 0..50 {
+        if std::fs::remove_dir(&pod_cgroup).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_dir(root.join("wasmlet-test"));
+    assert!(
+        logged,
+        "the shim of a pod limited to 1 CPU serves with 1 worker thread"
+    );
 }
