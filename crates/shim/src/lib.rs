@@ -89,10 +89,11 @@ pub fn engine() -> wasmlet_runtime::EngineKind {
     ENGINE.get().copied().unwrap_or_default()
 }
 
-/// The shim's process, running wasm on `engine`: [`run`] on a tokio runtime fit for the
-/// action. containerd's `start` and `delete` (a process each per task, ended within
-/// milliseconds) run on the calling thread alone, sparing the start and stop of a worker
-/// thread per core (a third of a millisecond of CPU per process here); the shim itself runs on
+/// The shim's process, running wasm on `engine`. containerd's `delete` (a process per task,
+/// ended within milliseconds) needs no runtime at all; `start` runs [`run`] on the calling
+/// thread alone, sparing the start and stop of a worker thread per core (a third of a
+/// millisecond of CPU per process here), and the process serving the pod is its fork, with a
+/// runtime of its own ([`daemon`]); a shim executed without an action (the fallback) runs on
 /// one worker per core.
 pub fn main(engine: wasmlet_runtime::EngineKind) {
     if std::env::args_os().last().is_some_and(|a| a == "delete") {
