@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use containerd_shim::asynchronous::{ExitSignal, Shim, publisher::RemotePublisher, spawn};
@@ -15,7 +15,6 @@ use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::{self, Code, r#async::TtrpcContext};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::tasks::{self, Exit, NewTask, Tasks};
 use crate::{artifact, bundle, containerd, daemon, rootfs, stats};
@@ -97,8 +96,6 @@ pub struct WasmShim {
     exit: Arc<ExitSignal>,
     namespace: String,
     containerd: containerd::Endpoint,
-    /// The task service's events, flushed before the shim exits.
-    events: std::sync::Mutex<Option<Arc<Events>>>,
 }
 
 #[async_trait]
@@ -110,7 +107,6 @@ impl Shim for WasmShim {
             exit: Arc::new(ExitSignal::default()),
             namespace: args.namespace.clone(),
             containerd: containerd::Endpoint::new(&args.address, &args.namespace),
-            events: std::sync::Mutex::new(None),
         }
     }
 
@@ -150,26 +146,17 @@ impl Shim for WasmShim {
         Ok(delete_dead_shim())
     }
 
-    /// Waits for the shim's end, then for its last events (a task's exit and deletion) to
-    /// reach containerd, within [`PUBLISH_DEADLINE`].
     async fn wait(&mut self) {
         self.exit.wait().await;
-        let events = self
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(events) = events {
-            let _ = tokio::time::timeout(PUBLISH_DEADLINE, events.flush()).await;
-        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        let events = Arc::new(Events::new(publisher, self.namespace.clone()));
-        *self.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(events.clone());
         TaskService {
             tasks: Arc::new(Tasks::new(self.containerd.clone())),
-            events,
+            events: Arc::new(Events {
+                publisher,
+                namespace: self.namespace.clone(),
+            }),
             exit: self.exit.clone(),
         }
     }
@@ -186,69 +173,32 @@ pub fn delete_dead_shim() -> api::DeleteResponse {
     }
 }
 
-/// Publishes task events to containerd, in order, from a task of its own: a request that
-/// emits an event (create, start, delete) answers without waiting for containerd to take it,
-/// as containerd's own shims do, which takes a round trip to containerd off every such
-/// request's path.
+/// Publishes task events to containerd.
 struct Events {
-    queue: mpsc::UnboundedSender<Queued>,
+    publisher: RemotePublisher,
+    namespace: String,
 }
-
-/// What the forwarding task is given: an event, or a flush to acknowledge once every event
-/// queued before it was handed to containerd.
-enum Queued {
-    Event(&'static str, Box<dyn MessageDyn>),
-    Flush(oneshot::Sender<()>),
-}
-
-/// How long one event may take to reach containerd.
-const PUBLISH_DEADLINE: Duration = Duration::from_secs(5);
 
 impl Events {
-    fn new(publisher: RemotePublisher, namespace: String) -> Events {
-        let (queue, mut queued) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(item) = queued.recv().await {
-                match item {
-                    Queued::Event(topic, event) => {
-                        let ctx = ttrpc::context::Context::default();
-                        let sent = publisher.publish(ctx, topic, &namespace, event);
-                        match tokio::time::timeout(PUBLISH_DEADLINE, sent).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(err)) => log::warn!("cannot publish {topic}: {err}"),
-                            Err(_) => log::warn!(
-                                "cannot publish {topic}: containerd did not take it within {PUBLISH_DEADLINE:?}"
-                            ),
-                        }
-                    }
-                    Queued::Flush(done) => {
-                        let _ = done.send(());
-                    }
-                }
-            }
-        });
-        Events { queue }
-    }
-
-    fn publish(&self, topic: &'static str, event: Box<dyn MessageDyn>) {
-        let _ = self.queue.send(Queued::Event(topic, event));
-    }
-
-    /// Waits until every event queued so far was handed to containerd (or given up on).
-    async fn flush(&self) {
-        let (done, flushed) = oneshot::channel();
-        if self.queue.send(Queued::Flush(done)).is_ok() {
-            let _ = flushed.await;
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        let ctx = ttrpc::context::Context::default();
+        if let Err(err) = self
+            .publisher
+            .publish(ctx, topic, &self.namespace, event)
+            .await
+        {
+            log::warn!("cannot publish {topic}: {err}");
         }
     }
 
-    fn exited(&self, id: &str, exit: Exit) {
+    async fn exited(&self, id: &str, exit: Exit) {
         if exit.oom {
             let oom = TaskOOM {
                 container_id: id.into(),
                 ..Default::default()
             };
-            self.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(oom));
+            self.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(oom))
+                .await;
         }
         let event = TaskExit {
             container_id: id.into(),
@@ -258,7 +208,8 @@ impl Events {
             exited_at: Some(timestamp(exit.at)).into(),
             ..Default::default()
         };
-        self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event));
+        self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
+            .await;
     }
 }
 
@@ -312,7 +263,8 @@ impl Task for TaskService {
             ..Default::default()
         };
         self.events
-            .publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event));
+            .publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event))
+            .await;
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -327,13 +279,8 @@ impl Task for TaskService {
         no_exec(&req.exec_id)?;
         let events = self.events.clone();
         let id = req.id.clone();
-        // A task that ends at once must not have its exit queued before its start.
-        let (started, start_queued) = oneshot::channel::<()>();
         let on_exit = move |exit| {
-            tokio::spawn(async move {
-                let _ = start_queued.await;
-                events.exited(&id, exit);
-            });
+            tokio::spawn(async move { events.exited(&id, exit).await });
         };
         self.tasks.start(&req.id, on_exit).map_err(task_err)?;
         let pid = self.tasks.info(&req.id).map_err(task_err)?.pid;
@@ -343,8 +290,8 @@ impl Task for TaskService {
             ..Default::default()
         };
         self.events
-            .publish(topics::TASK_START_EVENT_TOPIC, Box::new(event));
-        let _ = started.send(());
+            .publish(topics::TASK_START_EVENT_TOPIC, Box::new(event))
+            .await;
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -374,7 +321,7 @@ impl Task for TaskService {
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
         no_exec(&req.exec_id)?;
         if let Some(exit) = self.tasks.kill(&req.id, req.signal).map_err(task_err)? {
-            self.events.exited(&req.id, exit);
+            self.events.exited(&req.id, exit).await;
         }
         Ok(Empty::new())
     }
@@ -395,7 +342,8 @@ impl Task for TaskService {
             ..Default::default()
         };
         self.events
-            .publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event));
+            .publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event))
+            .await;
         Ok(api::DeleteResponse {
             pid: std::process::id(),
             exit_status: exit.status,
