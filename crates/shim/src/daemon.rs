@@ -93,15 +93,20 @@ pub fn single_threaded() -> bool {
 
 /// Forks the serving process of `listener`. Returns the child's pid in the parent, or `None`
 /// when the process cannot fork safely (more than one thread) or the fork failed; the child
-/// never returns.
-pub fn fork_server(opts: &StartOpts, listener: UnixListener) -> Result<Option<u32>, Error> {
+/// never returns. `cgroups_path` is the `linux.cgroupsPath` of the bundle `start` runs in (the sandbox's, for
+/// a pod), which sizes the child's runtime ([`workers`]).
+pub fn fork_server(
+    opts: &StartOpts,
+    listener: UnixListener,
+    cgroups_path: Option<&str>,
+) -> Result<Option<u32>, Error> {
     if !single_threaded() {
         return Ok(None);
     }
     // SAFETY: the process has one thread (checked above), so the child is a full copy.
     match unsafe { libc::fork() } {
         -1 => Ok(None),
-        0 => child(opts, listener),
+        0 => child(opts, listener, cgroups_path),
         pid => {
             drop(listener);
             let pid = pid as u32;
@@ -128,12 +133,11 @@ fn confine(opts: &StartOpts, pid: u32) -> Result<(), Error> {
 /// The child: stdio off containerd's pipes (containerd reads `start`'s output until every
 /// copy of it is closed), then the server on a thread of its own with a runtime of its own
 /// (this thread is inside `start`'s runtime), then exit.
-fn child(opts: &StartOpts, listener: UnixListener) -> ! {
+fn child(opts: &StartOpts, listener: UnixListener, cgroups_path: Option<&str>) -> ! {
     to_dev_null();
     let code = std::thread::scope(|s| {
         let served = s.spawn(|| {
-            let workers = pod_cpus()
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let workers = workers(cgroups_path);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
                 .enable_all()
@@ -153,24 +157,24 @@ fn child(opts: &StartOpts, listener: UnixListener) -> ! {
     std::process::exit(code)
 }
 
-/// The worker threads for a pod with a CPU limit: the CPUs the limit allows, rounded up and
-/// at most the machine's (as Go sizes GOMAXPROCS to its cgroup's limit). The limit is the
-/// one the kubelet puts on the pod's cgroup, the parent of the sandbox's `linux.cgroupsPath`
-/// (the bundle `start` runs in), or on that cgroup itself. `None` for a pod without one (one
-/// worker per core then): more workers than the pod may run at once only wait for the CPU
-/// bandwidth they share and lengthen its tail.
-fn pod_cpus() -> Option<usize> {
-    let spec = crate::bundle::load(Path::new(".")).ok()?;
-    let cgroup = crate::cgroup::cgroup_of(&crate::bundle::cgroups_path(&spec)?).ok()?;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let hierarchies = crate::cgroup::hierarchies(&mountinfo);
-    let limit = [Some(cgroup.as_path()), cgroup.parent()]
-        .into_iter()
-        .flatten()
-        .filter_map(|c| crate::cgroup::cpu_limit(&hierarchies, c))
-        .min()?;
+/// The worker threads of the runtime: one per core, or for a pod with a CPU limit the CPUs
+/// the limit allows, rounded up and at most the cores (as Go sizes GOMAXPROCS to its
+/// cgroup's limit). The limit is the one the kubelet puts on the pod's cgroup, the parent of
+/// the sandbox's `cgroups_path`, or on that cgroup itself: more workers than the pod may run
+/// at once only wait for the CPU bandwidth they share and lengthen its tail.
+fn workers(cgroups_path: Option<&str>) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Some(limit.min(cores))
+    let limit = || {
+        let cgroup = crate::cgroup::cgroup_of(cgroups_path?).ok()?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let hierarchies = crate::cgroup::hierarchies(&mountinfo);
+        [Some(cgroup.as_path()), cgroup.parent()]
+            .into_iter()
+            .flatten()
+            .filter_map(|c| crate::cgroup::cpu_limit(&hierarchies, c))
+            .min()
+    };
+    limit().map_or(cores, |cpus| cpus.min(cores))
 }
 
 /// Points stdin, stdout and stderr at `/dev/null`.
@@ -203,9 +207,8 @@ fn flags(opts: &StartOpts) -> Flags {
 /// Serves the task API on `listener` until the shim's last task is gone.
 async fn serve(opts: &StartOpts, listener: UnixListener, workers: usize) -> Result<(), String> {
     // `start` was made the subreaper of its descendants, which a fork does not inherit.
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer and changes only this process.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let config = Config::default();
+    let _ = crate::native::become_subreaper();
+    let mut config = Config::default();
     // Logging is best effort, as the crate's (a missing FIFO must not stop the pod).
     let _ = containerd_shim::logger::init(
         opts.debug,
@@ -224,8 +227,12 @@ async fn serve(opts: &StartOpts, listener: UnixListener, workers: usize) -> Resu
     let publisher = RemotePublisher::new(&ttrpc)
         .await
         .map_err(|e| format!("cannot reach containerd's ttrpc address {ttrpc}: {e}"))?;
-    let mut config = config;
-    let mut shim = WasmShim::new(runtime_id(), &flags(opts), &mut config).await;
+    let mut shim = WasmShim::new(
+        crate::runtime_type(crate::engine()),
+        &flags(opts),
+        &mut config,
+    )
+    .await;
     let task: Box<dyn Task + Send + Sync> = Box::new(shim.create_task_service(publisher).await);
     let listener = Listener::try_from(listener).map_err(|e| e.to_string())?;
     let mut server = Server::new()
@@ -242,14 +249,6 @@ async fn serve(opts: &StartOpts, listener: UnixListener, workers: usize) -> Resu
         let _ = std::fs::remove_file(path);
     }
     Ok(())
-}
-
-/// The runtime type of this shim's engine.
-fn runtime_id() -> &'static str {
-    match crate::engine() {
-        wasmlet_runtime::EngineKind::Wasmtime => crate::RUNTIME_TYPE,
-        wasmlet_runtime::EngineKind::Wasmer => crate::WASMER_RUNTIME_TYPE,
-    }
 }
 
 #[cfg(test)]

@@ -84,6 +84,14 @@ pub const WASMER_RUNTIME_TYPE: &str = "io.containerd.wasmlet-wasmer.v1";
 /// The engine this shim process runs wasm on (set once by [`run`]).
 static ENGINE: std::sync::OnceLock<wasmlet_runtime::EngineKind> = std::sync::OnceLock::new();
 
+/// The runtime type containerd knows the shim running wasm on `engine` by.
+pub fn runtime_type(engine: wasmlet_runtime::EngineKind) -> &'static str {
+    match engine {
+        wasmlet_runtime::EngineKind::Wasmtime => RUNTIME_TYPE,
+        wasmlet_runtime::EngineKind::Wasmer => WASMER_RUNTIME_TYPE,
+    }
+}
+
 /// The engine this shim process runs wasm on: wasmtime unless [`run`] was told otherwise.
 pub fn engine() -> wasmlet_runtime::EngineKind {
     ENGINE.get().copied().unwrap_or_default()
@@ -150,11 +158,8 @@ pub async fn run(engine: wasmlet_runtime::EngineKind) {
         no_reaper: true,
         ..Default::default()
     };
-    let runtime_type = match engine {
-        wasmlet_runtime::EngineKind::Wasmtime => RUNTIME_TYPE,
-        wasmlet_runtime::EngineKind::Wasmer => WASMER_RUNTIME_TYPE,
-    };
-    containerd_shim::asynchronous::run::<service::WasmShim>(runtime_type, Some(config)).await;
+    containerd_shim::asynchronous::run::<service::WasmShim>(runtime_type(engine), Some(config))
+        .await;
 }
 
 #[cfg(test)]

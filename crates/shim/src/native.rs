@@ -203,7 +203,7 @@ fn wait_for(pid: u32) -> i32 {
 
 /// Makes this process the subreaper of its descendants (once): the containers' init
 /// processes, orphaned when `runc create` exits, become its children.
-fn become_subreaper() -> Result<(), Error> {
+pub(crate) fn become_subreaper() -> Result<(), Error> {
     // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument and changes only this
     // process's attribute.
     let done = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };

@@ -116,9 +116,10 @@ impl Shim for WasmShim {
     /// The serving process is a fork of this one ([`daemon`]) when that is safe, else a new
     /// execution of the binary (the `containerd-shim` crate's `spawn`).
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        let grouping = bundle::load(Path::new("."))
-            .map(|spec| bundle::group(&spec, &opts.id))
-            .unwrap_or_else(|_| opts.id.clone());
+        let spec = bundle::load(Path::new(".")).ok();
+        let grouping = spec
+            .as_ref()
+            .map_or_else(|| opts.id.clone(), |spec| bundle::group(spec, &opts.id));
         let address = opts.socket_address(&grouping);
         let failed = |e: daemon::Error| containerd_shim::Error::Other(e.to_string());
         match daemon::bind(&address).map_err(failed)? {
@@ -128,7 +129,8 @@ impl Shim for WasmShim {
                 return Ok(address);
             }
             daemon::Bound::New(listener) => {
-                if daemon::fork_server(&opts, listener)
+                let cgroups_path = spec.as_ref().and_then(bundle::cgroups_path);
+                if daemon::fork_server(&opts, listener, cgroups_path.as_deref())
                     .map_err(failed)?
                     .is_some()
                 {

@@ -254,20 +254,19 @@ fn a_wasm_container_and_a_native_sidecar_share_the_pods_network() {
 /// else the v2 one) and whether it is v2.
 fn cpu_hierarchy() -> (std::path::PathBuf, bool) {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    for line in mountinfo.lines() {
-        let Some((before, after)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut fields = after.split_whitespace();
-        let (fstype, _, options) = (fields.next(), fields.next(), fields.next());
-        let mount = before.split_whitespace().nth(4).unwrap_or_default();
-        let cpu_v1 =
-            fstype == Some("cgroup") && options.unwrap_or_default().split(',').any(|o| o == "cpu");
-        if cpu_v1 {
-            return (mount.into(), false);
-        }
+    let hierarchies = wasmlet_shim::cgroup::hierarchies(&mountinfo);
+    let v1 = hierarchies.iter().find(|h| {
+        let name = h
+            .mount_point
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        name.split(',').any(|c| c == "cpu")
+    });
+    match v1 {
+        Some(h) => (h.mount_point.clone(), false),
+        None => (memory_hierarchy(), true),
     }
-    (memory_hierarchy(), true)
 }
 
 /// Whether containerd's log says the shim of `pod_id` serves with `workers` worker threads.
