@@ -255,6 +255,11 @@ async fn serve(opts: &StartOpts, listener: UnixListener, workers: usize) -> Resu
 mod tests {
     use super::*;
 
+    /// Held by the test that forks and the test that needs a closed socket to be stale: a
+    /// child forked while the socket listens holds a copy of it, and a connect to the path
+    /// succeeds until the child exits.
+    static FORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn a_socket_address_names_its_path() {
         assert_eq!(
@@ -266,6 +271,7 @@ mod tests {
 
     #[test]
     fn a_test_process_has_threads_and_its_fork_has_one() {
+        let _fork = FORK.lock().unwrap_or_else(|e| e.into_inner());
         // The test harness runs tests on threads of its own: never one thread here.
         assert!(!single_threaded());
         // SAFETY: the child only reads a /proc file and exits.
@@ -289,6 +295,7 @@ mod tests {
 
     #[test]
     fn a_served_socket_is_reused_and_a_stale_one_replaced() {
+        let _fork = FORK.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s/sock");
         let address = format!("unix://{}", path.display());
