@@ -18,9 +18,11 @@ use wasmlet_oci::format::Format;
 use wasmlet_oci::push::{self, Artifact};
 use wasmlet_testkit::{Auth, Registry};
 
-/// A `wasmlet node` process; killed when dropped.
+/// A `wasmlet node` process; killed when dropped, its log's tail printed then (the harness
+/// shows it when the test fails).
 struct Node {
     child: Child,
+    log: std::path::PathBuf,
 }
 
 impl Node {
@@ -35,10 +37,11 @@ impl Node {
         port: u16,
         extra: &[&str],
     ) -> Result<Node> {
+        let log_path = data.with_extension("log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(data.with_extension("log"))?;
+            .open(&log_path)?;
         let child = Command::new(env!("CARGO_BIN_EXE_wasmlet"))
             .args(["node", "--node-name", name, "--node-ip", "127.0.0.1"])
             .args(["--network", "loopback"])
@@ -55,7 +58,10 @@ impl Node {
             .stderr(log)
             .spawn()
             .context("starting wasmlet node")?;
-        Ok(Node { child })
+        Ok(Node {
+            child,
+            log: log_path,
+        })
     }
 
     fn signal(&self, signal: &str) -> Result<()> {
@@ -82,6 +88,14 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(80)..];
+        eprintln!(
+            "--- the last lines of {}:\n{}",
+            self.log.display(),
+            tail.join("\n")
+        );
     }
 }
 
@@ -135,6 +149,12 @@ async fn phase(cluster: &Cluster, name: &str, phase: &str) -> Result<Value> {
         get(cluster, name).filter(|p| p["status"]["phase"] == phase)
     })
     .await
+    .with_context(|| {
+        format!(
+            "{name} as last seen: {:#}",
+            get(cluster, name).unwrap_or_default()
+        )
+    })
 }
 
 /// The node's Ready condition status.
