@@ -66,6 +66,7 @@ pub mod bundle;
 pub mod cgroup;
 pub mod containerd;
 pub mod daemon;
+pub mod fifo;
 pub mod native;
 pub mod network;
 pub mod rootfs;

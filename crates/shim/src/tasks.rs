@@ -17,6 +17,7 @@ use crate::artifact::{self, Artifact};
 use crate::bundle;
 use crate::cgroup;
 use crate::containerd::{self, Containerd};
+use crate::fifo;
 use crate::native::{self, Native};
 use crate::network;
 use crate::rootfs;
@@ -117,6 +118,8 @@ enum Work {
         spec: Option<Box<ContainerSpec>>,
         serve: Option<std::net::SocketAddr>,
         container: Option<Arc<Container>>,
+        /// The output FIFOs, watched until their readers have taken the task's last output.
+        outputs: Option<fifo::Outputs>,
     },
     /// A native container (a sidecar), run by runc.
     Native(Box<Native>),
@@ -358,6 +361,12 @@ impl Tasks {
         if let Some(argv) = module.argv {
             container.args = argv;
         }
+        // Opened at create, as a runc shim opens them, so that the client's ends are open
+        // by the time the task starts (see the fifo module for why its end waits for them).
+        let mut outputs = fifo::Outputs::default();
+        container.stdio.stdout_tee = open_output("stdout", &new.stdout, &mut outputs)?;
+        container.stdio.stderr_tee = open_output("stderr", &new.stderr, &mut outputs)?;
+        container.stdio.report_end = true;
         let serve = match program.kind() {
             ProgramKind::HttpComponent => Some(network::http_address(&container.env)?),
             _ => None,
@@ -377,6 +386,7 @@ impl Tasks {
             spec: Some(Box::new(container)),
             serve,
             container: None,
+            outputs: Some(outputs),
         })
     }
 
@@ -614,11 +624,10 @@ fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
             spec,
             serve,
             container,
+            outputs,
         } => {
-            let mut spec = spec.take().map(|s| *s).unwrap_or_default();
-            spec.stdio.stdout_tee = open_fifo("stdout", &task.stdout)?;
-            spec.stdio.stderr_tee = open_fifo("stderr", &task.stderr)?;
-            spec.stdio.report_end = true;
+            let spec = spec.take().map(|s| *s).unwrap_or_default();
+            let outputs = outputs.take().unwrap_or_default();
             let runtime = tasks.runtime()?;
             let started = match (*serve, &spec.network) {
                 (Some(addr), Some(net)) => {
@@ -630,7 +639,11 @@ fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
             };
             let started = Arc::new(started);
             *container = Some(started.clone());
-            Ok(Box::pin(async move { started.wait().await }))
+            Ok(Box::pin(async move {
+                let status = started.wait().await;
+                outputs.read_out(fifo::READ_OUT).await;
+                status
+            }))
         }
     }
 }
@@ -672,15 +685,23 @@ fn fifo_stdio(stream: &'static str, path: &str) -> Result<std::process::Stdio> {
     Ok(file.map_or_else(std::process::Stdio::null, Into::into))
 }
 
-/// Opens a FIFO containerd made for a wasm container's output. Read-write, so the open does
-/// not block when the reader is not there yet (Linux FIFO semantics); the reader sees EOF
-/// once the container ends and the file is closed.
-fn open_fifo(
+/// Opens a FIFO containerd made for a wasm container's output, watched by `outputs`.
+/// Read-write, so the open does not block when the reader is not there yet (Linux FIFO
+/// semantics); the reader sees EOF once the container ends and the files are closed.
+fn open_output(
     stream: &'static str,
     path: &str,
+    outputs: &mut fifo::Outputs,
 ) -> Result<Option<Box<dyn std::io::Write + Send + Sync>>> {
-    let file = open_fifo_file(stream, path, true)?;
-    Ok(file.map(|f| Box::new(f) as Box<dyn std::io::Write + Send + Sync>))
+    let Some(file) = open_fifo_file(stream, path, true)? else {
+        return Ok(None);
+    };
+    outputs.watch(&file).map_err(|source| Error::Stdio {
+        stream,
+        path: path.into(),
+        source,
+    })?;
+    Ok(Some(Box::new(file)))
 }
 
 /// Opens the FIFO at `path` for writing (and reading too when `read`); none when containerd
