@@ -1,5 +1,5 @@
-//! The output FIFOs of a wasm task, watched so that its exit is reported only once their
-//! readers have taken what it wrote.
+//! The output FIFOs of a task (wasm or native), watched so that its exit is reported only
+//! once their readers have taken what it wrote.
 //!
 //! containerd's clients (`ctr`, the CRI plugin) open their ends of a task's FIFOs on
 //! goroutines of their own and, once the task has exited, cancel the opens that have not

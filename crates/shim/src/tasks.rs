@@ -121,8 +121,12 @@ enum Work {
         /// The output FIFOs, watched until their readers have taken the task's last output.
         outputs: Option<fifo::Outputs>,
     },
-    /// A native container (a sidecar), run by runc.
-    Native(Box<Native>),
+    /// A native container (a sidecar), run by runc; its output FIFOs watched as a wasm
+    /// task's are.
+    Native {
+        native: Box<Native>,
+        outputs: Option<fifo::Outputs>,
+    },
     /// A pod's sandbox (pause) container: no code, waits for its kill. The shim process
     /// joined its cgroup, to leave when it is deleted.
     Pause {
@@ -394,9 +398,10 @@ impl Tasks {
     /// in the pod's namespaces.
     async fn native(&self, new: &NewTask, path: &str) -> Result<Work> {
         log::info!("{path} is native: running container {} with runc", new.id);
+        let mut outputs = fifo::Outputs::default();
         let stdio = (
-            fifo_stdio("stdout", &new.stdout)?,
-            fifo_stdio("stderr", &new.stderr)?,
+            fifo_stdio("stdout", &new.stdout, &mut outputs)?,
+            fifo_stdio("stderr", &new.stderr, &mut outputs)?,
         );
         let sandbox = self
             .sandbox_netns
@@ -414,7 +419,10 @@ impl Tasks {
             id: new.id.clone(),
             reason: e.to_string(),
         })??;
-        Ok(Work::Native(Box::new(created)))
+        Ok(Work::Native {
+            native: Box::new(created),
+            outputs: Some(outputs),
+        })
     }
 
     /// The module of container `id`: the file `process.args[0]` names in its rootfs, else
@@ -536,7 +544,7 @@ impl Tasks {
             })?;
             tasks.remove(id).ok_or_else(|| Error::NotFound(id.into()))?
         };
-        if let Work::Native(native) = &task.work
+        if let Work::Native { native, .. } = &task.work
             && let Err(err) = native.delete()
         {
             log::warn!("{err}");
@@ -581,7 +589,7 @@ impl Tasks {
                 exit: *task.exit.borrow(),
                 memory_limit: task.memory_limit,
                 pid: match &task.work {
-                    Work::Native(native) => native.pid(),
+                    Work::Native { native, .. } => native.pid(),
                     _ => std::process::id(),
                 },
             })
@@ -604,11 +612,13 @@ type Ended = std::pin::Pin<Box<dyn std::future::Future<Output = ExitStatus> + Se
 /// Starts what the task runs and returns the future of its end.
 fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
     match &mut task.work {
-        Work::Native(native) => {
+        Work::Native { native, outputs } => {
             let mut exited = native.exited();
             native.start()?;
+            let outputs = outputs.take().unwrap_or_default();
             Ok(Box::pin(async move {
                 let code = exited.wait_for(Option::is_some).await.ok().and_then(|c| *c);
+                outputs.read_out(fifo::READ_OUT).await;
                 ExitStatus::exited(code.unwrap_or(255))
             }))
         }
@@ -650,7 +660,7 @@ fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
 
 fn stop_work(work: &Work, now: bool, sig: u32) {
     match work {
-        Work::Native(native) => {
+        Work::Native { native, .. } => {
             if let Err(err) = native.kill(sig) {
                 log::warn!("{err}");
             }
@@ -679,10 +689,18 @@ fn finish_task(task: &mut Task, status: &ExitStatus) -> Option<Exit> {
     Some(exit)
 }
 
-/// A FIFO of containerd's opened for a native container's process to write to.
-fn fifo_stdio(stream: &'static str, path: &str) -> Result<std::process::Stdio> {
-    let file = open_fifo_file(stream, path, false)?;
-    Ok(file.map_or_else(std::process::Stdio::null, Into::into))
+/// A FIFO of containerd's opened for a native container's process to write to, watched by
+/// `outputs`.
+fn fifo_stdio(
+    stream: &'static str,
+    path: &str,
+    outputs: &mut fifo::Outputs,
+) -> Result<std::process::Stdio> {
+    let Some(file) = open_fifo_file(stream, path, false)? else {
+        return Ok(std::process::Stdio::null());
+    };
+    watch(stream, path, &file, outputs)?;
+    Ok(file.into())
 }
 
 /// Opens a FIFO containerd made for a wasm container's output, watched by `outputs`.
@@ -696,12 +714,17 @@ fn open_output(
     let Some(file) = open_fifo_file(stream, path, true)? else {
         return Ok(None);
     };
-    outputs.watch(&file).map_err(|source| Error::Stdio {
+    watch(stream, path, &file, outputs)?;
+    Ok(Some(Box::new(file)))
+}
+
+/// Has `outputs` watch the FIFO `file` is open on.
+fn watch(stream: &'static str, path: &str, file: &File, outputs: &mut fifo::Outputs) -> Result<()> {
+    outputs.watch(file).map_err(|source| Error::Stdio {
         stream,
         path: path.into(),
         source,
-    })?;
-    Ok(Some(Box::new(file)))
+    })
 }
 
 /// Opens the FIFO at `path` for writing (and reading too when `read`); none when containerd
