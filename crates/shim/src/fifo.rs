@@ -66,31 +66,27 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
-    fn fifo(dir: &std::path::Path) -> std::path::PathBuf {
+    /// A FIFO made in `dir`, the shim's read-write end of it, and that end watched.
+    fn watched_fifo(dir: &std::path::Path) -> (std::path::PathBuf, File, Outputs) {
         let path = dir.join("out");
         let name = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
         // SAFETY: makes a FIFO at a path of the test's own directory.
         assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
-        path
-    }
-
-    fn open_read_write(path: &std::path::Path) -> File {
-        File::options().read(true).write(true).open(path).unwrap()
+        let writer = File::options().read(true).write(true).open(&path).unwrap();
+        let mut outputs = Outputs::default();
+        outputs.watch(&writer).unwrap();
+        (path, writer, outputs)
     }
 
     #[tokio::test]
     async fn the_end_waits_until_a_late_reader_has_taken_the_output() {
         let dir = tempfile::tempdir().unwrap();
-        let path = fifo(dir.path());
-        let mut writer = open_read_write(&path);
-        let mut outputs = Outputs::default();
-        outputs.watch(&writer).unwrap();
+        let (path, mut writer, outputs) = watched_fifo(dir.path());
         writer.write_all(b"hello from stderr!\n").unwrap();
         assert_eq!(unread(&writer).unwrap(), 19);
-        let reader_path = path.clone();
         let reader = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
-            let mut reader = File::open(reader_path).unwrap();
+            let mut reader = File::open(path).unwrap();
             let mut line = [0u8; 19];
             reader.read_exact(&mut line).unwrap();
             line
@@ -105,10 +101,7 @@ mod tests {
     #[tokio::test]
     async fn output_nobody_reads_holds_the_end_only_until_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let path = fifo(dir.path());
-        let mut writer = open_read_write(&path);
-        let mut outputs = Outputs::default();
-        outputs.watch(&writer).unwrap();
+        let (_path, mut writer, outputs) = watched_fifo(dir.path());
         writer.write_all(b"nobody reads this\n").unwrap();
         let start = Instant::now();
         outputs.read_out(Duration::from_millis(200)).await;
@@ -120,9 +113,7 @@ mod tests {
     #[tokio::test]
     async fn empty_fifos_do_not_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = open_read_write(&fifo(dir.path()));
-        let mut outputs = Outputs::default();
-        outputs.watch(&writer).unwrap();
+        let (_path, _writer, outputs) = watched_fifo(dir.path());
         let start = Instant::now();
         outputs.read_out(Duration::from_secs(10)).await;
         assert!(start.elapsed() < Duration::from_secs(5));

@@ -118,15 +118,9 @@ enum Work {
         spec: Option<Box<ContainerSpec>>,
         serve: Option<std::net::SocketAddr>,
         container: Option<Arc<Container>>,
-        /// The output FIFOs, watched until their readers have taken the task's last output.
-        outputs: Option<fifo::Outputs>,
     },
-    /// A native container (a sidecar), run by runc; its output FIFOs watched as a wasm
-    /// task's are.
-    Native {
-        native: Box<Native>,
-        outputs: Option<fifo::Outputs>,
-    },
+    /// A native container (a sidecar), run by runc.
+    Native(Box<Native>),
     /// A pod's sandbox (pause) container: no code, waits for its kill. The shim process
     /// joined its cgroup, to leave when it is deleted.
     Pause {
@@ -159,6 +153,9 @@ struct Task {
     stderr: String,
     state: TaskState,
     work: Work,
+    /// The output FIFOs, watched until their readers have taken the task's last output
+    /// (taken at start).
+    outputs: fifo::Outputs,
     signal: Option<u32>,
     memory_limit: u64,
     exit: watch::Sender<Option<Exit>>,
@@ -298,7 +295,8 @@ impl Tasks {
         let rootfs = rootfs_dir(&spec, &new.bundle);
         rootfs::mount(&new.mounts, &rootfs).await?;
         let mounted = (!new.mounts.is_empty()).then(|| rootfs.clone());
-        let work = match self.prepare(&spec, &rootfs, &new).await {
+        let mut outputs = fifo::Outputs::default();
+        let work = match self.prepare(&spec, &rootfs, &new, &mut outputs).await {
             Ok(work) => work,
             Err(err) => {
                 if let Some(m) = &mounted {
@@ -314,6 +312,7 @@ impl Tasks {
             stderr: new.stderr,
             state: TaskState::Created,
             work,
+            outputs,
             signal: None,
             memory_limit: bundle::memory_limit(&spec).unwrap_or(0),
             exit: watch::channel(None).0,
@@ -327,6 +326,7 @@ impl Tasks {
         spec: &oci_spec::runtime::Spec,
         rootfs: &Path,
         new: &NewTask,
+        outputs: &mut fifo::Outputs,
     ) -> Result<Work> {
         let bundle = new.bundle.as_path();
         if bundle::is_sandbox(spec) {
@@ -344,7 +344,7 @@ impl Tasks {
         }
         let module = match self.module(&new.id, spec, rootfs).await {
             Err(Error::Bundle(bundle::Error::Native(path))) => {
-                return self.native(new, &path).await;
+                return self.native(new, &path, outputs).await;
             }
             module => module?,
         };
@@ -367,9 +367,8 @@ impl Tasks {
         }
         // Opened at create, as a runc shim opens them, so that the client's ends are open
         // by the time the task starts (see the fifo module for why its end waits for them).
-        let mut outputs = fifo::Outputs::default();
-        container.stdio.stdout_tee = open_output("stdout", &new.stdout, &mut outputs)?;
-        container.stdio.stderr_tee = open_output("stderr", &new.stderr, &mut outputs)?;
+        container.stdio.stdout_tee = open_output("stdout", &new.stdout, outputs)?;
+        container.stdio.stderr_tee = open_output("stderr", &new.stderr, outputs)?;
         container.stdio.report_end = true;
         let serve = match program.kind() {
             ProgramKind::HttpComponent => Some(network::http_address(&container.env)?),
@@ -390,18 +389,16 @@ impl Tasks {
             spec: Some(Box::new(container)),
             serve,
             container: None,
-            outputs: Some(outputs),
         })
     }
 
     /// A native container (its entrypoint `path` is a native executable), created by runc
     /// in the pod's namespaces.
-    async fn native(&self, new: &NewTask, path: &str) -> Result<Work> {
+    async fn native(&self, new: &NewTask, path: &str, outputs: &mut fifo::Outputs) -> Result<Work> {
         log::info!("{path} is native: running container {} with runc", new.id);
-        let mut outputs = fifo::Outputs::default();
         let stdio = (
-            fifo_stdio("stdout", &new.stdout, &mut outputs)?,
-            fifo_stdio("stderr", &new.stderr, &mut outputs)?,
+            fifo_stdio("stdout", &new.stdout, outputs)?,
+            fifo_stdio("stderr", &new.stderr, outputs)?,
         );
         let sandbox = self
             .sandbox_netns
@@ -419,10 +416,7 @@ impl Tasks {
             id: new.id.clone(),
             reason: e.to_string(),
         })??;
-        Ok(Work::Native {
-            native: Box::new(created),
-            outputs: Some(outputs),
-        })
+        Ok(Work::Native(Box::new(created)))
     }
 
     /// The module of container `id`: the file `process.args[0]` names in its rootfs, else
@@ -476,7 +470,8 @@ impl Tasks {
         artifact::resolve(&client, &image, &target).await
     }
 
-    /// Starts a created task; `on_exit` runs once it has ended, with its exit.
+    /// Starts a created task; `on_exit` runs once it has ended and its output FIFOs were
+    /// read out ([`fifo`]), with its exit.
     pub fn start(
         self: &Arc<Self>,
         id: &str,
@@ -484,17 +479,18 @@ impl Tasks {
     ) -> Result<()> {
         let tasks = self.clone();
         let owned = id.to_owned();
-        let ended = self.with(id, |task| {
+        let (ended, outputs) = self.with(id, |task| {
             let next = task.state.start().map_err(|source| Error::State {
                 id: owned.clone(),
                 source,
             })?;
             let ended = start_work(task, &tasks)?;
             task.state = next;
-            Ok(ended)
+            Ok((ended, std::mem::take(&mut task.outputs)))
         })?;
         tokio::spawn(async move {
             let status = ended.await;
+            outputs.read_out(fifo::READ_OUT).await;
             if let Some(exit) = tasks.finish(&owned, &status) {
                 on_exit(exit);
             }
@@ -544,7 +540,7 @@ impl Tasks {
             })?;
             tasks.remove(id).ok_or_else(|| Error::NotFound(id.into()))?
         };
-        if let Work::Native { native, .. } = &task.work
+        if let Work::Native(native) = &task.work
             && let Err(err) = native.delete()
         {
             log::warn!("{err}");
@@ -589,7 +585,7 @@ impl Tasks {
                 exit: *task.exit.borrow(),
                 memory_limit: task.memory_limit,
                 pid: match &task.work {
-                    Work::Native { native, .. } => native.pid(),
+                    Work::Native(native) => native.pid(),
                     _ => std::process::id(),
                 },
             })
@@ -612,13 +608,11 @@ type Ended = std::pin::Pin<Box<dyn std::future::Future<Output = ExitStatus> + Se
 /// Starts what the task runs and returns the future of its end.
 fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
     match &mut task.work {
-        Work::Native { native, outputs } => {
+        Work::Native(native) => {
             let mut exited = native.exited();
             native.start()?;
-            let outputs = outputs.take().unwrap_or_default();
             Ok(Box::pin(async move {
                 let code = exited.wait_for(Option::is_some).await.ok().and_then(|c| *c);
-                outputs.read_out(fifo::READ_OUT).await;
                 ExitStatus::exited(code.unwrap_or(255))
             }))
         }
@@ -634,10 +628,8 @@ fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
             spec,
             serve,
             container,
-            outputs,
         } => {
             let spec = spec.take().map(|s| *s).unwrap_or_default();
-            let outputs = outputs.take().unwrap_or_default();
             let runtime = tasks.runtime()?;
             let started = match (*serve, &spec.network) {
                 (Some(addr), Some(net)) => {
@@ -649,18 +641,14 @@ fn start_work(task: &mut Task, tasks: &Tasks) -> Result<Ended> {
             };
             let started = Arc::new(started);
             *container = Some(started.clone());
-            Ok(Box::pin(async move {
-                let status = started.wait().await;
-                outputs.read_out(fifo::READ_OUT).await;
-                status
-            }))
+            Ok(Box::pin(async move { started.wait().await }))
         }
     }
 }
 
 fn stop_work(work: &Work, now: bool, sig: u32) {
     match work {
-        Work::Native { native, .. } => {
+        Work::Native(native) => {
             if let Err(err) = native.kill(sig) {
                 log::warn!("{err}");
             }
@@ -696,11 +684,8 @@ fn fifo_stdio(
     path: &str,
     outputs: &mut fifo::Outputs,
 ) -> Result<std::process::Stdio> {
-    let Some(file) = open_fifo_file(stream, path, false)? else {
-        return Ok(std::process::Stdio::null());
-    };
-    watch(stream, path, &file, outputs)?;
-    Ok(file.into())
+    let file = open_fifo_file(stream, path, false, outputs)?;
+    Ok(file.map_or_else(std::process::Stdio::null, Into::into))
 }
 
 /// Opens a FIFO containerd made for a wasm container's output, watched by `outputs`.
@@ -711,37 +696,32 @@ fn open_output(
     path: &str,
     outputs: &mut fifo::Outputs,
 ) -> Result<Option<Box<dyn std::io::Write + Send + Sync>>> {
-    let Some(file) = open_fifo_file(stream, path, true)? else {
-        return Ok(None);
-    };
-    watch(stream, path, &file, outputs)?;
-    Ok(Some(Box::new(file)))
+    let file = open_fifo_file(stream, path, true, outputs)?;
+    Ok(file.map(|f| Box::new(f) as Box<dyn std::io::Write + Send + Sync>))
 }
 
-/// Has `outputs` watch the FIFO `file` is open on.
-fn watch(stream: &'static str, path: &str, file: &File, outputs: &mut fifo::Outputs) -> Result<()> {
-    outputs.watch(file).map_err(|source| Error::Stdio {
-        stream,
-        path: path.into(),
-        source,
-    })
-}
-
-/// Opens the FIFO at `path` for writing (and reading too when `read`); none when containerd
-/// gave no path for `stream`.
-fn open_fifo_file(stream: &'static str, path: &str, read: bool) -> Result<Option<File>> {
+/// Opens the FIFO at `path` for writing (and reading too when `read`), watched by
+/// `outputs`; none when containerd gave no path for `stream`.
+fn open_fifo_file(
+    stream: &'static str,
+    path: &str,
+    read: bool,
+    outputs: &mut fifo::Outputs,
+) -> Result<Option<File>> {
     if path.is_empty() {
         return Ok(None);
     }
+    let err = |source| Error::Stdio {
+        stream,
+        path: path.into(),
+        source,
+    };
     let file = File::options()
         .read(read)
         .write(true)
         .open(path)
-        .map_err(|source| Error::Stdio {
-            stream,
-            path: path.into(),
-            source,
-        })?;
+        .map_err(err)?;
+    outputs.watch(&file).map_err(err)?;
     Ok(Some(file))
 }
 
