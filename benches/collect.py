@@ -196,6 +196,9 @@ PEER_ROWS = {
     "rss": ("resident memory per running pod, {} pod(s)", "RSS per pod", "MiB", "lower", "<= 0.5"),
     "http-rps": ("wasi:http hello on its pod IP", "requests/s", "req/s", "higher", ">= 2"),
     "http-p99": ("wasi:http hello on its pod IP", "p99 latency", "ms", "lower", "<= 0.5"),
+    "stress-mock": ("runwasi's stress test, its mocked containerd (the shim alone)", "tasks/s", "tasks/s", "higher", ">= 2"),
+    "stress-containerd": ("runwasi's stress test through containerd", "tasks/s", "tasks/s", "higher", ">= 2"),
+    "http-p99-fixed": ("wasi:http hello on its pod IP, at a fixed rate (half the slower shim's peak)", "p99 latency", "ms", "lower", "<= 0.5"),
     "ctr-task-cpu": ("CPU per `ctr run --rm` task outside ctr and containerd", "CPU per task", "ms", "lower", None),
 }
 

@@ -237,7 +237,7 @@ async fn serve(opts: &StartOpts, listener: UnixListener, workers: usize) -> Resu
     let listener = Listener::try_from(listener).map_err(|e| e.to_string())?;
     let mut server = Server::new()
         .add_listener(listener)
-        .register_service(create_task(Arc::from(task)));
+        .register_service(task_services(Arc::from(task)));
     server.start().await.map_err(|e| e.to_string())?;
     log::info!(
         "shim for {} serving with {workers} worker threads, forked from start",
@@ -250,6 +250,22 @@ async fn serve(opts: &StartOpts, listener: UnixListener, workers: usize) -> Resu
     }
     Ok(())
 }
+
+/// The task service under the names of both task APIs: `containerd.task.v3.Task`, what
+/// containerd 2.x speaks to a shim that answers `start` with version 3, and
+/// `containerd.task.v2.Task`, the same messages under the name containerd 1.x and clients of
+/// the version 2 API (runwasi's stress test among them) call.
+fn task_services(
+    task: Arc<dyn Task + Send + Sync>,
+) -> std::collections::HashMap<String, containerd_shim_protos::ttrpc::r#async::Service> {
+    let mut services = create_task(task.clone());
+    let v3 = create_task(task).into_values();
+    services.extend(v3.map(|service| (TASK_V2.to_owned(), service)));
+    services
+}
+
+/// The version 2 task API's service name.
+const TASK_V2: &str = "containerd.task.v2.Task";
 
 #[cfg(test)]
 mod tests {
@@ -306,5 +322,23 @@ mod tests {
         drop(first);
         // Closed but still on disk: stale, so bound anew.
         assert!(matches!(bind(&address).unwrap(), Bound::New(_)));
+    }
+
+    #[test]
+    fn the_task_service_answers_under_both_api_names() {
+        struct Unimplemented;
+        impl Task for Unimplemented {}
+        let services = task_services(Arc::new(Unimplemented));
+        let mut names: Vec<&String> = services.keys().collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["containerd.task.v2.Task", "containerd.task.v3.Task"]
+        );
+        for service in services.values() {
+            for method in ["Create", "Start", "Wait", "Delete", "Shutdown"] {
+                assert!(service.methods.contains_key(method), "{method}");
+            }
+        }
     }
 }

@@ -14,10 +14,14 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
 use std::time::{Duration, Instant};
 
 /// How long a task's end waits for the readers of its FIFOs.
 pub const READ_OUT: Duration = Duration::from_secs(1);
+
+/// The first pause between two looks at FIFOs that hold output.
+const FIRST_PAUSE: Duration = Duration::from_micros(50);
 
 /// The longest pause between two looks at the FIFOs.
 const LONGEST_PAUSE: Duration = Duration::from_millis(16);
@@ -29,22 +33,39 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// Watches the FIFO `file` is open on (through a handle of its own).
+    /// Watches the FIFO `file` is open on (through a handle of its own). An output that is
+    /// not a FIFO (a regular file, `/dev/null`) has no reader to wait for and is not watched.
     pub fn watch(&mut self, file: &File) -> io::Result<()> {
-        self.fifos.push(file.try_clone()?);
+        if file.metadata()?.file_type().is_fifo() {
+            self.fifos.push(file.try_clone()?);
+        }
         Ok(())
     }
 
-    /// Waits until every FIFO is empty, at most `limit`; then closes the handles.
+    /// Waits until every FIFO is empty, at most `limit`; then closes the handles. Most
+    /// often they are empty at once; otherwise their readers take the output within a
+    /// millisecond or two, finer than the async timer's millisecond ticks: the wait is on a
+    /// blocking thread, its pauses starting at [`FIRST_PAUSE`].
     pub async fn read_out(self, limit: Duration) {
+        if !self.any_unread() {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || self.wait_empty(limit)).await;
+    }
+
+    fn any_unread(&self) -> bool {
+        self.fifos.iter().any(|f| unread(f).unwrap_or(0) > 0)
+    }
+
+    fn wait_empty(&self, limit: Duration) {
         let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        while self.fifos.iter().any(|f| unread(f).unwrap_or(0) > 0) {
+        let mut pause = FIRST_PAUSE;
+        while self.any_unread() {
             if start.elapsed() >= limit {
                 log::warn!("the task's output was not read within {limit:?}; its exit is reported");
                 return;
             }
-            tokio::time::sleep(pause).await;
+            std::thread::sleep(pause);
             pause = (pause * 2).min(LONGEST_PAUSE);
         }
     }
@@ -114,6 +135,23 @@ mod tests {
     async fn empty_fifos_do_not_wait() {
         let dir = tempfile::tempdir().unwrap();
         let (_path, _writer, outputs) = watched_fifo(dir.path());
+        let start = Instant::now();
+        outputs.read_out(Duration::from_secs(10)).await;
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn an_output_that_is_a_regular_file_does_not_hold_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stdout");
+        std::fs::write(&path, "written before the task\n").unwrap();
+        let file = File::options().read(true).write(true).open(&path).unwrap();
+        assert!(
+            unread(&file).unwrap() > 0,
+            "FIONREAD counts the file's unread bytes"
+        );
+        let mut outputs = Outputs::default();
+        outputs.watch(&file).unwrap();
         let start = Instant::now();
         outputs.read_out(Duration::from_secs(10)).await;
         assert!(start.elapsed() < Duration::from_secs(5));

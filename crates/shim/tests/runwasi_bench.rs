@@ -1,9 +1,10 @@
 //! Benchmark (numbers, never a timed test): the wasmlet shim beside containerd/runwasi's
 //! wasmtime shim on the same containerd, in the same run: `ctr run --rm` hello latency, tasks
-//! per second (4 in parallel, 1,000 tasks: runwasi's own stress-test shape), resident memory
+//! per second (1,000 `ctr run --rm`, 4 in parallel; and runwasi's own stress test), resident memory
 //! per running pod at 1 and at 100 pods, and a wasi:http component's requests/s and p99 on its
 //! pod IP (a network namespace of its own, joined with `ctr run --with-ns`, `wrk` from a
-//! client namespace on the other end of a veth pair), beside a native hyper server giving the
+//! client namespace on the other end of a veth pair) and its p50/p99 at a fixed rate (`vegeta`,
+//! an open loop, at half the slower shim's peak), beside a native hyper server giving the
 //! same answer on the same path (what the path itself serves). The tasks part also splits
 //! each task's CPU time between ctr, containerd and the rest (the shim's processes and the
 //! kernel's work for them). The latency, tasks and memory parts run
@@ -19,13 +20,24 @@
 //! ```
 //! Knobs: `WASMLET_BENCH_N` (runs per median, 20), `WASMLET_BENCH_TASKS` (1000),
 //! `WASMLET_BENCH_PODS_MAX` (the larger pod count, 100), `WASMLET_BENCH_HTTP_SECONDS` (10),
-//! `WASMLET_BENCH_HTTP_ROUNDS` (3), `WASMLET_BENCH_PARTS` (which parts to run, of
-//! `latency,tasks,memory,http`; all by default). Each result is a `PEERBENCH {json}` line for
-//! `benches/collect.py`.
+//! `WASMLET_BENCH_HTTP_ROUNDS` (3), `WASMLET_BENCH_HTTP_RATE` (the fixed rate, req/s; half the
+//! slower shim's peak by default), `WASMLET_BENCH_STRESS_ROUNDS` (3),
+//! `WASMLET_RUNWASI_STRESS` (the path of runwasi's built `stress-test`; by default the
+//! `stress-test` beside the shim), `WASMLET_BENCH_PARTS` (which parts to run, of
+//! `latency,tasks,stress,memory,http`; all by default). Each result is a `PEERBENCH {json}`
+//! line for `benches/collect.py`.
+//!
+//! The stress part runs runwasi's own benchmark, its `stress-test`, on each shim: the shape
+//! runwasi publishes as its "Stress Test Throughput" (1,000 tasks of a hello, as many at a time
+//! as the machine has cores), with its mocked containerd (one shim process serving every task
+//! over the task API, no containerd in the path) and through the real containerd. The tool
+//! talks to `/run/containerd/containerd.sock` in the `default` namespace; it runs in a mount
+//! namespace of its own where that path leads to the benchmark's containerd.
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use common::measure::*;
@@ -39,6 +51,8 @@ struct Shim {
     runtime: String,
     /// What the shim's processes' command lines contain.
     process: &'static str,
+    /// The shim's binary, for runwasi's stress test.
+    binary: PathBuf,
 }
 
 /// wasmlet's shim, runwasi's, then wasmlet's wasmer shim (not in the http part).
@@ -53,16 +67,19 @@ fn shims() -> [Shim; 3] {
             name: "wasmlet",
             runtime: RUNTIME.into(),
             process: "containerd-shim-wasmlet-v1",
+            binary: env!("CARGO_BIN_EXE_containerd-shim-wasmlet-v1").into(),
         },
         Shim {
             name: "runwasi",
             runtime: runwasi.to_string_lossy().into_owned(),
             process: "containerd-shim-wasmtime-v1",
+            binary: runwasi.clone(),
         },
         Shim {
             name: "wasmlet-wasmer",
             runtime: "io.containerd.wasmlet-wasmer.v1".into(),
             process: "containerd-shim-wasmlet-wasmer-v1",
+            binary: env!("CARGO_BIN_EXE_containerd-shim-wasmlet-wasmer-v1").into(),
         },
     ]
 }
@@ -109,6 +126,12 @@ fn bench_wasmlet_vs_runwasi() {
     }
     if part("tasks") {
         tasks_per_second(&shims, &hello, tasks);
+    }
+    if part("stress") {
+        let hello = import_wasm("default", "hello", wasmlet_fixtures::hello()).unwrap();
+        for mode in [StressMode::Mock, StressMode::Containerd] {
+            stress(&shims, &hello, tasks, mode);
+        }
     }
     if part("memory") {
         for pods in [1, pods_max] {
@@ -230,6 +253,186 @@ fn tasks_per_second(shims: &[Shim], image: &str, tasks: usize) {
     );
 }
 
+/// Latency at a fixed offered load both shims carry: half the slower one's wrk median (or
+/// `WASMLET_BENCH_HTTP_RATE`), vegeta runs taking turns, the native server among them. An open
+/// loop: at wrk's saturation a latency is mostly the queue of 16 connections, and a faster
+/// server's queue is no shorter. The native server's latency at the same rate is the path's
+/// own (client, veth, kernel), which no server goes below.
+fn at_fixed_rate(
+    shims: &[Shim],
+    nets: &[PodNet],
+    native: &PodNet,
+    rps: &[f64],
+    (seconds, rounds): (u64, usize),
+) {
+    let slower = rps.iter().copied().fold(f64::MAX, f64::min);
+    let rate = match knob("WASMLET_BENCH_HTTP_RATE", 0) {
+        0 => ((slower / 2.0 / 500.0).floor() as u32 * 500).max(500),
+        fixed => fixed as u32,
+    };
+    let targets: Vec<&PodNet> = nets.iter().chain([native]).collect();
+    let mut runs: Vec<Vec<FixedRate>> = vec![Vec::new(); targets.len()];
+    for _ in 0..rounds {
+        for (i, net) in targets.iter().enumerate() {
+            runs[i].push(net.fixed_rate(8080, rate, seconds));
+        }
+    }
+    let med = |rs: &[FixedRate], f: fn(&FixedRate) -> f64| {
+        let mut v: Vec<f64> = rs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let p50: Vec<f64> = runs.iter().map(|r| med(r, |f| f.p50_ms)).collect();
+    let p99: Vec<f64> = runs.iter().map(|r| med(r, |f| f.p99_ms)).collect();
+    let success: Vec<f64> = runs.iter().map(|r| med(r, |f| f.success)).collect();
+    let names = shims.iter().map(|s| s.name).chain(["native"]);
+    let each: Vec<String> = names
+        .zip(p50.iter().zip(&p99).zip(&success))
+        .map(|(name, ((p50, p99), ok))| {
+            format!(
+                "{name} p50 {p50:.3} ms, p99 {p99:.3} ms, {:.1} % answered",
+                ok * 100.0
+            )
+        })
+        .collect();
+    println!("wasi:http hello at {rate} req/s: {}", each.join("; "));
+    let note = format!(
+        "vegeta attack -rate={rate}/s -duration={seconds}s from the client namespace (half the \
+         slower shim's wrk median), median of {rounds} runs taking turns: {}. The native \
+         server's is the path's own latency at that rate",
+        each.join("; ")
+    );
+    report("http-p99-fixed", "ms", by_shim(shims, &p99), note);
+}
+
+/// How runwasi's stress test reaches the shim.
+#[derive(Clone, Copy, PartialEq)]
+enum StressMode {
+    /// Its mocked containerd: the tool starts one shim and calls its task API itself.
+    Mock,
+    /// The benchmark's containerd, which the tool asks for containers and tasks.
+    Containerd,
+}
+
+impl StressMode {
+    fn name(self) -> &'static str {
+        match self {
+            StressMode::Mock => "mock",
+            StressMode::Containerd => "containerd",
+        }
+    }
+}
+
+/// runwasi's built `stress-test`.
+fn stress_tool(runwasi: &Shim) -> PathBuf {
+    let beside = runwasi.binary.with_file_name("stress-test");
+    let tool = std::env::var_os("WASMLET_RUNWASI_STRESS").map_or(beside, PathBuf::from);
+    assert!(
+        tool.is_absolute() && executable(&tool),
+        "the stress part needs runwasi's stress-test at {} (WASMLET_RUNWASI_STRESS, or beside \
+         WASMLET_RUNWASI_SHIM; the README's Benchmarks section says how to build it), or \
+         WASMLET_BENCH_PARTS without `stress`",
+        tool.display()
+    );
+    tool
+}
+
+/// runwasi's stress test on each shim, `rounds` runs each taking turns: the median tasks/s.
+fn stress(shims: &[Shim], image: &str, tasks: usize, mode: StressMode) {
+    let tool = stress_tool(&shims[1]);
+    let rounds = knob("WASMLET_BENCH_STRESS_ROUNDS", 3);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); shims.len()];
+    let mut failures = Vec::new();
+    for _ in 0..rounds {
+        for (i, shim) in shims.iter().enumerate() {
+            match stress_once(&tool, shim, image, tasks, cores, mode) {
+                Ok(tps) => runs[i].push(tps),
+                Err(e) if shim.name == "runwasi" => failures.push(e),
+                Err(e) => panic!("{}: runwasi's stress test failed: {e}", shim.name),
+            }
+        }
+    }
+    let tps: Vec<f64> = runs
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(f64::total_cmp);
+            r.get(r.len() / 2).copied().unwrap_or(0.0)
+        })
+        .collect();
+    let mode = mode.name();
+    let each = listed(shims, &tps, "tasks/s");
+    println!("runwasi's stress test, {mode}, {tasks} tasks, {cores} at a time: {each}");
+    let failed = match failures.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; {} of runwasi's runs failed, out of its median (first: {})",
+            failures.len(),
+            failures[0]
+        ),
+    };
+    report(
+        &format!("stress-{mode}"),
+        "tasks/s",
+        by_shim(shims, &tps),
+        format!(
+            "runwasi's stress-test --count {tasks} --parallel {cores}{} on each shim, median of \
+             {rounds} runs taking turns{failed}",
+            if mode == "mock" { "" } else { " --containerd" }
+        ),
+    );
+}
+
+/// One run of runwasi's stress test on `shim`: its tasks per second, or why it failed.
+fn stress_once(
+    tool: &Path,
+    shim: &Shim,
+    image: &str,
+    tasks: usize,
+    cores: usize,
+    mode: StressMode,
+) -> Result<f64, String> {
+    // The tool dials containerd at a fixed path: in a mount namespace of its own that path
+    // leads to the benchmark's containerd.
+    let socket = &containerd()["CONTAINERD_ADDRESS"];
+    let link = "mkdir -p /run/containerd && mount -t tmpfs wasmlet-bench /run/containerd && \
+                ln -s \"$0\" /run/containerd/containerd.sock && exec \"$@\"";
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let json_out = dir.path().join("stress.json");
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c", link])
+        .arg(socket)
+        .arg(tool)
+        .arg(&shim.binary);
+    if mode == StressMode::Containerd {
+        command.arg("--containerd");
+    }
+    let (tasks, cores) = (tasks.to_string(), cores.to_string());
+    let out = command
+        .args(["--count", &tasks, "--parallel", &cores, "--timeout", "120s"])
+        .args(["--image", image, "--json-output"])
+        .arg(&json_out)
+        // The program, as the image's CMD names it (the tool reads an ENTRYPOINT alone).
+        .arg("/hello.wasm")
+        .env("RUST_LIB_BACKTRACE", "0")
+        .current_dir(dir.path())
+        .output()
+        .map_err(|e| format!("cannot run unshare: {e}"))?;
+    let text = std::fs::read_to_string(&json_out).unwrap_or_default();
+    let value: Option<f64> = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v[0]["value"].as_f64());
+    match (out.status.success(), value) {
+        (true, Some(tps)) => Ok(tps),
+        _ => {
+            let said = show(&out);
+            let tail: String = said.chars().rev().take(600).collect();
+            Err(tail.chars().rev().collect())
+        }
+    }
+}
+
 /// Resident memory per running pod: `pods` sleeping containers (one shim each, as `ctr`
 /// makes them), the shims' processes and everything below them.
 fn memory(shims: &[Shim], image: &str, pods: usize) {
@@ -301,14 +504,15 @@ fn serve(shims: &[Shim], image: &str) {
         }
         native_runs.push(native_net.wrk(8080, seconds, 16));
     }
-    drop(native);
-    remove(&ids);
     let med = |ws: &[Wrk], f: fn(&Wrk) -> f64| {
         let mut v: Vec<f64> = ws.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     let rps: Vec<f64> = runs.iter().map(|r| med(r, |w| w.rps)).collect();
+    at_fixed_rate(shims, &nets, &native_net, &rps, (seconds, rounds));
+    drop(native);
+    remove(&ids);
     let p99: Vec<f64> = runs.iter().map(|r| med(r, |w| w.p99_ms)).collect();
     let (native_rps, native_p99) = (
         med(&native_runs, |w| w.rps),

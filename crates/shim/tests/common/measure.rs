@@ -423,6 +423,47 @@ impl PodNet {
     }
 }
 
+impl PodNet {
+    /// `vegeta attack` from the client at a fixed `rate` (requests/s) for `seconds`: an open
+    /// loop, each request sent at its time whether or not the earlier ones were answered, so
+    /// a latency is a request's own (not a queue's, as at wrk's saturation).
+    pub fn fixed_rate(&self, port: u16, rate: u32, seconds: u64) -> FixedRate {
+        let script = format!(
+            "echo 'GET http://{}:{port}/' | vegeta attack -rate={rate}/s -duration={seconds}s \
+             -timeout=5s | vegeta report -type=json",
+            self.pod_ip
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.client, "sh", "-c", &script])
+            .output()
+            .expect("cannot run ip netns exec");
+        assert!(
+            out.status.success(),
+            "vegeta (benches/run installs it): {}",
+            show(&out)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("unexpected vegeta report ({e}): {}", show(&out)));
+        let ms = |p: &str| report["latencies"][p].as_f64().unwrap_or(f64::NAN) / 1e6;
+        FixedRate {
+            p50_ms: ms("50th"),
+            p99_ms: ms("99th"),
+            success: report["success"].as_f64().unwrap_or(0.0),
+        }
+    }
+}
+
+/// What one fixed-rate run reported.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedRate {
+    /// The median latency, in milliseconds.
+    pub p50_ms: f64,
+    /// The 99th percentile latency, in milliseconds.
+    pub p99_ms: f64,
+    /// The share of requests answered with a success status.
+    pub success: f64,
+}
+
 impl Drop for PodNet {
     fn drop(&mut self) {
         for ns in [&self.pod, &self.client] {
