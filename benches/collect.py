@@ -198,7 +198,7 @@ PEER_ROWS = {
     "http-p99": ("wasi:http hello on its pod IP", "p99 latency", "ms", "lower", "<= 0.5"),
     "stress-mock": ("runwasi's stress test, its mocked containerd (the shim alone)", "tasks/s", "tasks/s", "higher", ">= 2"),
     "stress-containerd": ("runwasi's stress test through containerd", "tasks/s", "tasks/s", "higher", ">= 2"),
-    "http-p99-fixed": ("wasi:http hello on its pod IP, at a fixed rate (half the slower shim's peak)", "p99 latency", "ms", "lower", "<= 0.5"),
+    "http-p99-fixed": ("wasi:http hello on its pod IP, at a fixed rate (a quarter of the slower shim's peak)", "p99 latency", "ms", "lower", "<= 0.5"),
     "ctr-task-cpu": ("CPU per `ctr run --rm` task outside ctr and containerd", "CPU per task", "ms", "lower", None),
 }
 

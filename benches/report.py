@@ -148,6 +148,18 @@ WHY_IT_LOSES = {
         "around each poll for the container's CPU accounting (a system call, about 5 % of a "
         "profile) and the preopened rootfs opened for each request's WASI context (about 5 %)."),
     "8.http-rps": "As for the p99 row.",
+    "8.http-p99-fixed": (
+        "at a rate both carry, a request's latency is mostly the path's: the native hyper server "
+        "on the same path, at the same rate, in the same turns (the row's note) answers in "
+        "0.13-0.16 ms at p50, more than half of runwasi's 0.25-0.30 ms, so no server could halve "
+        "runwasi's latency there. Both shims' p50 lie within 10 % of each other in every run "
+        "(0.268 against 0.285 ms at 8,000 requests/s in this run; 0.277 against 0.296 and 0.260 "
+        "against 0.247 at 2,000 in runs by hand). The p99 is the scheduling of the 2 cores the "
+        "shims, vegeta and the kernel share, and its ratio turns over from run to run: at 2,000 "
+        "requests/s by hand, 0.94 against 1.47 ms in one run and 0.79 against 0.68 in another; "
+        "this run's rate (half the slower peak then) kept the cores near full, with 8.1 against "
+        "5.6 ms and the native server's own p99 at 2.6 ms. The rate is a quarter of the slower "
+        "peak since."),
     "8.rss-1": (
         "one sample of one process each, so it moves with what that one shim happened to touch; "
         "each wasmlet shim carries a whole wasmtime engine (its code, the pooling allocator's "
@@ -161,16 +173,18 @@ WHY_IT_LOSES = {
     "8.ready-p99": "As for p50; with 50 pods, p99 is the slowest pod of the run.",
     "8.ctr-tasks": (
         "with 4 tasks on 2 cores the rate is CPU-bound, and the run splits each task's CPU time "
-        "(the `CPU per task` row): ctr and containerd cost 50.3 ms a task in this run whichever "
-        "shim runs it, which caps any shim at 39.8 tasks/s on 2 cores; wasmlet's shim costs "
-        "13.9 ms a task against runwasi's 49.8 ms (0.28x; 0.34x at d7bb9ec, before the process "
+        "(the `CPU per task` row): ctr and containerd cost 45.6 ms a task in this run whichever "
+        "shim runs it, which caps any shim at 43.9 tasks/s on 2 cores; wasmlet's shim costs "
+        "13.1 ms a task against runwasi's 43.7 ms (0.30x; 0.34x at d7bb9ec, before the process "
         "serving a pod became a fork of `start` instead of a second execution of the binary, "
         "containerd's `delete` ran without a tokio runtime and a process running only modules "
-        "stopped building the component linker). 2x runwasi's rate (34.2 tasks/s) would leave a "
-        "shim 8.2 ms a task, which its two executions per task (containerd runs the binary for "
+        "stopped building the component linker). 2x runwasi's rate (38.5 tasks/s) would leave a "
+        "shim 6.4 ms a task, which its two executions per task (containerd runs the binary for "
         "`start` and for `delete`: the loader and glibc's CPU probing, whose `cpuid` exits to "
         "the hypervisor here, 1.4 ms of CPU each; `/bin/true` 0.7 ms), the fork, the rootfs "
-        "overlay mount and unmount and the task itself do not fit in."),
+        "overlay mount and unmount and the task itself do not fit in. runwasi's own stress test "
+        "(the rows after), which drives the shims over the task API without ctr, is where the "
+        "shims' own rates show: 18x with its mocked containerd, 3.8x through containerd."),
     "8.ctr-run-warm": (
         "a trace of one warm `ctr run --rm` of hello through wasmlet's shim (`perf record -a` "
         "on exec, exit, fork, mount, umount and connect, with uprobes on the task API, at "
@@ -588,10 +602,15 @@ SECTIONS = [
      "runwasi's repository at the commit the README names) on the same containerd 2.4.2, in the same run "
      "(`crates/shim/tests/runwasi_bench.rs`): `ctr run --rm` of the same FROM-scratch hello image, warm (each "
      "shim ran it once first; the shims take turns run by run); tasks per second of 1,000 such runs, 4 at a "
-     "time, runwasi's own stress-test shape; resident memory per running pod, one sleeping container per "
+     "time; runwasi's own stress test (its `stress-test`, the tool behind runwasi's published \"Stress Test "
+     "Throughput\": 1,000 tasks of hello, as many at a time as cores), with its mocked containerd (one shim "
+     "process given every task over the task API) and through containerd, on each shim in turn; resident "
+     "memory per running pod, one sleeping container per "
      "shim as `ctr` makes them, counting every shim process and every process below it, at 1 and at 100 "
      "pods; the wasi:http hello component in a network namespace of its own (`ctr run --with-ns`), `wrk` "
-     "from a client namespace at the other end of a veth pair dialling the pod IP, rounds alternating. "
+     "from a client namespace at the other end of a veth pair dialling the pod IP, rounds alternating, "
+     "then `vegeta` at a fixed rate (a quarter of the slower shim's wrk median: an open loop, each request's own "
+     "latency rather than a queue's) on both shims and on a native hyper server on the same path. "
      "Then pod creation -> Ready through the real kubelet with the RuntimeClasses `wasm` (wasmlet) and "
      "`runwasi` on one containerd, timed by `benches/podlatency.py` as item 3, runc's sleeper beside them. "
      "Each row has the goal it is held to (wasmlet / runwasi). The `wasmlet's wasmer shim` rows are "
