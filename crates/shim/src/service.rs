@@ -153,8 +153,10 @@ impl Shim for WasmShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        let tasks = Arc::new(Tasks::new(self.containerd.clone()));
+        tasks.prewarm();
         TaskService {
-            tasks: Arc::new(Tasks::new(self.containerd.clone())),
+            tasks,
             events: Arc::new(Events {
                 publisher,
                 namespace: self.namespace.clone(),
