@@ -102,6 +102,13 @@ fn listed(shims: &[Shim], values: &[f64], unit: &str) -> String {
     each.join(", ")
 }
 
+/// The median of `f` over `items` (0 for none).
+fn median_by<T>(items: &[T], f: impl Fn(&T) -> f64) -> f64 {
+    let mut values: Vec<f64> = items.iter().map(f).collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
 fn report(metric: &str, unit: &str, values: serde_json::Value, note: String) {
     let line = json!({"metric": metric, "unit": unit, "values": values, "note": note});
     println!("PEERBENCH {line}");
@@ -280,14 +287,9 @@ fn at_fixed_rate(
             runs[i].push(net.fixed_rate(8080, rate, seconds));
         }
     }
-    let med = |rs: &[FixedRate], f: fn(&FixedRate) -> f64| {
-        let mut v: Vec<f64> = rs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let p50: Vec<f64> = runs.iter().map(|r| med(r, |f| f.p50_ms)).collect();
-    let p99: Vec<f64> = runs.iter().map(|r| med(r, |f| f.p99_ms)).collect();
-    let success: Vec<f64> = runs.iter().map(|r| med(r, |f| f.success)).collect();
+    let p50: Vec<f64> = runs.iter().map(|r| median_by(r, |f| f.p50_ms)).collect();
+    let p99: Vec<f64> = runs.iter().map(|r| median_by(r, |f| f.p99_ms)).collect();
+    let success: Vec<f64> = runs.iter().map(|r| median_by(r, |f| f.success)).collect();
     let names = shims.iter().map(|s| s.name).chain(["native"]);
     let each: Vec<String> = names
         .zip(p50.iter().zip(&p99).zip(&success))
@@ -356,13 +358,7 @@ fn stress(shims: &[Shim], image: &str, tasks: usize, mode: StressMode) {
             }
         }
     }
-    let tps: Vec<f64> = runs
-        .into_iter()
-        .map(|mut r| {
-            r.sort_by(f64::total_cmp);
-            r.get(r.len() / 2).copied().unwrap_or(0.0)
-        })
-        .collect();
+    let tps: Vec<f64> = runs.iter().map(|r| median_by(r, |tps| *tps)).collect();
     let mode = mode.name();
     let each = listed(shims, &tps, "tasks/s");
     println!("runwasi's stress test, {mode}, {tasks} tasks, {cores} at a time: {each}");
@@ -507,19 +503,14 @@ fn serve(shims: &[Shim], image: &str) {
         }
         native_runs.push(native_net.wrk(8080, seconds, 16));
     }
-    let med = |ws: &[Wrk], f: fn(&Wrk) -> f64| {
-        let mut v: Vec<f64> = ws.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let rps: Vec<f64> = runs.iter().map(|r| med(r, |w| w.rps)).collect();
+    let rps: Vec<f64> = runs.iter().map(|r| median_by(r, |w| w.rps)).collect();
     at_fixed_rate(shims, &nets, &native_net, &rps, (seconds, rounds));
     drop(native);
     remove(&ids);
-    let p99: Vec<f64> = runs.iter().map(|r| med(r, |w| w.p99_ms)).collect();
+    let p99: Vec<f64> = runs.iter().map(|r| median_by(r, |w| w.p99_ms)).collect();
     let (native_rps, native_p99) = (
-        med(&native_runs, |w| w.rps),
-        med(&native_runs, |w| w.p99_ms),
+        median_by(&native_runs, |w| w.rps),
+        median_by(&native_runs, |w| w.p99_ms),
     );
     let errors: Vec<u64> = runs
         .iter()

@@ -421,9 +421,7 @@ impl PodNet {
         Wrk::parse(&String::from_utf8_lossy(&out.stdout))
             .unwrap_or_else(|| panic!("unexpected wrk output: {}", show(&out)))
     }
-}
 
-impl PodNet {
     /// `vegeta attack` from the client at a fixed `rate` (requests/s) for `seconds`: an open
     /// loop, each request sent at its time whether or not the earlier ones were answered, so
     /// a latency is a request's own (not a queue's, as at wrk's saturation).
