@@ -311,7 +311,7 @@ fn at_fixed_rate(
 }
 
 /// How runwasi's stress test reaches the shim.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum StressMode {
     /// Its mocked containerd: the tool starts one shim and calls its task API itself.
     Mock,
@@ -324,6 +324,14 @@ impl StressMode {
         match self {
             StressMode::Mock => "mock",
             StressMode::Containerd => "containerd",
+        }
+    }
+
+    /// The tool's flags for this mode.
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            StressMode::Mock => &[],
+            StressMode::Containerd => &["--containerd"],
         }
     }
 }
@@ -359,9 +367,10 @@ fn stress(shims: &[Shim], image: &str, tasks: usize, mode: StressMode) {
         }
     }
     let tps: Vec<f64> = runs.iter().map(|r| median_by(r, |tps| *tps)).collect();
-    let mode = mode.name();
+    let name = mode.name();
+    let flags: String = mode.flags().iter().map(|f| format!(" {f}")).collect();
     let each = listed(shims, &tps, "tasks/s");
-    println!("runwasi's stress test, {mode}, {tasks} tasks, {cores} at a time: {each}");
+    println!("runwasi's stress test, {name}, {tasks} tasks, {cores} at a time: {each}");
     let failed = match failures.is_empty() {
         true => String::new(),
         false => format!(
@@ -371,13 +380,12 @@ fn stress(shims: &[Shim], image: &str, tasks: usize, mode: StressMode) {
         ),
     };
     report(
-        &format!("stress-{mode}"),
+        &format!("stress-{name}"),
         "tasks/s",
         by_shim(shims, &tps),
         format!(
-            "runwasi's stress-test --count {tasks} --parallel {cores}{} on each shim, median of \
-             {rounds} runs taking turns{failed}",
-            if mode == "mock" { "" } else { " --containerd" }
+            "runwasi's stress-test --count {tasks} --parallel {cores}{flags} on each shim, \
+             median of {rounds} runs taking turns{failed}"
         ),
     );
 }
@@ -403,10 +411,8 @@ fn stress_once(
         .args(["--mount", "--propagation", "private", "sh", "-c", link])
         .arg(socket)
         .arg(tool)
-        .arg(&shim.binary);
-    if mode == StressMode::Containerd {
-        command.arg("--containerd");
-    }
+        .arg(&shim.binary)
+        .args(mode.flags());
     let (tasks, cores) = (tasks.to_string(), cores.to_string());
     let out = command
         .args(["--count", &tasks, "--parallel", &cores, "--timeout", "120s"])
